@@ -1,0 +1,26 @@
+# Two set-up commands on a fresh machine: `make train` (the main job) and `make test`.
+# Both create the virtual environment .venv and install the package into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# A torchvision root with MNIST; when a shared data folder sits beside the checkout it is used,
+# otherwise pyro-vae downloads MNIST to ~/.cache/pyro-vae/data.
+DATA_DIR ?= $(firstword $(wildcard ../shared/data))
+TRAIN_ARGS ?= --dataset mnist --binarize dynamic --likelihood bernoulli --net mlp --hidden 400 \
+	--latent-dim 20 --batch-size 128 --lr 1e-3 --epochs 10 --seed 0 --out runs/mnist-mlp
+
+.PHONY: train test clean
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --upgrade pip
+	$(VENV)/bin/python -m pip install -e '.[test]'
+	touch $@
+
+train: $(VENV)/.installed
+	$(VENV)/bin/pyro-vae train $(TRAIN_ARGS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --overwrite
+	$(VENV)/bin/pyro-vae elbo --checkpoint runs/mnist-mlp/ckpt.pt $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

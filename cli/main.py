@@ -1,0 +1,201 @@
+"""``pyro-vae``: the command line, a thin shell over :mod:`pyro_vae.pipeline`.
+
+Every error caused by input ends as one line on stderr and a non-zero exit: 2 for a bad option,
+1 for a bad file/dataset/combination, 3 when the Pyro and analytic ELBOs disagree, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from click.core import ParameterSource
+
+from pyro_vae.data import BINARIZATIONS, DATASETS, DataConfig
+from pyro_vae.errors import AgreementError, PyroVAEError
+from pyro_vae.likelihoods import LIKELIHOODS, Gaussian
+from pyro_vae.networks import ACTIVATIONS, NetConfig
+from pyro_vae.priors import PRIORS
+from pyro_vae.train import ELBOS, TrainConfig
+
+POSITIVE = click.IntRange(min=1)
+
+
+class HiddenSizes(click.ParamType):
+    """``400`` or ``512,256``: hidden layer widths, each positive."""
+
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            sizes = tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if not sizes or min(sizes) < 1:
+            self.fail(f"hidden sizes must be positive, got {value!r}", param, ctx)
+        return sizes
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pyro-vae")
+def cli() -> None:
+    """Variational autoencoders as Pyro model/guide pairs, trained with SVI."""
+
+
+def _likelihood(name: str, sigma: float, learn_sigma: bool):
+    if name == "gaussian":
+        return Gaussian(sigma=sigma, learn_sigma=learn_sigma)
+    if learn_sigma:
+        raise click.UsageError("--learn-sigma only applies to --likelihood gaussian")
+    return LIKELIHOODS[name]()
+
+
+# Options that may differ on --resume; every other option is fixed by the checkpoint.
+RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress"}
+
+
+@cli.command()
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default="mnist", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="torchvision root holding the dataset [default: $PYRO_VAE_DATA or ~/.cache/pyro-vae/data, "
+                   "downloaded there if missing]")
+@click.option("--binarize", type=click.Choice(BINARIZATIONS), default="dynamic", show_default=True)
+@click.option("--val-size", type=click.IntRange(min=0), default=5000, show_default=True,
+              help="validation images carved from the end of the training set")
+@click.option("--train-limit", type=POSITIVE, default=None, help="use only the first N training images")
+@click.option("--likelihood", type=click.Choice(list(LIKELIHOODS)), default="bernoulli", show_default=True)
+@click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="Gaussian likelihood: the fixed sigma (or the initial one with --learn-sigma)")
+@click.option("--learn-sigma", is_flag=True, help="Gaussian likelihood: learn one sigma per pixel")
+@click.option("--prior", type=click.Choice(list(PRIORS)), default="standard-normal", show_default=True)
+@click.option("--net", type=click.Choice(["mlp", "conv"]), default="mlp", show_default=True)
+@click.option("--latent-dim", type=POSITIVE, default=20, show_default=True)
+@click.option("--hidden", type=HiddenSizes(), default="400", show_default=True,
+              help="MLP hidden widths (e.g. 512,256); for conv, the dense layer's width")
+@click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="relu", show_default=True)
+@click.option("--epochs", type=POSITIVE, default=10, show_default=True, help="total epochs (also on --resume)")
+@click.option("--batch-size", type=POSITIVE, default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--elbo", type=click.Choice(list(ELBOS)), default="trace", show_default=True,
+              help="trace: Trace_ELBO (Monte Carlo KL); meanfield: TraceMeanField_ELBO (analytic KL)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
+              help="run folder for ckpt.pt and metrics.jsonl")
+@click.option("--checkpoint-every", type=POSITIVE, default=1, show_default=True, help="epochs between checkpoints")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+              help="continue the run in this checkpoint (to --epochs in total)")
+@click.option("--overwrite", is_flag=True, help="replace a run already in --out")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="show a progress bar")
+@click.pass_context
+def train(ctx: click.Context, **opts) -> None:
+    """Train a VAE with SVI; writes OUT/ckpt.pt and OUT/metrics.jsonl."""
+    from pyro_vae import pipeline
+
+    log = lambda message: click.echo(message, err=True)  # noqa: E731
+    if opts["resume"]:
+        fixed = [name for name in opts if name not in RESUMABLE
+                 and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]  # fmt: skip
+        if fixed:
+            names = ", ".join("--" + n.replace("_", "-") for n in fixed)
+            raise click.UsageError(f"{names} cannot change on --resume (the checkpoint fixes them)")
+        explicit_out = ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE
+        trainer = pipeline.resume_run(
+            opts["resume"], out_dir=opts["out"] if explicit_out else None, data_dir=opts["data_dir"],
+            device=opts["device"], progress=opts["progress"], log=log,
+            epochs=opts["epochs"] if ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None,
+        )  # fmt: skip
+        log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
+    else:
+        from pyro_vae.priors import PRIORS as priors
+
+        net = NetConfig(opts["net"], opts["latent_dim"], opts["hidden"], opts["activation"])
+        trainer = pipeline.start_run(
+            DataConfig(opts["dataset"], opts["binarize"], opts["val_size"], opts["train_limit"]),
+            net,
+            priors[opts["prior"]](opts["latent_dim"]),
+            _likelihood(opts["likelihood"], opts["sigma"], opts["learn_sigma"]),
+            TrainConfig(opts["epochs"], opts["batch_size"], opts["lr"], opts["seed"], opts["elbo"],
+                        opts["checkpoint_every"]),  # fmt: skip
+            opts["out"], data_dir=opts["data_dir"], device=opts["device"], overwrite=opts["overwrite"],
+            progress=opts["progress"], log=log,
+        )  # fmt: skip
+    log(f"training on {trainer.data.device}: {trainer.data.config.describe()}, "
+        f"{trainer.data.images['train'].shape[0]} training images")  # fmt: skip
+    trainer.fit()
+    log(f"wrote {trainer.checkpoint_path} and {trainer.out_dir / 'metrics.jsonl'}")
+
+
+def _format_table(info: dict, s: dict) -> str:
+    pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
+    lines = [
+        f"{info['data']}",
+        f"split={info['split']}  n={s['n']}  checkpoint epoch {info['epoch']}  seed={s['seed']}  device={info['device']}",
+        "all values in nats per image, as log-likelihood bounds (higher is better)",
+        f"  ELBO, Pyro Trace_ELBO ({s['num_particles']} particle(s))  {pm('elbo')}",
+        f"  ELBO, hand-written analytic KL        {pm('elbo_analytic')}",
+        f"  agreement z (paired, |z| < 4 passes)  {s['agreement_z']:10.2f}",
+        f"  reconstruction E_q[log p(x|z)]        {s['recon']:10.3f}",
+        f"  KL(q(z|x) || p(z)) [{s['kl_method']}]{' ' * (17 - len(s['kl_method']))}{s['kl']:10.3f}",
+    ]
+    if "iwae" in s:
+        lines.append(f"  IWAE bound, K={s['iwae_k']:<22} {pm('iwae')}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--num-particles", type=POSITIVE, default=1, show_default=True,
+              help="samples per image for the ELBO estimates")
+@click.option("--iw-samples", type=click.IntRange(min=0), default=100, show_default=True,
+              help="K of the importance-weighted bound (0 skips it; the IWAE paper uses 5000)")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
+@click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
+def elbo(**opts) -> None:
+    """Evaluate a checkpoint: Pyro ELBO, analytic-KL ELBO, their agreement, and the IWAE bound."""
+    from pyro_vae import pipeline
+
+    as_json = opts.pop("as_json")
+    result, info = pipeline.evaluate_checkpoint(opts.pop("checkpoint"), **opts)
+    summary = result.summary()
+    if as_json:
+        click.echo(json.dumps({**info, **summary}))
+    else:
+        click.echo(_format_table(info, summary))
+    result.check_agreement()
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"pyro-vae: error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the click group and turn input errors into one line and an exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="pyro-vae", standalone_mode=False)
+    except click.UsageError as exc:
+        _fail(exc.format_message(), 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        _fail("interrupted (checkpoints already written are kept)", 130)
+    except AgreementError as exc:
+        _fail(str(exc), 3)
+    except PyroVAEError as exc:
+        _fail(str(exc), 1)
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Checkpoints: one file holding tensors and plain data only.
+
+Layout (a dict)::
+
+    format        "pyro-vae-checkpoint", format_version 1
+    config        {"model": VAE.config(), "data": DataConfig, "train": TrainConfig}  (plain data)
+    model_state   the VAE's state_dict
+    optim_state   Pyro optimiser state (per parameter name)
+    epoch         epochs completed
+    rng           torch / CUDA / numpy / python RNG states
+    metrics       the per-epoch records also written to metrics.jsonl
+    versions      pyro-vae, pyro-ppl, torch, python
+
+It is read with ``torch.load(weights_only=True)`` (no pickled code runs) and the model is rebuilt from
+``config``; writes go to a temporary file that is renamed over the target, so a crash never leaves a
+half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import platform
+import random
+import tempfile
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+
+from . import __version__
+from .components import build
+from .errors import CheckpointError
+from .networks import NetConfig
+from .vae import VAE
+
+FORMAT = "pyro-vae-checkpoint"
+FORMAT_VERSION = 1
+
+
+def versions() -> dict:
+    # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses.
+    return {"pyro_vae": __version__, "pyro": str(pyro.__version__), "torch": str(torch.__version__),
+            "python": platform.python_version()}  # fmt: skip
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},  # fmt: skip
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write ``payload`` (plus format and versions) atomically to ``path``."""
+    path = Path(path)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint onto the CPU; :class:`CheckpointError` if it is missing or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # torch's weights-only refusal is a long text; its "WeightsUnpickler error" line says why.
+        reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
+        reason = reason or type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint: {reason}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pyro-vae checkpoint")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {ckpt.get('format_version')}, expected {FORMAT_VERSION}")
+    return ckpt
+
+
+def vae_from_config(model_config: dict) -> VAE:
+    """Rebuild the architecture (untrained) from ``VAE.config()``."""
+    net = model_config["net"]
+    net = NetConfig(**{**net, "hidden": tuple(net["hidden"])})
+    return VAE(net, build(model_config["prior"]), build(model_config["likelihood"]))
+
+
+def vae_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> VAE:
+    """The trained model stored in ``ckpt``, on ``device``."""
+    vae = vae_from_config(ckpt["config"]["model"])
+    try:
+        vae.load_state_dict(ckpt["model_state"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint weights do not fit the stored architecture: {exc}") from None
+    return vae.to(device)
+
+
+def plain(dataclass_obj) -> dict:
+    """A dataclass as plain data (tuples as lists), for the checkpoint's config."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(dataclass_obj).items()}

@@ -1,0 +1,141 @@
+"""MNIST and Fashion-MNIST held in memory on the training device, with three binarizations.
+
+* ``none``: grey levels in [0, 1] (use a continuous likelihood).
+* ``static``: pixels thresholded at 0.5, once.
+* ``dynamic``: every time a training image is used it is replaced by a fresh Bernoulli sample with
+  the grey level as probability (Salakhutdinov & Murray 2008); the validation and test images get
+  one fixed sample each (seed ``FIXED_BINARIZATION_SEED``), so bounds are comparable across runs.
+
+The validation split is the *last* ``val_size`` images of the training set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError, DataError
+
+DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+BINARIZATIONS = ("none", "dynamic", "static")
+SPLITS = ("train", "val", "test")
+FIXED_BINARIZATION_SEED = 1234
+
+
+@dataclass
+class DataConfig:
+    """Which images, binarized how, split how."""
+
+    dataset: str = "mnist"
+    binarize: str = "dynamic"
+    val_size: int = 5000
+    train_limit: int | None = None  # use only the first N training images (quick experiments)
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r} (choose from {', '.join(DATASETS)})")
+        if self.binarize not in BINARIZATIONS:
+            raise ConfigError(f"unknown binarization {self.binarize!r} (choose from {', '.join(BINARIZATIONS)})")
+        if self.val_size < 0 or (self.train_limit is not None and self.train_limit < 1):
+            raise ConfigError("val_size must be >= 0 and train_limit >= 1")
+
+    def describe(self) -> str:
+        how = {"none": "grey levels in [0,1]", "static": "static binarization (threshold 0.5)",
+               "dynamic": "dynamic binarization (test/val: one fixed Bernoulli sample)"}[self.binarize]  # fmt: skip
+        return f"{self.dataset}, {how}"
+
+
+def default_data_dir() -> Path:
+    """``$PYRO_VAE_DATA`` if set, else ``~/.cache/pyro-vae/data`` (where torchvision downloads to)."""
+    return Path(os.environ.get("PYRO_VAE_DATA") or Path.home() / ".cache" / "pyro-vae" / "data")
+
+
+def _read_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
+    """Raw uint8 images ``(N, 28, 28)`` and labels, via torchvision."""
+    import torchvision  # imported here: it is slow to import and only data loading needs it
+
+    cls = getattr(torchvision.datasets, DATASETS[dataset])
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except RuntimeError as exc:  # torchvision: "Dataset not found. You can use download=True ..."
+        hint = "" if download else " (omit --data-dir to download it, or point --data-dir at a torchvision root)"
+        raise DataError(f"no {DATASETS[dataset]} dataset under {root}{hint}: {exc}") from None
+    except OSError as exc:  # a failed download or unreadable file
+        raise DataError(f"could not read or download {DATASETS[dataset]} into {root}: {exc}") from None
+    return ds.data, ds.targets
+
+
+def _binarize_fixed(x: Tensor, mode: str, seed: int) -> Tensor:
+    if mode == "static":
+        return (x > 0.5).float()
+    if mode == "dynamic":
+        return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+    return x
+
+
+class VAEData:
+    """Flattened float images on ``device``, by split, with their labels."""
+
+    def __init__(
+        self,
+        config: DataConfig,
+        root: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        splits: tuple[str, ...] = SPLITS,
+        download: bool | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.device = torch.device(device)
+        root = Path(root) if root is not None else default_data_dir()
+        if download is None:
+            download = root == default_data_dir()
+        self.images: dict[str, Tensor] = {}
+        self.labels: dict[str, Tensor] = {}
+        if {"train", "val"} & set(splits):
+            data, labels = _read_split(config.dataset, root, train=True, download=download)
+            n_train = data.shape[0] - config.val_size
+            if n_train < 1:
+                raise ConfigError(f"val_size={config.val_size} leaves no training images")
+            parts = {"train": slice(0, n_train), "val": slice(n_train, None)}
+            if config.train_limit is not None:
+                parts["train"] = slice(0, min(n_train, config.train_limit))
+            for split in ("train", "val"):
+                if split in splits:
+                    self._put(split, data[parts[split]], labels[parts[split]])
+        if "test" in splits:
+            self._put("test", *_read_split(config.dataset, root, train=False, download=download))
+
+    def _put(self, split: str, data: Tensor, labels: Tensor) -> None:
+        x = data.reshape(data.shape[0], -1).float() / 255.0
+        if split != "train" or self.config.binarize == "static":
+            x = _binarize_fixed(x, self.config.binarize, FIXED_BINARIZATION_SEED + SPLITS.index(split))
+        # Moved once: batches are then index operations on the device.
+        self.images[split] = x.to(self.device)
+        self.labels[split] = labels.to(self.device)
+
+    def observed(self, split: str) -> Tensor:
+        """Images of ``split`` as the model sees them at evaluation (binarized where the mode says)."""
+        if split == "train" and self.config.binarize == "dynamic":
+            return _binarize_fixed(self.images["train"].cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device)
+        return self.images[split]
+
+    def train_batches(self, batch_size: int, seed: int, epoch: int) -> Iterator[Tensor]:
+        """Shuffled training batches for one epoch, reproducible from ``(seed, epoch)``.
+
+        Under dynamic binarization each batch is a fresh Bernoulli sample of its images.
+        """
+        x = self.images["train"]
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(x.shape[0], generator=gen).to(self.device)
+        bin_gen = None
+        if self.config.binarize == "dynamic":
+            bin_gen = torch.Generator(device=self.device).manual_seed(seed * 100_003 + epoch)
+        for start in range(0, x.shape[0], batch_size):
+            batch = x[order[start : start + batch_size]]
+            yield torch.bernoulli(batch, generator=bin_gen) if bin_gen is not None else batch

@@ -1,0 +1,25 @@
+"""Errors a user can cause (bad input) and fix; the CLI prints them as one line, never a traceback."""
+
+
+class PyroVAEError(Exception):
+    """Base class of the errors caused by input: a missing file, a wrong option, data that does not fit."""
+
+
+class DataError(PyroVAEError):
+    """The dataset cannot be found or does not fit the chosen likelihood."""
+
+
+class CheckpointError(PyroVAEError):
+    """A checkpoint is missing, unreadable, or cannot be rebuilt."""
+
+
+class ConfigError(PyroVAEError):
+    """An option or a combination of options that cannot work."""
+
+
+class TrainingError(PyroVAEError):
+    """Training cannot go on (e.g. the loss became NaN); the last checkpoint is kept."""
+
+
+class AgreementError(PyroVAEError):
+    """The Pyro ELBO and the hand-written analytic-KL ELBO disagree beyond Monte Carlo noise."""

@@ -1,0 +1,138 @@
+r"""Encoder and decoder networks.
+
+An *encoder* maps a flattened image batch ``(..., D)`` to the parameters ``(loc, scale)`` of the
+diagonal Gaussian :math:`q(z \mid x)`; its last layer predicts :math:`\log \sigma^2` (the "log-var
+trick") so the scale is positive without a constraint. A *decoder* maps ``z`` of shape
+``(..., latent_dim)`` to the likelihood's parameters, shape ``(..., num_params, D)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "leaky-relu": nn.LeakyReLU,
+}
+
+IMAGE_SHAPE = (1, 28, 28)  # MNIST and Fashion-MNIST
+DATA_DIM = 784
+
+
+@dataclass
+class NetConfig:
+    """Architecture of the encoder/decoder pair."""
+
+    kind: str = "mlp"  # "mlp" or "conv"
+    latent_dim: int = 20
+    hidden: tuple[int, ...] = (400,)  # MLP hidden widths; for conv, the width of the dense layer
+    activation: str = "relu"
+
+    def validate(self) -> None:
+        if self.kind not in ("mlp", "conv"):
+            raise ConfigError(f"unknown network kind {self.kind!r} (choose mlp or conv)")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r} (choose from {', '.join(ACTIVATIONS)})")
+        if self.latent_dim < 1 or not self.hidden or min(self.hidden) < 1:
+            raise ConfigError("latent dimension and hidden sizes must be positive integers")
+
+
+def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class GaussianHead(nn.Module):
+    """Splits a ``2 * latent_dim`` feature vector into ``loc`` and ``scale = exp(logvar / 2)``."""
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        loc, logvar = h.chunk(2, dim=-1)
+        return loc, torch.exp(0.5 * logvar)
+
+
+class MLPEncoder(nn.Module):
+    """``D -> hidden... -> 2 * latent_dim``."""
+
+    def __init__(self, latent_dim: int, hidden: tuple[int, ...], activation: str, data_dim: int = DATA_DIM):
+        super().__init__()
+        self.net = _mlp([data_dim, *hidden, 2 * latent_dim], activation)
+        self.head = GaussianHead()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.head(self.net(x))
+
+
+class MLPDecoder(nn.Module):
+    """``latent_dim -> reversed(hidden)... -> num_params * D``."""
+
+    def __init__(
+        self, latent_dim: int, hidden: tuple[int, ...], activation: str, num_params: int, data_dim: int = DATA_DIM
+    ):
+        super().__init__()
+        self.num_params, self.data_dim = num_params, data_dim
+        self.net = _mlp([latent_dim, *reversed(hidden), num_params * data_dim], activation)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).unflatten(-1, (self.num_params, self.data_dim))
+
+
+class ConvEncoder(nn.Module):
+    """28x28 -> strided conv 32@14x14 -> 64@7x7 -> dense ``hidden`` -> ``2 * latent_dim``."""
+
+    def __init__(self, latent_dim: int, hidden: int, activation: str):
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 4, stride=2, padding=1), act(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), act(),
+        )  # fmt: skip
+        self.dense = nn.Sequential(nn.Linear(64 * 7 * 7, hidden), act(), nn.Linear(hidden, 2 * latent_dim))
+        self.head = GaussianHead()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        batch = x.shape[:-1]
+        h = self.conv(x.reshape(-1, *IMAGE_SHAPE)).flatten(1)
+        return self.head(self.dense(h).unflatten(0, batch))
+
+
+class ConvDecoder(nn.Module):
+    """``latent_dim`` -> dense ``hidden`` -> 64@7x7 -> transposed conv 32@14x14 -> ``num_params``@28x28."""
+
+    def __init__(self, latent_dim: int, hidden: int, activation: str, num_params: int):
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        self.num_params = num_params
+        self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, 64 * 7 * 7), act())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), act(),
+            nn.ConvTranspose2d(32, num_params, 4, stride=2, padding=1),
+        )  # fmt: skip
+
+    def forward(self, z: Tensor) -> Tensor:
+        batch = z.shape[:-1]
+        h = self.dense(z.reshape(-1, z.shape[-1])).view(-1, 64, 7, 7)
+        return self.deconv(h).flatten(2).unflatten(0, batch)
+
+
+def make_encoder(config: NetConfig) -> nn.Module:
+    if config.kind == "mlp":
+        return MLPEncoder(config.latent_dim, config.hidden, config.activation)
+    return ConvEncoder(config.latent_dim, config.hidden[0], config.activation)
+
+
+def make_decoder(config: NetConfig, num_params: int) -> nn.Module:
+    if config.kind == "mlp":
+        return MLPDecoder(config.latent_dim, config.hidden, config.activation, num_params)
+    return ConvDecoder(config.latent_dim, config.hidden[0], config.activation, num_params)

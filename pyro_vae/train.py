@@ -1,0 +1,156 @@
+"""Training: ``pyro.infer.SVI`` with ``Trace_ELBO`` (or ``TraceMeanField_ELBO``) and Adam.
+
+:class:`Trainer` owns one run folder: it appends one JSON line per epoch to ``metrics.jsonl``
+and writes ``ckpt.pt`` every ``checkpoint_every`` epochs and at the end. Each epoch is seeded from
+``(seed, epoch)`` (shuffling, dynamic binarization, the guide's samples), so a run resumed from a
+checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyro
+import pyro.optim
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from tqdm.auto import tqdm
+
+from .checkpoint import plain, rng_state, save_checkpoint, set_rng_state
+from .data import VAEData
+from .errors import ConfigError, TrainingError
+from .bounds import evaluate
+from .vae import VAE
+
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+CHECKPOINT_NAME = "ckpt.pt"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one run."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    elbo: str = "trace"  # "trace" (Trace_ELBO) or "meanfield" (TraceMeanField_ELBO, analytic KL)
+    checkpoint_every: int = 1
+
+    def validate(self) -> None:
+        if self.elbo not in ELBOS:
+            raise ConfigError(f"unknown ELBO {self.elbo!r} (choose from {', '.join(ELBOS)})")
+        if min(self.epochs, self.batch_size, self.checkpoint_every) < 1:
+            raise ConfigError("epochs, batch size and checkpoint interval must be positive")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+class Trainer:
+    """Trains ``vae`` on ``data`` with SVI and records the run in ``out_dir``."""
+
+    def __init__(
+        self,
+        vae: VAE,
+        data: VAEData,
+        config: TrainConfig,
+        out_dir: str | Path,
+        *,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        config.validate()
+        vae.likelihood.check_data(data.observed("train"))
+        self.vae, self.data, self.config = vae, data, config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.log = log or (lambda message: None)
+        self.optim = pyro.optim.Adam({"lr": config.lr})
+        self.epoch = 0
+        self.metrics: list[dict] = []
+        self._pending_rng: dict | None = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def load_state(self, ckpt: dict) -> None:
+        """Continue from a checkpoint's weights, optimiser state, epoch, metrics and RNG states."""
+        self.vae.load_state_dict(ckpt["model_state"])
+        self.optim.set_state(ckpt["optim_state"])
+        self.epoch = ckpt["epoch"]
+        self.metrics = list(ckpt["metrics"])
+        self._pending_rng = ckpt["rng"]
+
+    def fit(self) -> list[dict]:
+        """Train until ``config.epochs`` epochs are done; returns the per-epoch metrics."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng)
+        # A scoped param store: nothing leaks in from (or out to) other models in this process.
+        with pyro.get_param_store().scope():
+            svi = SVI(self.vae.model, self.vae.guide, self.optim, loss=ELBOS[self.config.elbo]())
+            for epoch in range(self.epoch + 1, self.config.epochs + 1):
+                record = self._train_epoch(svi, epoch)
+                self.metrics.append(record)
+                with open(self.out_dir / METRICS_NAME, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                val = "n/a" if record["val_elbo"] is None else f"{record['val_elbo']:.2f}"
+                self.log(
+                    f"epoch {epoch}/{self.config.epochs}  train loss {record['train_loss']:.2f}  "
+                    f"val ELBO {val}  {record['images_per_s']:.0f} img/s"
+                )
+                self.epoch = epoch
+                if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs:
+                    self.save()
+        return self.metrics
+
+    def _train_epoch(self, svi: SVI, epoch: int) -> dict:
+        cfg = self.config
+        pyro.set_rng_seed(epoch_seed(cfg.seed, epoch))
+        self.vae.train()
+        n_train = self.data.images["train"].shape[0]
+        total, seen = 0.0, 0
+        start = time.perf_counter()
+        with tqdm(total=n_train, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False,
+                  disable=not self.progress, mininterval=0.5) as bar:  # fmt: skip
+            for step, x in enumerate(self.data.train_batches(cfg.batch_size, cfg.seed, epoch)):
+                loss = svi.step(x)  # negative ELBO summed over the batch
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss} at epoch {epoch}, step {step + 1}; try a lower --lr "
+                        f"(the last checkpoint, if any, is kept at {self.checkpoint_path})"
+                    )
+                total += loss
+                seen += x.shape[0]
+                bar.update(x.shape[0])
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{total / seen:.2f}")
+        seconds = time.perf_counter() - start
+        val_elbo = None
+        if self.data.images.get("val") is not None and self.data.images["val"].shape[0] > 0:
+            val_elbo = evaluate(self.vae, self.data.images["val"], iw_samples=0, seed=cfg.seed).summary()["elbo"]
+        return {"epoch": epoch, "train_loss": total / seen, "val_elbo": val_elbo,
+                "seconds": seconds, "images_per_s": seen / seconds}  # fmt: skip
+
+    def save(self) -> None:
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "config": {"model": self.vae.config(), "data": plain(self.data.config), "train": plain(self.config)},
+                "model_state": self.vae.state_dict(),
+                "optim_state": self.optim.get_state(),
+                "epoch": self.epoch,
+                "rng": rng_state(),
+                "metrics": self.metrics,
+            },
+        )
