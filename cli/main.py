@@ -89,7 +89,7 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress"}
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="continue the run in this checkpoint (to --epochs in total)")
 @click.option("--overwrite", is_flag=True, help="replace a run already in --out")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="show a progress bar")
+@click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
 @click.pass_context
 def train(ctx: click.Context, **opts) -> None:
     """Train a VAE with SVI; writes OUT/ckpt.pt and OUT/metrics.jsonl."""

@@ -5,6 +5,7 @@
 """
 
 import argparse
+import json
 
 from my_components import LaplaceLikelihood, LaplacePrior
 
@@ -22,4 +23,4 @@ vae = VAE(NetConfig(latent_dim=16, hidden=(400,)), LaplacePrior(16), LaplaceLike
 Trainer(vae, data, TrainConfig(epochs=args.epochs), args.out, log=print).fit()
 result = evaluate(vae, data.images["test"][:1000], iw_samples=10)
 result.check_agreement()  # raises if the Pyro ELBO and the analytic-KL ELBO disagree
-print(result.summary())
+print(json.dumps(result.summary()))

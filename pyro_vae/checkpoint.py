@@ -19,11 +19,9 @@ half-written checkpoint.
 from __future__ import annotations
 
 import os
-import pickle
 import platform
 import random
 import tempfile
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from .vae import VAE
 
 FORMAT = "pyro-vae-checkpoint"
 FORMAT_VERSION = 1
+REQUIRED_KEYS = ("config", "model_state", "optim_state", "epoch", "rng", "metrics")
 
 
 def versions() -> dict:
@@ -92,24 +91,36 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # arbitrary bytes can fail decoding in any way (KeyError, EOFError, ...)
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # torch's weights-only refusal is a long text; its "WeightsUnpickler error" line says why.
         reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
-        reason = reason or type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint: {reason}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {reason[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro-vae checkpoint")
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {ckpt.get('format_version')}, expected {FORMAT_VERSION}")
+    missing = [key for key in REQUIRED_KEYS if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete checkpoint (missing {', '.join(missing)})")
     return ckpt
 
 
 def vae_from_config(model_config: dict) -> VAE:
     """Rebuild the architecture (untrained) from ``VAE.config()``."""
-    net = model_config["net"]
-    net = NetConfig(**{**net, "hidden": tuple(net["hidden"])})
-    return VAE(net, build(model_config["prior"]), build(model_config["likelihood"]))
+    try:
+        net = NetConfig(**{**model_config["net"], "hidden": tuple(model_config["net"]["hidden"])})
+        return VAE(net, build(model_config["prior"]), build(model_config["likelihood"]))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"the stored config cannot rebuild the model: {type(exc).__name__}: {exc}") from None
+
+
+def stored_config(ckpt: dict, key: str, cls):
+    """``cls(**ckpt["config"][key])`` (DataConfig, TrainConfig), or a :class:`CheckpointError`."""
+    try:
+        return cls(**ckpt["config"][key])
+    except (TypeError, KeyError) as exc:
+        raise CheckpointError(f"the checkpoint's {key} config is unusable: {type(exc).__name__}: {exc}") from None
 
 
 def vae_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> VAE:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from .checkpoint import load_checkpoint, vae_from_checkpoint, vae_from_config
+from .checkpoint import load_checkpoint, stored_config, vae_from_checkpoint, vae_from_config
 from .data import DataConfig, VAEData
 from .devices import resolve_device
 from .errors import ConfigError
@@ -35,7 +35,7 @@ def start_run(
     data_dir: str | Path | None = None,
     device: str = "auto",
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Trainer:
     """A :class:`Trainer` for a new run in ``out_dir`` (which must not hold a checkpoint unless ``overwrite``)."""
@@ -64,20 +64,19 @@ def resume_run(
     out_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Trainer:
     """A :class:`Trainer` that continues the run stored in ``checkpoint`` (to ``epochs`` in total)."""
     ckpt = load_checkpoint(checkpoint)
-    cfg = ckpt["config"]
-    train_config = TrainConfig(**cfg["train"])
+    train_config = stored_config(ckpt, "train", TrainConfig)
     if epochs is not None:
         train_config.epochs = epochs
     if train_config.epochs < ckpt["epoch"]:
         raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {train_config.epochs} is fewer")
     dev = resolve_device(device)
-    data = VAEData(DataConfig(**cfg["data"]), data_dir, dev, splits=("train", "val"))
-    vae = vae_from_config(cfg["model"]).to(dev)
+    data = VAEData(stored_config(ckpt, "data", DataConfig), data_dir, dev, splits=("train", "val"))
+    vae = vae_from_config(ckpt["config"]["model"]).to(dev)
     trainer = Trainer(vae, data, train_config, out_dir or Path(checkpoint).parent, progress=progress, log=log)
     trainer.load_state(ckpt)
     return trainer
@@ -105,7 +104,7 @@ def evaluate_checkpoint(
     if num_particles < 1 or iw_samples < 0 or batch_size < 1 or (limit is not None and limit < 1):
         raise ConfigError("--num-particles, --batch-size and --limit must be positive, --iw-samples >= 0")
     vae, ckpt = load_model(checkpoint, device)
-    data_config = DataConfig(**ckpt["config"]["data"])
+    data_config = stored_config(ckpt, "data", DataConfig)
     device_ = next(vae.parameters()).device
     data = VAEData(data_config, data_dir, device_, splits=(split,))
     x = data.observed(split)

@@ -65,9 +65,10 @@ class Trainer:
         config: TrainConfig,
         out_dir: str | Path,
         *,
-        progress: bool = True,
+        progress: bool | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        """``progress``: show a progress bar (``None``: only when stderr is a terminal)."""
         config.validate()
         vae.likelihood.check_data(data.observed("train"))
         self.vae, self.data, self.config = vae, data, config
@@ -122,7 +123,7 @@ class Trainer:
         total, seen = 0.0, 0
         start = time.perf_counter()
         with tqdm(total=n_train, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False,
-                  disable=not self.progress, mininterval=0.5) as bar:  # fmt: skip
+                  disable=None if self.progress is None else not self.progress, mininterval=0.5) as bar:  # fmt: skip
             for step, x in enumerate(self.data.train_batches(cfg.batch_size, cfg.seed, epoch)):
                 loss = svi.step(x)  # negative ELBO summed over the batch
                 if not math.isfinite(loss):

@@ -1,0 +1,35 @@
+"""The same code on a GPU; every test here skips cleanly without one."""
+
+import pytest
+import torch
+
+from conftest import small_run
+from pyro_vae import evaluate
+from pyro_vae.devices import resolve_device
+from pyro_vae.pipeline import evaluate_checkpoint, load_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_auto_picks_cuda():
+    assert resolve_device("auto").type == "cuda"
+
+
+def test_train_on_gpu_and_evaluate_on_both_devices(tmp_path, data_dir):
+    import pyro_vae.pipeline as pipeline
+
+    trainer = small_run(tmp_path, data_dir, epochs=1, train_limit=1000)
+    # small_run asks for the CPU; retrain on the GPU through the same pipeline.
+    trainer = pipeline.start_run(trainer.data.config, trainer.vae.net_config, type(trainer.vae.prior)(8),
+                                 type(trainer.vae.likelihood)(), trainer.config, tmp_path / "gpu",
+                                 data_dir=data_dir, device="cuda", progress=False)  # fmt: skip
+    assert trainer.data.images["train"].is_cuda and next(trainer.vae.parameters()).is_cuda
+    trainer.fit()
+    gpu_result, info = evaluate_checkpoint(trainer.checkpoint_path, data_dir=data_dir, limit=500, device="cuda")
+    assert info["device"].startswith("cuda")
+    gpu_result.check_agreement()
+    cpu_vae, _ = load_model(trainer.checkpoint_path, device="cpu")
+    cpu_result, _ = evaluate_checkpoint(trainer.checkpoint_path, data_dir=data_dir, limit=500, device="cpu")
+    cpu_result.check_agreement()
+    assert abs(cpu_result.summary()["elbo"] - gpu_result.summary()["elbo"]) < 5 * gpu_result.summary()["elbo_stderr"]
+    assert evaluate(cpu_vae, trainer.data.images["val"].cpu()[:100], iw_samples=0).elbo.device.type == "cpu"

@@ -1,0 +1,129 @@
+"""SVI training, metrics, checkpoints and resuming."""
+
+import json
+import math
+
+import pyro
+import pytest
+import torch
+
+from conftest import SMALL_NET, small_run
+from pyro_vae import NetConfig, evaluate
+from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
+from pyro_vae.errors import ConfigError
+from pyro_vae.pipeline import load_model, resume_run
+
+PLAIN = (type(None), bool, int, float, str)
+
+
+def _assert_plain(obj, where="checkpoint"):
+    if isinstance(obj, torch.Tensor) or isinstance(obj, PLAIN):
+        return
+    assert isinstance(obj, (dict, list, tuple)), f"{where} holds a {type(obj).__name__}"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+    for key, value in items:
+        _assert_plain(value, f"{where}[{key!r}]")
+
+
+def test_metrics_jsonl_has_one_record_per_epoch(trained):
+    lines = (trained.out_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert set(r) >= {"epoch", "train_loss", "val_elbo", "seconds", "images_per_s"}
+        assert all(math.isfinite(r[k]) for k in ("train_loss", "val_elbo", "seconds", "images_per_s"))
+        assert r["val_elbo"] < 0 < r["train_loss"]
+    assert records[1]["train_loss"] < records[0]["train_loss"]
+    assert records[1]["val_elbo"] > records[0]["val_elbo"]
+
+
+def test_checkpoint_is_plain_data_and_loads_weights_only(trained):
+    ckpt = torch.load(trained.checkpoint_path, weights_only=True)
+    _assert_plain(ckpt)
+    assert ckpt["epoch"] == 2 and len(ckpt["metrics"]) == 2
+    assert set(ckpt["config"]) == {"model", "data", "train"}
+    assert ckpt["config"]["model"]["prior"]["target"] == "pyro_vae.priors:StandardNormal"
+    assert set(ckpt["versions"]) >= {"pyro_vae", "pyro", "torch"}
+    assert ckpt["optim_state"], "optimizer state is stored"
+    assert set(ckpt["rng"]) == {"torch", "cuda", "numpy", "python"}
+
+
+def test_reloaded_checkpoint_gives_identical_evaluation(trained, test_images):
+    reloaded, _ = load_model(trained.checkpoint_path, device="cpu")
+    x = test_images["dynamic"][:300]
+    in_memory = evaluate(trained.vae, x, iw_samples=10, seed=3).summary()
+    assert evaluate(reloaded, x, iw_samples=10, seed=3).summary() == in_memory
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, data_dir):
+    full = small_run(tmp_path / "full", data_dir, epochs=3, train_limit=800)
+    full.fit()
+    part = small_run(tmp_path / "part", data_dir, epochs=1, train_limit=800)
+    part.fit()
+    resumed = resume_run(part.checkpoint_path, epochs=3, data_dir=data_dir, device="cpu", progress=False)
+    assert resumed.epoch == 1
+    resumed.fit()
+    full_state, resumed_state = full.vae.state_dict(), resumed.vae.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for name in full_state:
+        assert torch.equal(full_state[name], resumed_state[name]), name
+    assert [m["train_loss"] for m in resumed.metrics] == [m["train_loss"] for m in full.metrics]
+    assert len((tmp_path / "part" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_training_leaves_the_global_param_store_alone(tmp_path, data_dir):
+    pyro.clear_param_store()
+    pyro.param("user_param", torch.ones(2))
+    first = small_run(tmp_path / "a", data_dir, epochs=1, train_limit=300)
+    before = {k: v.clone() for k, v in first.vae.state_dict().items()}
+    first.fit()
+    # A second model with the same parameter names trains its own weights (no stale param store).
+    second = small_run(tmp_path / "b", data_dir, epochs=1, train_limit=300, seed=1)
+    second_before = {k: v.detach().clone() for k, v in second.vae.named_parameters()}
+    second.fit()
+    assert list(pyro.get_param_store().keys()) == ["user_param"]
+    for name, value in second.vae.named_parameters():
+        assert not torch.equal(value, second_before[name]), name
+    assert not torch.equal(first.vae.state_dict()["encoder.net.0.weight"], before["encoder.net.0.weight"])
+    pyro.clear_param_store()
+
+
+@pytest.mark.parametrize("kind,elbo", [("conv", "trace"), ("mlp", "meanfield")])
+def test_other_networks_and_elbos_train(kind, elbo, tmp_path, data_dir, test_images):
+    net = NetConfig(kind=kind, latent_dim=4, hidden=(32,), activation="softplus")
+    trainer = small_run(tmp_path, data_dir, epochs=1, net=net, elbo=elbo, train_limit=600)
+    metrics = trainer.fit()
+    assert math.isfinite(metrics[0]["val_elbo"])
+    evaluate(trainer.vae, test_images["dynamic"][:200], iw_samples=0).check_agreement()
+
+
+def test_checkpoint_writes_are_atomic(trained, tmp_path, monkeypatch):
+    target = tmp_path / "ckpt.pt"
+    target.write_bytes(trained.checkpoint_path.read_bytes())
+    before = target.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(target, {"epoch": 99})
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"], "no temporary file left behind"
+    monkeypatch.undo()
+    assert load_checkpoint(target)["epoch"] == 2
+
+
+def test_a_new_run_refuses_to_overwrite_an_existing_one(trained, data_dir):
+    before = trained.checkpoint_path.read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        small_run(trained.out_dir, data_dir)
+    assert trained.checkpoint_path.read_bytes() == before
+
+
+def test_prior_latent_dim_must_match_network():
+    from pyro_vae import VAE, Bernoulli, StandardNormal
+
+    with pytest.raises(ConfigError, match="latent_dim"):
+        VAE(SMALL_NET, StandardNormal(3), Bernoulli())
