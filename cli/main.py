@@ -7,6 +7,7 @@ Every error caused by input ends as one line on stderr and a non-zero exit: 2 fo
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
@@ -133,7 +134,8 @@ def _format_table(info: dict, s: dict) -> str:
     pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
     lines = [
         f"{info['data']}",
-        f"split={info['split']}  n={s['n']}  checkpoint epoch {info['epoch']}  seed={s['seed']}  device={info['device']}",
+        f"split={info['split']}  n={s['n']}  checkpoint epoch {info['epoch']}  seed={s['seed']}  "
+        f"device={info['device']}",
         "all values in nats per image, as log-likelihood bounds (higher is better)",
         f"  ELBO, Pyro Trace_ELBO ({s['num_particles']} particle(s))  {pm('elbo')}",
         f"  ELBO, hand-written analytic KL        {pm('elbo_analytic')}",
@@ -167,7 +169,10 @@ def elbo(**opts) -> None:
     result, info = pipeline.evaluate_checkpoint(opts.pop("checkpoint"), **opts)
     summary = result.summary()
     if as_json:
-        click.echo(json.dumps({**info, **summary}))
+        # NaN (e.g. the standard error of one image) is not JSON: write null.
+        fields = {**info, **summary}
+        plain = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()}
+        click.echo(json.dumps(plain, allow_nan=False))
     else:
         click.echo(_format_table(info, summary))
     result.check_agreement()

@@ -112,7 +112,7 @@ class VAEData:
             self._put("test", *_read_split(config.dataset, root, train=False, download=download))
 
     def _put(self, split: str, data: Tensor, labels: Tensor) -> None:
-        x = data.reshape(data.shape[0], -1).float() / 255.0
+        x = data.flatten(1).float() / 255.0
         if split != "train" or self.config.binarize == "static":
             x = _binarize_fixed(x, self.config.binarize, FIXED_BINARIZATION_SEED + SPLITS.index(split))
         # Moved once: batches are then index operations on the device.

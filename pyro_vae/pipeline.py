@@ -110,6 +110,8 @@ def evaluate_checkpoint(
     x = data.observed(split)
     if limit is not None:
         x = x[:limit]
+    if x.shape[0] == 0:
+        raise ConfigError(f"the {split} split is empty for this run (val_size={data_config.val_size})")
     vae.likelihood.check_data(x)
     result = evaluate(vae, x, num_particles=num_particles, iw_samples=iw_samples, batch_size=batch_size, seed=seed)
     info = {

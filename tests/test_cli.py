@@ -171,3 +171,19 @@ def test_console_script_in_a_real_process(tmp_path, data_dir):
     bad = subprocess.run([SCRIPT, "train", "--data-dir", tmp_path, "--out", tmp_path / "r", "--epochs", "-1"],
                          capture_output=True, text=True)  # fmt: skip
     assert_one_line_error(bad.returncode, bad.stderr, "--epochs")
+
+
+def test_edge_sizes(tmp_path, data_dir, capsys):
+    out = tmp_path / "noval"
+    args = ["train", "--data-dir", data_dir, "--out", out, "--epochs", "1", *TINY[:2], "--val-size", "0",
+            "--hidden", "16", "--latent-dim", "2", "--no-progress"]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert json.loads((out / "metrics.jsonl").read_text())["val_elbo"] is None
+    code, _, err = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--split", "val"], capsys)
+    assert_one_line_error(code, err, "split is empty")
+    code, stdout, err = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--limit", "1",
+                                 "--json", "--iw-samples", "3"], capsys)  # fmt: skip
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["n"] == 1 and result["elbo_stderr"] is None and result["agreement_z"] is None and result["elbo"] < 0
