@@ -111,13 +111,11 @@ def train(ctx: click.Context, **opts) -> None:
         )  # fmt: skip
         log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
     else:
-        from pyro_vae.priors import PRIORS as priors
-
         net = NetConfig(opts["net"], opts["latent_dim"], opts["hidden"], opts["activation"])
         trainer = pipeline.start_run(
             DataConfig(opts["dataset"], opts["binarize"], opts["val_size"], opts["train_limit"]),
             net,
-            priors[opts["prior"]](opts["latent_dim"]),
+            PRIORS[opts["prior"]](opts["latent_dim"]),
             _likelihood(opts["likelihood"], opts["sigma"], opts["learn_sigma"]),
             TrainConfig(opts["epochs"], opts["batch_size"], opts["lr"], opts["seed"], opts["elbo"],
                         opts["checkpoint_every"]),  # fmt: skip
