@@ -125,17 +125,17 @@ class VAEData:
             return _binarize_fixed(self.images["train"].cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device)
         return self.images[split]
 
-    def train_batches(self, batch_size: int, seed: int, epoch: int) -> Iterator[Tensor]:
-        """Shuffled training batches for one epoch, reproducible from ``(seed, epoch)``.
+    def train_batches(self, batch_size: int, seed: int) -> Iterator[Tensor]:
+        """Shuffled training batches for one epoch, reproducible from ``seed`` (one per epoch).
 
         Under dynamic binarization each batch is a fresh Bernoulli sample of its images.
         """
         x = self.images["train"]
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(x.shape[0], generator=gen).to(self.device)
         bin_gen = None
         if self.config.binarize == "dynamic":
-            bin_gen = torch.Generator(device=self.device).manual_seed(seed * 100_003 + epoch)
+            bin_gen = torch.Generator(device=self.device).manual_seed(seed)
         for start in range(0, x.shape[0], batch_size):
             batch = x[order[start : start + batch_size]]
             yield torch.bernoulli(batch, generator=bin_gen) if bin_gen is not None else batch

@@ -117,14 +117,15 @@ class Trainer:
 
     def _train_epoch(self, svi: SVI, epoch: int) -> dict:
         cfg = self.config
-        pyro.set_rng_seed(epoch_seed(cfg.seed, epoch))
+        seed = epoch_seed(cfg.seed, epoch)
+        pyro.set_rng_seed(seed)
         self.vae.train()
         n_train = self.data.images["train"].shape[0]
         total, seen = 0.0, 0
         start = time.perf_counter()
         with tqdm(total=n_train, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False,
                   disable=None if self.progress is None else not self.progress, mininterval=0.5) as bar:  # fmt: skip
-            for step, x in enumerate(self.data.train_batches(cfg.batch_size, cfg.seed, epoch)):
+            for step, x in enumerate(self.data.train_batches(cfg.batch_size, seed)):
                 loss = svi.step(x)  # negative ELBO summed over the batch
                 if not math.isfinite(loss):
                     raise TrainingError(

@@ -35,7 +35,7 @@ SMALL_NET = NetConfig(kind="mlp", latent_dim=8, hidden=(64,))
 
 
 def small_run(out_dir, data_dir, *, epochs=2, likelihood=None, binarize="dynamic", net=SMALL_NET, prior=None,
-              train_limit=2000, elbo="trace", seed=0):  # fmt: skip
+              train_limit=2000, elbo="trace", seed=0, device="cpu"):  # fmt: skip
     """A Trainer on a small slice of MNIST (fast enough for unit tests)."""
     return start_run(
         DataConfig("mnist", binarize, val_size=500, train_limit=train_limit),
@@ -45,7 +45,7 @@ def small_run(out_dir, data_dir, *, epochs=2, likelihood=None, binarize="dynamic
         TrainConfig(epochs=epochs, batch_size=100, lr=1e-3, seed=seed, elbo=elbo),
         out_dir,
         data_dir=data_dir,
-        device="cpu",
+        device=device,
         progress=False,
     )
 

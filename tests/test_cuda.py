@@ -16,13 +16,7 @@ def test_auto_picks_cuda():
 
 
 def test_train_on_gpu_and_evaluate_on_both_devices(tmp_path, data_dir):
-    import pyro_vae.pipeline as pipeline
-
-    trainer = small_run(tmp_path, data_dir, epochs=1, train_limit=1000)
-    # small_run asks for the CPU; retrain on the GPU through the same pipeline.
-    trainer = pipeline.start_run(trainer.data.config, trainer.vae.net_config, type(trainer.vae.prior)(8),
-                                 type(trainer.vae.likelihood)(), trainer.config, tmp_path / "gpu",
-                                 data_dir=data_dir, device="cuda", progress=False)  # fmt: skip
+    trainer = small_run(tmp_path, data_dir, epochs=1, train_limit=1000, device="cuda")
     assert trainer.data.images["train"].is_cuda and next(trainer.vae.parameters()).is_cuda
     trainer.fit()
     gpu_result, info = evaluate_checkpoint(trainer.checkpoint_path, data_dir=data_dir, limit=500, device="cuda")
