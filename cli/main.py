@@ -11,14 +11,16 @@ import math
 import sys
 
 import click
+import pyro
 from click.core import ParameterSource
 
 from pyro_vae.data import BINARIZATIONS, DATASETS, DataConfig
 from pyro_vae.errors import AgreementError, PyroVAEError
-from pyro_vae.likelihoods import LIKELIHOODS, Gaussian
+from pyro_vae.guides import GUIDES, IAFGuide
+from pyro_vae.likelihoods import LIKELIHOODS, Gaussian, Laplace
 from pyro_vae.networks import ACTIVATIONS, NetConfig
-from pyro_vae.priors import PRIORS
-from pyro_vae.train import ELBOS, TrainConfig
+from pyro_vae.priors import FLOW_TRANSFORMS, PRIORS, FlowPrior, MixtureOfGaussians, VampPrior
+from pyro_vae.train import OBJECTIVES, TrainConfig
 
 POSITIVE = click.IntRange(min=1)
 
@@ -46,12 +48,48 @@ def cli() -> None:
     """Variational autoencoders as Pyro model/guide pairs, trained with SVI."""
 
 
-def _likelihood(name: str, sigma: float, learn_sigma: bool):
-    if name == "gaussian":
-        return Gaussian(sigma=sigma, learn_sigma=learn_sigma)
-    if learn_sigma:
-        raise click.UsageError("--learn-sigma only applies to --likelihood gaussian")
-    return LIKELIHOODS[name]()
+# Component options, and the components they apply to.
+APPLIES_TO = {
+    "sigma": ("likelihood", ("gaussian", "laplace")),
+    "learn_sigma": ("likelihood", ("gaussian", "laplace")),
+    "prior_components": ("prior", ("mog", "vamp")),
+    "flow_transform": ("prior", ("flow",)),
+}
+
+
+def _check_component_options(ctx: click.Context, opts: dict) -> None:
+    """Refuse an explicitly given option that the chosen component would ignore, and impossible pairs."""
+    for option, (kind, names) in APPLIES_TO.items():
+        if opts[kind] not in names and ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"--{option.replace('_', '-')} only applies to --{kind} {' or '.join(names)}")
+    flow_user = opts["prior"] == "flow" or opts["guide"] == "iaf"
+    if not flow_user and ctx.get_parameter_source("flow_steps") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("--flow-steps only applies to --prior flow or --guide iaf")
+    if opts["prior"] == "vamp" and opts["guide"] == "iaf":
+        raise click.UsageError(
+            "--prior vamp with --guide iaf would invert the flow for every pseudo-input at every step; "
+            "use --guide diagonal or full-cov with the VampPrior"
+        )
+
+
+def _components(opts: dict):
+    """The prior, likelihood and guide family named by the options."""
+    d = opts["latent_dim"]
+    if opts["prior"] in ("mog", "vamp"):
+        prior_cls = MixtureOfGaussians if opts["prior"] == "mog" else VampPrior
+        k = opts["prior_components"]
+        prior = prior_cls(d) if k is None else prior_cls(d, num_components=k)
+    elif opts["prior"] == "flow":
+        prior = FlowPrior(d, num_flows=opts["flow_steps"], transform=opts["flow_transform"])
+    else:
+        prior = PRIORS[opts["prior"]](d)
+    if opts["likelihood"] in ("gaussian", "laplace"):
+        cls = Gaussian if opts["likelihood"] == "gaussian" else Laplace
+        likelihood = cls(sigma=opts["sigma"], learn_sigma=opts["learn_sigma"])
+    else:
+        likelihood = LIKELIHOODS[opts["likelihood"]]()
+    guide = IAFGuide(d, num_flows=opts["flow_steps"]) if opts["guide"] == "iaf" else GUIDES[opts["guide"]](d)
+    return prior, likelihood, guide
 
 
 # Options that may differ on --resume; every other option is fixed by the checkpoint.
@@ -69,9 +107,17 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress"}
 @click.option("--train-limit", type=POSITIVE, default=None, help="use only the first N training images")
 @click.option("--likelihood", type=click.Choice(list(LIKELIHOODS)), default="bernoulli", show_default=True)
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
-              help="Gaussian likelihood: the fixed sigma (or the initial one with --learn-sigma)")
-@click.option("--learn-sigma", is_flag=True, help="Gaussian likelihood: learn one sigma per pixel")
+              help="gaussian/laplace likelihood: the fixed scale (or the initial one with --learn-sigma)")
+@click.option("--learn-sigma", is_flag=True, help="gaussian/laplace likelihood: learn one scale per pixel")
 @click.option("--prior", type=click.Choice(list(PRIORS)), default="standard-normal", show_default=True)
+@click.option("--prior-components", type=POSITIVE, default=None,
+              help="mog: mixture components [default 10]; vamp: pseudo-inputs [default 500]")
+@click.option("--flow-steps", type=POSITIVE, default=2, show_default=True,
+              help="autoregressive transforms in --prior flow / --guide iaf")
+@click.option("--flow-transform", type=click.Choice(list(FLOW_TRANSFORMS)), default="affine", show_default=True,
+              help="--prior flow: Pyro's affine or spline autoregressive transform")
+@click.option("--guide", type=click.Choice(list(GUIDES)), default="diagonal", show_default=True,
+              help="q(z|x): diagonal Gaussian, full-covariance Gaussian, or inverse autoregressive flow")
 @click.option("--net", type=click.Choice(["mlp", "conv"]), default="mlp", show_default=True)
 @click.option("--latent-dim", type=POSITIVE, default=20, show_default=True)
 @click.option("--hidden", type=HiddenSizes(), default="400", show_default=True,
@@ -80,8 +126,17 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress"}
 @click.option("--epochs", type=POSITIVE, default=10, show_default=True, help="total epochs (also on --resume)")
 @click.option("--batch-size", type=POSITIVE, default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--elbo", type=click.Choice(list(ELBOS)), default="trace", show_default=True,
-              help="trace: Trace_ELBO (Monte Carlo KL); meanfield: TraceMeanField_ELBO (analytic KL)")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="trace", show_default=True,
+              help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (closed-form KL where one exists); "
+                   "iwae: RenyiELBO(alpha=0), the IWAE bound with --particles samples")
+@click.option("--particles", type=POSITIVE, default=1, show_default=True,
+              help="samples per image in the objective (vectorised)")
+@click.option("--beta", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="KL weight (beta-VAE); the target of the warm-up")
+@click.option("--warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="ramp the KL weight linearly from --warmup-start to --beta over N epochs")
+@click.option("--warmup-start", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="KL weight the warm-up starts from")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
@@ -111,15 +166,21 @@ def train(ctx: click.Context, **opts) -> None:
         )  # fmt: skip
         log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
     else:
+        _check_component_options(ctx, opts)
+        if opts["warmup_epochs"] == 0 and ctx.get_parameter_source("warmup_start") == ParameterSource.COMMANDLINE:
+            raise click.UsageError("--warmup-start needs --warmup-epochs")
         net = NetConfig(opts["net"], opts["latent_dim"], opts["hidden"], opts["activation"])
+        train_config = TrainConfig(
+            opts["epochs"], opts["batch_size"], opts["lr"], opts["seed"], opts["objective"], opts["checkpoint_every"],
+            opts["particles"], opts["beta"], opts["warmup_epochs"], opts["warmup_start"],
+        )  # fmt: skip
+        train_config.validate()  # a bad combination fails before any data is read
+        pyro.set_rng_seed(opts["seed"])  # mixture means, pseudo-inputs and flows start from the seed too
+        prior, likelihood, guide = _components(opts)
         trainer = pipeline.start_run(
             DataConfig(opts["dataset"], opts["binarize"], opts["val_size"], opts["train_limit"]),
-            net,
-            PRIORS[opts["prior"]](opts["latent_dim"]),
-            _likelihood(opts["likelihood"], opts["sigma"], opts["learn_sigma"]),
-            TrainConfig(opts["epochs"], opts["batch_size"], opts["lr"], opts["seed"], opts["elbo"],
-                        opts["checkpoint_every"]),  # fmt: skip
-            opts["out"], data_dir=opts["data_dir"], device=opts["device"], overwrite=opts["overwrite"],
+            net, prior, likelihood, train_config,
+            opts["out"], guide=guide, data_dir=opts["data_dir"], device=opts["device"], overwrite=opts["overwrite"],
             progress=opts["progress"], log=log,
         )  # fmt: skip
     log(f"training on {trainer.data.device}: {trainer.data.config.describe()}, "
@@ -134,6 +195,7 @@ def _format_table(info: dict, s: dict) -> str:
         f"{info['data']}",
         f"split={info['split']}  n={s['n']}  checkpoint epoch {info['epoch']}  seed={s['seed']}  "
         f"device={info['device']}",
+        f"prior {info['prior']}, likelihood {info['likelihood']}, guide {info['guide']}",
         "all values in nats per image, as log-likelihood bounds (higher is better)",
         f"  ELBO, Pyro Trace_ELBO ({s['num_particles']} particle(s))  {pm('elbo')}",
         f"  ELBO, hand-written analytic KL        {pm('elbo_analytic')}",
@@ -143,6 +205,12 @@ def _format_table(info: dict, s: dict) -> str:
     ]
     if "iwae" in s:
         lines.append(f"  IWAE bound, K={s['iwae_k']:<22} {pm('iwae')}")
+    if "elbo_bits_per_dim" in s:
+        iwae_bpd = f", IWAE {s['iwae_bits_per_dim']:.4f}" if "iwae_bits_per_dim" in s else ""
+        lines.append(f"  bits/dim (discrete likelihood)       ELBO {s['elbo_bits_per_dim']:.4f}{iwae_bpd}")
+    if s["kl_method"] == "monte-carlo":
+        lines.append("  note: this prior/guide pair has no closed-form KL, so the hand-written ELBO uses a Monte Carlo")
+        lines.append("        KL on the same draws: the check covers the likelihood, the guide density and sampling")
     return "\n".join(lines)
 
 

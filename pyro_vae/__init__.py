@@ -1,6 +1,7 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs, trained with SVI.
 
 Where things are: priors in :mod:`pyro_vae.priors`, likelihoods in :mod:`pyro_vae.likelihoods`,
+guide families q(z|x) in :mod:`pyro_vae.guides`,
 encoder/decoder networks in :mod:`pyro_vae.networks`, the model/guide in :mod:`pyro_vae.vae`,
 the hand-written analytic-KL ELBO in :mod:`pyro_vae.analytic`, bounds and evaluation in :mod:`pyro_vae.bounds`,
 the SVI loop in :mod:`pyro_vae.train`, checkpoints in :mod:`pyro_vae.checkpoint`.
@@ -11,16 +12,21 @@ __version__ = "0.1.0"
 from .analytic import analytic_elbo, analytic_loss  # noqa: E402
 from .data import DataConfig, VAEData  # noqa: E402
 from .bounds import Evaluation, evaluate, iwae_bound, log_weights  # noqa: E402
-from .likelihoods import Bernoulli, ContinuousBernoulli, Gaussian, Likelihood  # noqa: E402
+from .guides import DiagonalGaussianGuide, FullCovGaussianGuide, Guide, IAFGuide  # noqa: E402
+from .likelihoods import (  # noqa: E402
+    Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace, Likelihood,
+)  # fmt: skip
 from .networks import NetConfig  # noqa: E402
 from .pipeline import evaluate_checkpoint, load_model, resume_run, start_run  # noqa: E402
-from .priors import Prior, StandardNormal  # noqa: E402
+from .priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal, VampPrior  # noqa: E402
 from .train import TrainConfig, Trainer  # noqa: E402
 from .vae import VAE  # noqa: E402
 
 __all__ = [
     "VAE", "NetConfig", "DataConfig", "VAEData", "TrainConfig", "Trainer",
-    "Prior", "StandardNormal", "Likelihood", "Bernoulli", "ContinuousBernoulli", "Gaussian",
+    "Prior", "StandardNormal", "LearnedGaussian", "MixtureOfGaussians", "VampPrior", "FlowPrior",
+    "Likelihood", "Bernoulli", "ContinuousBernoulli", "Beta", "Gaussian", "Laplace", "DiscretizedLogistic",
+    "Guide", "DiagonalGaussianGuide", "FullCovGaussianGuide", "IAFGuide",
     "analytic_elbo", "analytic_loss", "evaluate", "Evaluation", "iwae_bound", "log_weights",
     "start_run", "resume_run", "load_model", "evaluate_checkpoint",
 ]  # fmt: skip

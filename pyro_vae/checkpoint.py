@@ -110,7 +110,9 @@ def vae_from_config(model_config: dict) -> VAE:
     """Rebuild the architecture (untrained) from ``VAE.config()``."""
     try:
         net = NetConfig(**{**model_config["net"], "hidden": tuple(model_config["net"]["hidden"])})
-        return VAE(net, build(model_config["prior"]), build(model_config["likelihood"]))
+        # Checkpoints written before guide families existed used the diagonal Gaussian.
+        guide = build(model_config["guide"]) if "guide" in model_config else None
+        return VAE(net, build(model_config["prior"]), build(model_config["likelihood"]), guide)
     except (TypeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"the stored config cannot rebuild the model: {type(exc).__name__}: {exc}") from None
 
@@ -118,7 +120,10 @@ def vae_from_config(model_config: dict) -> VAE:
 def stored_config(ckpt: dict, key: str, cls):
     """``cls(**ckpt["config"][key])`` (DataConfig, TrainConfig), or a :class:`CheckpointError`."""
     try:
-        return cls(**ckpt["config"][key])
+        fields = dict(ckpt["config"][key])
+        if "elbo" in fields:  # version 0.1 called TrainConfig.objective "elbo"
+            fields["objective"] = fields.pop("elbo")
+        return cls(**fields)
     except (TypeError, KeyError) as exc:
         raise CheckpointError(f"the checkpoint's {key} config is unusable: {type(exc).__name__}: {exc}") from None
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 import pyro.distributions as dist
 
 from .components import Component
+from .distributions import DiscretizedLogistic as DiscretizedLogisticDist
 from .errors import DataError
 
 
@@ -31,6 +32,7 @@ class Likelihood(Component, nn.Module):
     """Base class: turns decoder output of shape ``batch + (num_params, D)`` into a distribution over x."""
 
     num_params: int = 1
+    discrete: bool = False  # a probability mass over pixel values (then bits/dim are meaningful)
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -56,6 +58,8 @@ def _require_unit_interval(name: str, x: Tensor) -> None:
 class Bernoulli(Likelihood):
     r"""Independent Bernoulli pixels for binary data, parameterised by logits :math:`\ell`:
     :math:`\log p(x) = \sum_i x_i \ell_i - \mathrm{softplus}(\ell_i)`."""
+
+    discrete = True
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:
         return dist.Bernoulli(logits=params[..., 0, :]).to_event(1)
@@ -102,15 +106,15 @@ class ContinuousBernoulli(Likelihood):
         _require_unit_interval("continuous Bernoulli", x)
 
 
-class Gaussian(Likelihood):
-    r"""Independent Gaussian pixels, mean :math:`\mathrm{sigmoid}(\text{decoder output})`.
-
-    With ``learn_sigma=False`` the standard deviation is the fixed number ``sigma`` (the
-    sigma-weighted squared error of the tutorials, with its normalising constant). With
-    ``learn_sigma=True`` each pixel has its own trainable :math:`\sigma_i = \sigma_{min} +
-    \mathrm{softplus}(r_i)`, started at ``sigma``; the floor keeps the density bounded on pixels that
-    are constant in the data (MNIST's border), where an unfloored sigma would shrink to zero.
+class _SigmoidMeanLikelihood(Likelihood):
+    r"""Shared by :class:`Gaussian` and :class:`Laplace`: independent pixels with mean
+    :math:`\mathrm{sigmoid}(\text{decoder output})` and a scale that is either the fixed number
+    ``sigma`` or learned per pixel as :math:`\sigma_i = \sigma_{min} + \mathrm{softplus}(r_i)`,
+    started at ``sigma``. The floor keeps the density bounded on pixels that are constant in the data
+    (MNIST's border), where an unfloored scale would shrink to zero.
     """
+
+    family: type[dist.TorchDistribution]
 
     def __init__(
         self, sigma: float = 0.1, learn_sigma: bool = False, data_dim: int = 784, min_sigma: float = 1e-2
@@ -133,20 +137,134 @@ class Gaussian(Likelihood):
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:
         loc = torch.sigmoid(params[..., 0, :])
-        return dist.Normal(loc, self.sigma().expand_as(loc)).to_event(1)
+        return self.family(loc, self.sigma().expand_as(loc)).to_event(1)
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        loc = torch.sigmoid(params[..., 0, :])
-        sigma = self.sigma()
-        return (-0.5 * ((x - loc) / sigma).pow(2) - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return self.pixel_log_density(x, torch.sigmoid(params[..., 0, :]), self.sigma()).sum(-1)
+
+    def pixel_log_density(self, x: Tensor, loc: Tensor, sigma: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def check_data(self, x: Tensor) -> None:
         if not torch.isfinite(x).all():
-            raise DataError("the Gaussian likelihood needs finite pixel values")
+            raise DataError(f"the {type(self).__name__} likelihood needs finite pixel values")
+
+
+class Gaussian(_SigmoidMeanLikelihood):
+    r"""Gaussian pixels: :math:`\log p(x_i) = -\tfrac12 \left(\tfrac{x_i - \mu_i}{\sigma}\right)^2
+    - \log \sigma - \tfrac12 \log 2\pi` (with fixed ``sigma``: the tutorials' weighted squared error,
+    with its normalising constant)."""
+
+    family = dist.Normal
+
+    def pixel_log_density(self, x: Tensor, loc: Tensor, sigma: Tensor) -> Tensor:
+        return -0.5 * ((x - loc) / sigma).pow(2) - torch.log(sigma) - 0.5 * math.log(2 * math.pi)
+
+
+class Laplace(_SigmoidMeanLikelihood):
+    r"""Laplace pixels (an L1 reconstruction error with its normaliser), ``sigma`` being the scale
+    :math:`b`: :math:`\log p(x_i) = -|x_i - \mu_i| / b - \log 2b`."""
+
+    family = dist.Laplace
+
+    def pixel_log_density(self, x: Tensor, loc: Tensor, sigma: Tensor) -> Tensor:
+        return -(x - loc).abs() / sigma - torch.log(2 * sigma)
+
+
+class Beta(Likelihood):
+    r"""Beta pixels for grey levels, with concentrations :math:`a, b = \mathrm{softplus}(\cdot) + 10^{-3}`.
+
+    A Beta density is infinite or zero at exactly 0 and 1, where most MNIST pixels lie, so it models
+    the squeezed pixel :math:`y = \epsilon + (1 - 2\epsilon)\,x` and reports the density of :math:`x`
+    with the change of variables, :math:`\log p(x) = \sum_i \log \mathrm{Beta}(y_i; a_i, b_i) +
+    D \log(1 - 2\epsilon)`: a proper density on :math:`[0, 1]^D`. The default
+    :math:`\epsilon = 1/512` puts the 256 pixel levels :math:`k/255` at the bin centres :math:`(k + \tfrac12)/256`.
+    """
+
+    num_params = 2
+
+    def __init__(self, eps: float = 1 / 512) -> None:
+        super().__init__()
+        if not 0 < eps < 0.5:
+            raise ValueError(f"eps must be in (0, 0.5), got {eps}")
+        self.eps = eps
+
+    def _concentrations(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        return F.softplus(params[..., 0, :]) + 1e-3, F.softplus(params[..., 1, :]) + 1e-3
+
+    def forward(self, params: Tensor) -> dist.TorchDistribution:
+        a, b = self._concentrations(params)
+        squeeze = 1 - 2 * self.eps
+        # x = (y - eps) / (1 - 2 eps): the Beta variable y mapped back to the pixel scale.
+        to_pixels = dist.transforms.AffineTransform(-self.eps / squeeze, 1 / squeeze)
+        return dist.TransformedDistribution(dist.Beta(a, b), [to_pixels]).to_event(1)
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        a, b = self._concentrations(params)
+        y = self.eps + (1 - 2 * self.eps) * x
+        log_beta_fn = torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+        pixel = (a - 1) * torch.log(y) + (b - 1) * torch.log1p(-y) - log_beta_fn + math.log(1 - 2 * self.eps)
+        return pixel.sum(-1)
+
+    def mean(self, params: Tensor) -> Tensor:
+        a, b = self._concentrations(params)
+        return (a / (a + b) - self.eps) / (1 - 2 * self.eps)
+
+    def check_data(self, x: Tensor) -> None:
+        _require_unit_interval("Beta", x)
+
+
+class DiscretizedLogistic(Likelihood):
+    r"""Discretized logistic over the ``levels`` pixel values :math:`k/(L-1)` (see
+    :mod:`pyro_vae.distributions`): a true discrete likelihood for grey-level images, so its ELBO is
+    a bound on :math:`\log P(x)` and converts to bits/dim. Location :math:`\mathrm{sigmoid}(\cdot)`,
+    scale :math:`s_{min} + \mathrm{softplus}(\cdot)`.
+    """
+
+    num_params = 2
+    discrete = True
+
+    def __init__(self, levels: int = 256, min_scale: float = 1e-3) -> None:
+        super().__init__()
+        if levels < 2 or min_scale <= 0:
+            raise ValueError("levels must be >= 2 and min_scale positive")
+        self.levels, self.min_scale = levels, min_scale
+
+    def _loc_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.sigmoid(params[..., 0, :]), self.min_scale + F.softplus(params[..., 1, :])
+
+    def forward(self, params: Tensor) -> dist.TorchDistribution:
+        return DiscretizedLogisticDist(*self._loc_scale(params), levels=self.levels).to_event(1)
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        # Written independently of the distribution: log sigma(hi) + log(1 - sigma(lo) / sigma(hi)), where
+        # sigma(a) - sigma(b) = sigma(-b) - sigma(-a) lets (hi, lo) stay in the lower tail, where logsigmoid
+        # keeps its precision.
+        loc, scale = self._loc_scale(params)
+        h = 0.5 / (self.levels - 1)
+        a, b = (x - loc + h) / scale, (x - loc - h) / scale
+        flip = (a + b) > 0
+        log_hi = F.logsigmoid(torch.where(flip, -b, a))
+        log_lo = F.logsigmoid(torch.where(flip, -a, b))
+        interior = log_hi + torch.log1p(-torch.exp(log_lo - log_hi))
+        lowest, highest = F.logsigmoid(a), F.logsigmoid(-b)  # all mass below / above the end levels
+        return torch.where(x < h, lowest, torch.where(x > 1 - h, highest, interior)).sum(-1)
+
+    def check_data(self, x: Tensor) -> None:
+        _require_unit_interval("discretized logistic", x)
+        steps = x * (self.levels - 1)
+        if not torch.allclose(steps, steps.round(), atol=1e-3):
+            raise DataError(
+                f"the discretized logistic likelihood needs pixels on the {self.levels} levels k/{self.levels - 1}; "
+                "this data is not quantised that way"
+            )
 
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {
     "bernoulli": Bernoulli,
     "continuous-bernoulli": ContinuousBernoulli,
+    "beta": Beta,
     "gaussian": Gaussian,
+    "laplace": Laplace,
+    "discretized-logistic": DiscretizedLogistic,
 }

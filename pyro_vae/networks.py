@@ -1,8 +1,7 @@
 r"""Encoder and decoder networks.
 
-An *encoder* maps a flattened image batch ``(..., D)`` to the parameters ``(loc, scale)`` of the
-diagonal Gaussian :math:`q(z \mid x)`; its last layer predicts :math:`\log \sigma^2` (the "log-var
-trick") so the scale is positive without a constraint. A *decoder* maps ``z`` of shape
+An *encoder* maps a flattened image batch ``(..., D)`` to the guide family's parameters, shape
+``(..., num_params)`` (see :mod:`pyro_vae.guides`). A *decoder* maps ``z`` of shape
 ``(..., latent_dim)`` to the likelihood's parameters, shape ``(..., num_params, D)``.
 """
 
@@ -10,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
@@ -54,24 +52,15 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class GaussianHead(nn.Module):
-    """Splits a ``2 * latent_dim`` feature vector into ``loc`` and ``scale = exp(logvar / 2)``."""
-
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        loc, logvar = h.chunk(2, dim=-1)
-        return loc, torch.exp(0.5 * logvar)
-
-
 class MLPEncoder(nn.Module):
-    """``D -> hidden... -> 2 * latent_dim``."""
+    """``D -> hidden... -> num_params``."""
 
-    def __init__(self, latent_dim: int, hidden: tuple[int, ...], activation: str, data_dim: int = DATA_DIM):
+    def __init__(self, num_params: int, hidden: tuple[int, ...], activation: str, data_dim: int = DATA_DIM):
         super().__init__()
-        self.net = _mlp([data_dim, *hidden, 2 * latent_dim], activation)
-        self.head = GaussianHead()
+        self.net = _mlp([data_dim, *hidden, num_params], activation)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.head(self.net(x))
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
 
 
 class MLPDecoder(nn.Module):
@@ -89,22 +78,21 @@ class MLPDecoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """28x28 -> strided conv 32@14x14 -> 64@7x7 -> dense ``hidden`` -> ``2 * latent_dim``."""
+    """28x28 -> strided conv 32@14x14 -> 64@7x7 -> dense ``hidden`` -> ``num_params``."""
 
-    def __init__(self, latent_dim: int, hidden: int, activation: str):
+    def __init__(self, num_params: int, hidden: int, activation: str):
         super().__init__()
         act = ACTIVATIONS[activation]
         self.conv = nn.Sequential(
             nn.Conv2d(1, 32, 4, stride=2, padding=1), act(),
             nn.Conv2d(32, 64, 4, stride=2, padding=1), act(),
         )  # fmt: skip
-        self.dense = nn.Sequential(nn.Linear(64 * 7 * 7, hidden), act(), nn.Linear(hidden, 2 * latent_dim))
-        self.head = GaussianHead()
+        self.dense = nn.Sequential(nn.Linear(64 * 7 * 7, hidden), act(), nn.Linear(hidden, num_params))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> Tensor:
         batch = x.shape[:-1]
         h = self.conv(x.reshape(-1, *IMAGE_SHAPE)).flatten(1)
-        return self.head(self.dense(h).unflatten(0, batch))
+        return self.dense(h).unflatten(0, batch)
 
 
 class ConvDecoder(nn.Module):
@@ -126,13 +114,15 @@ class ConvDecoder(nn.Module):
         return self.deconv(h).flatten(2).unflatten(0, batch)
 
 
-def make_encoder(config: NetConfig) -> nn.Module:
+def make_encoder(config: NetConfig, num_params: int) -> nn.Module:
+    """The encoder for ``config``, producing ``num_params`` guide parameters per image."""
     if config.kind == "mlp":
-        return MLPEncoder(config.latent_dim, config.hidden, config.activation)
-    return ConvEncoder(config.latent_dim, config.hidden[0], config.activation)
+        return MLPEncoder(num_params, config.hidden, config.activation)
+    return ConvEncoder(num_params, config.hidden[0], config.activation)
 
 
 def make_decoder(config: NetConfig, num_params: int) -> nn.Module:
+    """The decoder for ``config``, producing ``num_params`` likelihood parameters per pixel."""
     if config.kind == "mlp":
         return MLPDecoder(config.latent_dim, config.hidden, config.activation, num_params)
     return ConvDecoder(config.latent_dim, config.hidden[0], config.activation, num_params)

@@ -17,6 +17,7 @@ from .data import DataConfig, VAEData
 from .devices import resolve_device
 from .errors import ConfigError
 from .bounds import Evaluation, evaluate
+from .guides import Guide
 from .likelihoods import Likelihood
 from .networks import NetConfig
 from .priors import Prior
@@ -32,13 +33,18 @@ def start_run(
     train_config: TrainConfig,
     out_dir: str | Path,
     *,
+    guide: Guide | None = None,
     data_dir: str | Path | None = None,
     device: str = "auto",
     overwrite: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Trainer:
-    """A :class:`Trainer` for a new run in ``out_dir`` (which must not hold a checkpoint unless ``overwrite``)."""
+    """A :class:`Trainer` for a new run in ``out_dir`` (which must not hold a checkpoint unless ``overwrite``).
+
+    The networks are initialised from ``train_config.seed``; components with random initial values
+    (mixture means, pseudo-inputs, flows) are built by the caller, so seed before building them.
+    """
     train_config.validate()
     data_config.validate()
     net.validate()
@@ -51,7 +57,7 @@ def start_run(
     dev = resolve_device(device)
     data = VAEData(data_config, data_dir, dev, splits=("train", "val"))
     pyro.set_rng_seed(train_config.seed)  # the initial weights depend on the seed alone
-    vae = VAE(net, prior, likelihood).to(dev)
+    vae = VAE(net, prior, likelihood, guide).to(dev)
     if overwrite:
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
     return Trainer(vae, data, train_config, out_dir, progress=progress, log=log)
@@ -123,6 +129,7 @@ def evaluate_checkpoint(
         "split": split,
         "likelihood": ckpt["config"]["model"]["likelihood"]["target"],
         "prior": ckpt["config"]["model"]["prior"]["target"],
+        "guide": ckpt["config"]["model"].get("guide", {"target": "pyro_vae.guides:DiagonalGaussianGuide"})["target"],
         "device": str(device_),
         "torch_threads": torch.get_num_threads(),
     }

@@ -1,4 +1,14 @@
-"""Training: ``pyro.infer.SVI`` with ``Trace_ELBO`` (or ``TraceMeanField_ELBO``) and Adam.
+"""Training: ``pyro.infer.SVI`` with Adam and one of three objectives.
+
+* ``trace``: ``Trace_ELBO`` (Monte Carlo KL);
+* ``meanfield``: ``TraceMeanField_ELBO`` (closed-form KL where torch has one, else Monte Carlo);
+* ``iwae``: ``RenyiELBO(alpha=0)``, the importance-weighted bound with ``particles`` samples per image
+  (Burda et al. 2016), particles vectorised.
+
+``particles`` > 1 averages that many samples (vectorised) for the ELBO objectives. ``beta`` weights
+the KL (β-VAE); ``warmup_epochs`` ramps the weight linearly, step by step, from ``warmup_start`` to
+``beta`` over that many epochs (reaching it at the last warm-up step). The weight is applied with
+``poutine.scale`` on the latent site (see :mod:`pyro_vae.vae`); each epoch's final weight is logged.
 
 :class:`Trainer` owns one run folder: it appends one JSON line per epoch to ``metrics.jsonl``
 and writes ``ckpt.pt`` every ``checkpoint_every`` epochs and at the end. Each epoch is seeded from
@@ -17,7 +27,7 @@ from pathlib import Path
 
 import pyro
 import pyro.optim
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import SVI, ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
 from .checkpoint import plain, rng_state, save_checkpoint, set_rng_state
@@ -26,7 +36,7 @@ from .errors import ConfigError, TrainingError
 from .bounds import evaluate
 from .vae import VAE
 
-ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+OBJECTIVES = ("trace", "meanfield", "iwae")
 CHECKPOINT_NAME = "ckpt.pt"
 METRICS_NAME = "metrics.jsonl"
 
@@ -39,16 +49,42 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    elbo: str = "trace"  # "trace" (Trace_ELBO) or "meanfield" (TraceMeanField_ELBO, analytic KL)
+    objective: str = "trace"  # "trace" (Trace_ELBO), "meanfield" (TraceMeanField_ELBO) or "iwae" (RenyiELBO(0))
     checkpoint_every: int = 1
+    particles: int = 1  # samples per image in the objective (K of the IWAE bound)
+    beta: float = 1.0  # KL weight (after warm-up)
+    warmup_epochs: int = 0  # linear KL warm-up from warmup_start to beta over this many epochs
+    warmup_start: float = 0.0
 
     def validate(self) -> None:
-        if self.elbo not in ELBOS:
-            raise ConfigError(f"unknown ELBO {self.elbo!r} (choose from {', '.join(ELBOS)})")
-        if min(self.epochs, self.batch_size, self.checkpoint_every) < 1:
-            raise ConfigError("epochs, batch size and checkpoint interval must be positive")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
+        if min(self.epochs, self.batch_size, self.checkpoint_every, self.particles) < 1:
+            raise ConfigError("epochs, batch size, particles and checkpoint interval must be positive")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if not self.beta > 0 or self.warmup_epochs < 0 or not 0 <= self.warmup_start <= self.beta:
+            raise ConfigError("beta must be positive, warm-up epochs >= 0 and 0 <= warm-up start <= beta")
+        if self.objective == "iwae" and (self.beta != 1 or self.warmup_epochs):
+            raise ConfigError(
+                "the iwae objective is a bound on log p(x) with no separate KL term: "
+                "--beta and --warmup-epochs apply to the trace and meanfield objectives"
+            )
+
+    def kl_weight(self, step: int, steps_per_epoch: int) -> float:
+        """β at (0-based) optimisation ``step``: linear warm-up over ``warmup_epochs``, then ``beta``."""
+        warmup_steps = self.warmup_epochs * steps_per_epoch
+        if step + 1 >= warmup_steps:
+            return self.beta
+        return self.warmup_start + (self.beta - self.warmup_start) * (step + 1) / warmup_steps
+
+    def make_objective(self) -> ELBO:
+        """The Pyro loss for SVI."""
+        vectorize = self.particles > 1 or self.objective == "iwae"
+        kwargs = {"num_particles": self.particles, "vectorize_particles": vectorize, "max_plate_nesting": 1}
+        if self.objective == "iwae":
+            return RenyiELBO(alpha=0, **kwargs)
+        return (TraceMeanField_ELBO if self.objective == "meanfield" else Trace_ELBO)(**kwargs)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -99,7 +135,7 @@ class Trainer:
             set_rng_state(self._pending_rng)
         # A scoped param store: nothing leaks in from (or out to) other models in this process.
         with pyro.get_param_store().scope():
-            svi = SVI(self.vae.model, self.vae.guide, self.optim, loss=ELBOS[self.config.elbo]())
+            svi = SVI(self.vae.model, self.vae.guide, self.optim, loss=self.config.make_objective())
             for epoch in range(self.epoch + 1, self.config.epochs + 1):
                 record = self._train_epoch(svi, epoch)
                 self.metrics.append(record)
@@ -121,12 +157,14 @@ class Trainer:
         pyro.set_rng_seed(seed)
         self.vae.train()
         n_train = self.data.images["train"].shape[0]
-        total, seen = 0.0, 0
+        steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+        total, seen, beta = 0.0, 0, cfg.beta
         start = time.perf_counter()
         with tqdm(total=n_train, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False,
                   disable=None if self.progress is None else not self.progress, mininterval=0.5) as bar:  # fmt: skip
             for step, x in enumerate(self.data.train_batches(cfg.batch_size, seed)):
-                loss = svi.step(x)  # negative ELBO summed over the batch
+                beta = cfg.kl_weight((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
+                loss = svi.step(x, beta)  # the negative objective summed over the batch
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"loss became {loss} at epoch {epoch}, step {step + 1}; try a lower --lr "
@@ -141,7 +179,7 @@ class Trainer:
         val_elbo = None
         if self.data.images.get("val") is not None and self.data.images["val"].shape[0] > 0:
             val_elbo = evaluate(self.vae, self.data.images["val"], iw_samples=0, seed=cfg.seed).summary()["elbo"]
-        return {"epoch": epoch, "train_loss": total / seen, "val_elbo": val_elbo,
+        return {"epoch": epoch, "train_loss": total / seen, "val_elbo": val_elbo, "beta": beta,
                 "seconds": seconds, "images_per_s": seen / seconds}  # fmt: skip
 
     def save(self) -> None:

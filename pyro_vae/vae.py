@@ -2,10 +2,15 @@ r"""The VAE as a Pyro model/guide pair.
 
 .. math::
     p_\theta(x, z) = p(z)\, p_\theta(x \mid z), \qquad
-    q_\phi(z \mid x) = \mathcal N\big(\mu_\phi(x), \mathrm{diag}\,\sigma^2_\phi(x)\big)
+    q_\phi(z \mid x) = \text{guide family}\big(\mathrm{encoder}_\phi(x)\big)
 
-``model`` and ``guide`` are ordinary Pyro functions; the networks (and any trainable prior or
-likelihood parameters) are registered with ``pyro.module`` so ``SVI`` optimises them.
+``model`` and ``guide`` are ordinary Pyro functions; the networks (and any trainable prior,
+likelihood or guide-family parameters) are registered with ``pyro.module`` so ``SVI`` optimises them.
+
+Both take ``kl_scale`` (:math:`\beta`): the latent site is wrapped in ``poutine.scale`` in the model
+*and* the guide, so :math:`\log p(z)` and :math:`\log q(z \mid x)` are both weighted and the objective
+is :math:`\mathbb E_q[\log p(x \mid z)] - \beta\,\mathrm{KL}`, also when ``TraceMeanField_ELBO``
+computes the KL in closed form (it takes the scale from the guide's site).
 """
 
 from __future__ import annotations
@@ -14,48 +19,58 @@ from dataclasses import asdict
 
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 from torch import Tensor, nn
 
 from .components import spec
 from .errors import ConfigError
+from .guides import DiagonalGaussianGuide, Guide
 from .likelihoods import Likelihood
 from .networks import NetConfig, make_decoder, make_encoder
 from .priors import Prior
 
 
 class VAE(nn.Module):
-    """A VAE built from a network config, a :class:`Prior` and a :class:`Likelihood`."""
+    """A VAE built from a network config, a :class:`Prior`, a :class:`Likelihood` and a :class:`Guide`
+    family (default: diagonal Gaussian)."""
 
-    def __init__(self, net: NetConfig, prior: Prior, likelihood: Likelihood) -> None:
+    def __init__(self, net: NetConfig, prior: Prior, likelihood: Likelihood, guide: Guide | None = None) -> None:
         super().__init__()
         net.validate()
-        if getattr(prior, "latent_dim", net.latent_dim) != net.latent_dim:
-            raise ConfigError(f"prior has latent_dim={prior.latent_dim} but the networks use {net.latent_dim}")
+        guide = guide if guide is not None else DiagonalGaussianGuide(net.latent_dim)
+        for name, part in (("prior", prior), ("guide", guide)):
+            if getattr(part, "latent_dim", net.latent_dim) != net.latent_dim:
+                raise ConfigError(f"{name} has latent_dim={part.latent_dim} but the networks use {net.latent_dim}")
         self.net_config = net
-        self.encoder = make_encoder(net)
+        self.encoder = make_encoder(net, guide.num_params)
         self.decoder = make_decoder(net, likelihood.num_params)
         self.prior = prior
         self.likelihood = likelihood
+        self.guide_family = guide
+        prior.attach(self)
 
-    def model(self, x: Tensor) -> None:
+    def model(self, x: Tensor, kl_scale: float = 1.0) -> None:
         """``z ~ p(z)``, ``x ~ p(x | z)`` for a batch of flattened images ``x``."""
         pyro.module("decoder", self.decoder)
         pyro.module("prior", self.prior)
         pyro.module("likelihood", self.likelihood)
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", self.prior())
+            with poutine.scale(scale=kl_scale):
+                z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
-    def guide(self, x: Tensor) -> None:
-        """``z ~ q(z | x)``, a diagonal Gaussian from the encoder."""
+    def guide(self, x: Tensor, kl_scale: float = 1.0) -> None:
+        """``z ~ q(z | x)`` from the encoder and the guide family."""
         pyro.module("encoder", self.encoder)
-        with pyro.plate("data", x.shape[0]):
+        pyro.module("guide", self.guide_family)
+        with pyro.plate("data", x.shape[0]), poutine.scale(scale=kl_scale):
             pyro.sample("z", self.posterior(x))
 
     def posterior(self, x: Tensor) -> dist.TorchDistribution:
-        loc, scale = self.encoder(x)
-        return dist.Normal(loc, scale).to_event(1)
+        """:math:`q(z \\mid x)` for a batch of images."""
+        return self.guide_family(self.encoder(x))
 
     def config(self) -> dict:
         """Plain data that rebuilds this model's architecture (see :mod:`pyro_vae.checkpoint`)."""
-        return {"net": asdict(self.net_config), "prior": spec(self.prior), "likelihood": spec(self.likelihood)}
+        return {"net": asdict(self.net_config), "prior": spec(self.prior), "likelihood": spec(self.likelihood),
+                "guide": spec(self.guide_family)}  # fmt: skip

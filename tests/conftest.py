@@ -35,15 +35,16 @@ SMALL_NET = NetConfig(kind="mlp", latent_dim=8, hidden=(64,))
 
 
 def small_run(out_dir, data_dir, *, epochs=2, likelihood=None, binarize="dynamic", net=SMALL_NET, prior=None,
-              train_limit=2000, elbo="trace", seed=0, device="cpu"):  # fmt: skip
-    """A Trainer on a small slice of MNIST (fast enough for unit tests)."""
+              train_limit=2000, seed=0, device="cpu", guide=None, **train_options):  # fmt: skip
+    """A Trainer on a small slice of MNIST (fast enough for unit tests); ``train_options`` go to TrainConfig."""
     return start_run(
         DataConfig("mnist", binarize, val_size=500, train_limit=train_limit),
         net,
         prior or StandardNormal(net.latent_dim),
         likelihood or Bernoulli(),
-        TrainConfig(epochs=epochs, batch_size=100, lr=1e-3, seed=seed, elbo=elbo),
+        TrainConfig(epochs=epochs, batch_size=100, lr=1e-3, seed=seed, **train_options),
         out_dir,
+        guide=guide,
         data_dir=data_dir,
         device=device,
         progress=False,

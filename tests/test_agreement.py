@@ -9,13 +9,17 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from conftest import small_run
 from pyro_vae import VAE, Bernoulli, ContinuousBernoulli, Gaussian, NetConfig, StandardNormal, analytic_loss, evaluate
 from pyro_vae.errors import AgreementError
+from pyro_vae.likelihoods import Beta, DiscretizedLogistic, Laplace
 from pyro_vae.bounds import iwae_bound, log_weights
 
 LIKELIHOODS = {
     "bernoulli": (Bernoulli, {}, "dynamic"),
     "continuous-bernoulli": (ContinuousBernoulli, {}, "none"),
+    "beta": (Beta, {}, "none"),
     "gaussian-fixed": (Gaussian, {"sigma": 0.1}, "none"),
     "gaussian-learned": (Gaussian, {"sigma": 0.2, "learn_sigma": True}, "none"),
+    "laplace-learned": (Laplace, {"sigma": 0.2, "learn_sigma": True}, "none"),
+    "discretized-logistic": (DiscretizedLogistic, {}, "none"),
 }
 
 

@@ -1,6 +1,7 @@
 """The ``pyro-vae`` command: a working round trip, and one-line errors for bad input."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,18 @@ BAD_TRAIN_OPTIONS = {
     "bernoulli on grey": (["--binarize", "none"], "needs binary pixels"),
     "sigma on bernoulli": (["--learn-sigma"], "--learn-sigma only applies"),
     "bad device": (["--device", "tpu"], "device"),
+    "components on standard normal": (["--prior-components", "5"], "--prior-components only applies to --prior mog or vamp"),
+    "flow steps unused": (["--flow-steps", "3"], "--flow-steps only applies"),
+    "spline without flow": (["--flow-transform", "spline"], "--flow-transform only applies"),
+    "vamp with iaf": (["--prior", "vamp", "--guide", "iaf"], "use --guide diagonal or full-cov"),
+    "sigma on beta": (["--likelihood", "beta", "--binarize", "none", "--sigma", "0.2"], "--sigma only applies"),
+    "beta with iwae": (["--objective", "iwae", "--beta", "2"], "--beta and --warmup-epochs apply"),
+    "warmup with iwae": (["--objective", "iwae", "--warmup-epochs", "2"], "--beta and --warmup-epochs apply"),
+    "warmup start alone": (["--warmup-start", "0.1"], "--warmup-start needs --warmup-epochs"),
+    "warmup start above beta": (["--warmup-epochs", "1", "--warmup-start", "2"], "warm-up start <= beta"),
+    "zero beta": (["--beta", "0"], "--beta"),
+    "zero particles": (["--particles", "0"], "--particles"),
+    "unknown guide": (["--guide", "planar"], "Invalid value for '--guide'"),
 }
 
 
@@ -187,3 +200,44 @@ def test_edge_sizes(tmp_path, data_dir, capsys):
     assert code == 0, err
     result = json.loads(stdout)
     assert result["n"] == 1 and result["elbo_stderr"] is None and result["agreement_z"] is None and result["elbo"] < 0
+
+
+def test_swapped_components_round_trip_through_the_cli(tmp_path, data_dir, capsys):
+    out = tmp_path / "mog"
+    code, _, err = run_cli(["train", "--data-dir", data_dir, "--epochs", "2", "--out", out, *TINY,
+                            "--prior", "mog", "--prior-components", "3", "--guide", "full-cov",
+                            "--likelihood", "discretized-logistic", "--binarize", "none",
+                            "--objective", "meanfield", "--particles", "2", "--warmup-epochs", "2"], capsys)  # fmt: skip
+    assert code == 0, err
+    betas = [json.loads(line)["beta"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert betas == [0.5, 1.0]
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["model"]["prior"]["kwargs"] == {"num_components": 3}
+    assert ckpt["config"]["train"]["objective"] == "meanfield"
+    code, table, err = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--limit", "200",
+                                "--iw-samples", "5"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "[monte-carlo]" in table and "no closed-form KL" in table and "bits/dim" in table
+    assert "MixtureOfGaussians" in table and "FullCovGaussianGuide" in table
+    code, out_json, _ = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--limit", "200",
+                                 "--iw-samples", "5", "--json"], capsys)  # fmt: skip
+    result = json.loads(out_json)
+    assert result["kl_method"] == "monte-carlo" and abs(result["agreement_z"]) < 4
+    assert result["elbo_bits_per_dim"] == pytest.approx(-result["elbo"] / (784 * math.log(2)))
+
+
+def test_checkpoint_from_version_0_1_still_loads(cli_run, tmp_path, data_dir, capsys):
+    """Before guide families, checkpoints had no guide entry and called the objective "elbo"."""
+    ckpt = torch.load(cli_run / "ckpt.pt", weights_only=True)
+    del ckpt["config"]["model"]["guide"]
+    ckpt["config"]["train"]["elbo"] = ckpt["config"]["train"].pop("objective")
+    for key in ("particles", "beta", "warmup_epochs", "warmup_start"):
+        del ckpt["config"]["train"][key]
+    torch.save(ckpt, tmp_path / "old.pt")
+    code, out, err = run_cli(["elbo", "--checkpoint", tmp_path / "old.pt", "--data-dir", data_dir, "--limit", "100",
+                              "--iw-samples", "0", "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["guide"] == "pyro_vae.guides:DiagonalGaussianGuide"
+    code, _, err = run_cli(["train", "--resume", tmp_path / "old.pt", "--epochs", "2", "--data-dir", data_dir,
+                            "--out", tmp_path / "resumed", "--no-progress"], capsys)  # fmt: skip
+    assert code == 0, err

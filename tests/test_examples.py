@@ -51,7 +51,27 @@ def torch_load(path):
 
 def test_readme_shows_the_example_verbatim():
     readme = (ROOT / "README.md").read_text()
-    for name in ("my_components.py", "train_custom.py"):
+    for name in ("my_components.py", "train_custom.py", "swap_components.py"):
         body = (EXAMPLES / name).read_text()
         code = body.split('"""', 2)[2].strip() if name == "train_custom.py" else body.strip()
         assert code in readme, f"README's copy of examples/{name} is out of date"
+
+
+def test_beta_vae_warmup_example(tmp_path, data_dir):
+    run = _run([sys.executable, EXAMPLES / "beta_vae_warmup.py", "--data-dir", data_dir, "--epochs", "3",
+                "--warmup-epochs", "2", "--beta", "4", "--train-limit", "300", "--out", tmp_path / "b"],
+               with_examples=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["beta_per_epoch"] == [2.0, 4.0, 4.0] and abs(summary["agreement_z"]) < 4
+
+
+def test_short_swap_script_runs(tmp_path, data_dir):
+    """The README's under-20-line script: its own prior and likelihood, trained and evaluated."""
+    script = (EXAMPLES / "swap_components.py").read_text()
+    assert len(script.strip().splitlines()) < 20
+    fast = script.replace("train_limit=5000", "train_limit=300").replace('"runs/swap"', repr(str(tmp_path)))
+    (tmp_path / "swap.py").write_text(fast)
+    run = _run([sys.executable, tmp_path / "swap.py", data_dir], with_examples=False)
+    assert run.returncode == 0, run.stderr
+    assert "'kl_method': 'monte-carlo'" in run.stdout

@@ -7,26 +7,36 @@ import torch
 
 from pyro_vae import Bernoulli, ContinuousBernoulli, Gaussian, StandardNormal
 from pyro_vae.errors import DataError
-from pyro_vae.likelihoods import _log_cb_normaliser
+from pyro_vae.likelihoods import Beta, DiscretizedLogistic, Laplace, _log_cb_normaliser
+from pyro_vae.priors import LearnedGaussian
 
 LIKELIHOODS = {
     "bernoulli": lambda: Bernoulli(),
     "continuous-bernoulli": lambda: ContinuousBernoulli(),
+    "beta": lambda: Beta(),
     "gaussian-fixed": lambda: Gaussian(sigma=0.3),
     "gaussian-learned": lambda: Gaussian(sigma=0.3, learn_sigma=True),
+    "laplace-fixed": lambda: Laplace(sigma=0.3),
+    "laplace-learned": lambda: Laplace(sigma=0.3, learn_sigma=True),
+    "discretized-logistic": lambda: DiscretizedLogistic(),
 }
 
 
 def _data_for(name: str, shape) -> torch.Tensor:
+    """Random data in each likelihood's support, including the edge values 0 and 1."""
     u = torch.rand(shape)
-    return torch.bernoulli(u) if name == "bernoulli" else u
+    if name == "bernoulli":
+        return torch.bernoulli(u)
+    u = torch.round(u * 255) / 255  # on the 256 levels (the discretized logistic needs that)
+    u[..., :5], u[..., 5:10] = 0.0, 1.0
+    return u
 
 
 @pytest.mark.parametrize("name", LIKELIHOODS)
 def test_handwritten_log_prob_matches_distribution(name):
     torch.manual_seed(0)
     lik = LIKELIHOODS[name]()
-    params = 3 * torch.randn(5, 7, 1, 784)  # particles x batch x num_params x pixels
+    params = 3 * torch.randn(5, 7, lik.num_params, 784)  # particles x batch x num_params x pixels
     params[0, 0, 0, :10] = 0.0  # the continuous Bernoulli's 0/0 point
     x = _data_for(name, (7, 784))
     expected = lik(params).log_prob(x)
@@ -74,15 +84,90 @@ def test_likelihoods_reject_data_outside_their_support():
         Gaussian().check_data(torch.full((2, 784), float("nan")))
 
 
-def test_standard_normal_kl_matches_torch_kl_divergence():
+@pytest.mark.parametrize("name", ["beta", "laplace-fixed", "discretized-logistic", "gaussian-fixed"])
+def test_likelihood_mean_is_the_distribution_mean(name):
+    torch.manual_seed(3)
+    lik = LIKELIHOODS[name]()
+    params = torch.randn(4, lik.num_params, 784)
+    x = lik(params).sample((4000,))
+    torch.testing.assert_close(lik.mean(params), x.mean(0), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("loc", [-0.3, 0.0, 0.004, 0.5, 0.999, 1.4])
+@pytest.mark.parametrize("scale", [1e-3, 0.02, 0.3, 5.0])
+def test_discretized_logistic_sums_to_one_over_the_256_levels(loc, scale):
+    from pyro_vae.distributions import DiscretizedLogistic as DL
+
+    d = DL(torch.tensor([loc], dtype=torch.float64), torch.tensor([scale], dtype=torch.float64))
+    assert d.level_log_probs().exp().sum().item() == pytest.approx(1.0, abs=1e-9)
+    # The likelihood's hand-written formula gives the same 256 probabilities.
+    lik = DiscretizedLogistic(min_scale=1e-12)
+    raw_scale = math.log(math.expm1(scale))  # inverse softplus
+    logit = math.log(loc / (1 - loc)) if 0 < loc < 1 else (-30.0 if loc <= 0 else 30.0)
+    params = torch.tensor([[logit], [raw_scale]], dtype=torch.float64).expand(2, 256).unsqueeze(0)
+    grid = torch.linspace(0, 1, 256, dtype=torch.float64).unsqueeze(0)
+    per_level = torch.stack([lik.log_prob(params[..., i : i + 1], grid[..., i : i + 1]) for i in range(256)])
+    assert per_level.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_discretized_logistic_bits_per_dim_match_its_nats():
+    from pyro_vae.bounds import Evaluation
+
+    nats = torch.tensor([-1000.0, -1200.0])
+    ev = Evaluation(nats, nats, nats, nats * 0, nats, 1, 10, "analytic", 0, data_dim=784, discrete=True)
+    s = ev.summary()
+    assert s["elbo_bits_per_dim"] == pytest.approx(1100.0 / (784 * math.log(2)))
+    assert s["iwae_bits_per_dim"] == pytest.approx(s["elbo_bits_per_dim"])
+    assert "elbo_bits_per_dim" not in Evaluation(nats, nats, nats, nats, None, 1, 0, "analytic", 0).summary()
+
+
+@pytest.mark.parametrize("a_raw,b_raw", [(0.0, 0.0), (2.0, -1.0), (5.0, 5.0), (-3.0, 1.0)])
+def test_beta_density_on_pixels_has_mass_at_most_one(a_raw, b_raw):
+    """The squeezed Beta keeps the Beta's mass on [eps, 1 - eps]: 1 up to the tails beyond the end bins."""
+    lik = Beta()
+    x = torch.linspace(0, 1, 400_001, dtype=torch.float64)
+    params = torch.tensor([a_raw, b_raw], dtype=torch.float64).reshape(1, 2, 1).expand(x.numel(), 2, 1)
+    mass = torch.trapezoid(lik.log_prob(params, x.unsqueeze(-1)).exp(), x).item()
+    a, b = torch.nn.functional.softplus(torch.tensor([a_raw, b_raw], dtype=torch.float64)) + 1e-3
+    y = torch.linspace(lik.eps, 1 - lik.eps, 400_001, dtype=torch.float64)
+    expected = torch.trapezoid(torch.distributions.Beta(a, b).log_prob(y).exp(), y).item()
+    assert mass <= 1 + 1e-4 and mass == pytest.approx(expected, rel=1e-4)
+
+
+def test_new_likelihoods_reject_data_outside_their_support():
+    grey = torch.rand(10, 784)
+    with pytest.raises(DataError, match="levels"):
+        DiscretizedLogistic().check_data(grey)
+    DiscretizedLogistic().check_data(torch.round(grey * 255) / 255)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        Beta().check_data(grey + 0.5)
+    with pytest.raises(DataError):
+        Laplace().check_data(torch.full((2, 784), float("inf")))
+
+
+def _random_gaussian_q(full: bool, batch=50, d=6):
+    loc = 2 * torch.randn(batch, d, dtype=torch.float64)
+    scale_tril = torch.diag_embed(torch.rand(batch, d, dtype=torch.float64) * 2 + 0.05)
+    if full:
+        scale_tril = scale_tril + torch.tril(torch.randn(batch, d, d, dtype=torch.float64), diagonal=-1)
+    return loc, scale_tril
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["diagonal-q", "full-cov-q"])
+@pytest.mark.parametrize("prior_cls", [StandardNormal, LearnedGaussian])
+def test_closed_form_kl_matches_torch_kl_divergence(prior_cls, full):
     torch.manual_seed(1)
-    loc, scale = 2 * torch.randn(50, 20), torch.rand(50, 20) * 3 + 0.01
-    prior = StandardNormal(20)
-    q = torch.distributions.Normal(loc, scale)
-    p = torch.distributions.Normal(torch.zeros(20), torch.ones(20))
-    expected = torch.distributions.kl_divergence(q, p).sum(-1)
-    torch.testing.assert_close(prior.kl(loc, scale), expected, rtol=1e-5, atol=1e-5)
-    assert prior().event_shape == (20,) and prior().batch_shape == ()
+    prior = prior_cls(6).double()
+    if prior_cls is LearnedGaussian:
+        with torch.no_grad():
+            prior.loc.normal_()
+            prior.log_scale.normal_(0, 0.5)
+    loc, scale_tril = _random_gaussian_q(full)
+    p = prior()
+    p_mvn = torch.distributions.MultivariateNormal(p.mean, scale_tril=torch.diag(p.stddev))
+    expected = torch.distributions.kl_divergence(torch.distributions.MultivariateNormal(loc, scale_tril=scale_tril), p_mvn)
+    torch.testing.assert_close(prior.kl(loc, scale_tril), expected, rtol=1e-10, atol=1e-10)
+    assert p.event_shape == (6,) and p.batch_shape == ()
 
 
 def test_standard_normal_kl_matches_monte_carlo():
@@ -91,4 +176,4 @@ def test_standard_normal_kl_matches_monte_carlo():
     q = torch.distributions.Normal(loc, scale)
     z = q.sample((400_000,))
     mc = (q.log_prob(z) - torch.distributions.Normal(0.0, 1.0).log_prob(z)).sum(-1).mean(0)
-    assert StandardNormal(2).kl(loc, scale).item() == pytest.approx(mc.item(), abs=0.01)
+    assert StandardNormal(2).kl(loc, torch.diag_embed(scale)).item() == pytest.approx(mc.item(), abs=0.01)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import SMALL_NET, small_run
-from pyro_vae import NetConfig, evaluate
+from pyro_vae import NetConfig, TrainConfig, evaluate
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError
 from pyro_vae.pipeline import load_model, resume_run
@@ -91,7 +91,7 @@ def test_training_leaves_the_global_param_store_alone(tmp_path, data_dir):
 @pytest.mark.parametrize("kind,elbo", [("conv", "trace"), ("mlp", "meanfield")])
 def test_other_networks_and_elbos_train(kind, elbo, tmp_path, data_dir, test_images):
     net = NetConfig(kind=kind, latent_dim=4, hidden=(32,), activation="softplus")
-    trainer = small_run(tmp_path, data_dir, epochs=1, net=net, elbo=elbo, train_limit=600)
+    trainer = small_run(tmp_path, data_dir, epochs=1, net=net, objective=elbo, train_limit=600)
     metrics = trainer.fit()
     assert math.isfinite(metrics[0]["val_elbo"])
     evaluate(trainer.vae, test_images["dynamic"][:200], iw_samples=0).check_agreement()
@@ -127,3 +127,69 @@ def test_prior_latent_dim_must_match_network():
 
     with pytest.raises(ConfigError, match="latent_dim"):
         VAE(SMALL_NET, StandardNormal(3), Bernoulli())
+
+
+def test_iwae_training_with_one_particle_matches_trace_elbo_training(tmp_path, data_dir):
+    """RenyiELBO(alpha=0) with K=1 is Trace_ELBO: same draws under the same seed, same training."""
+    runs = {}
+    for objective in ("trace", "iwae"):
+        trainer = small_run(tmp_path / objective, data_dir, epochs=1, train_limit=600, objective=objective)
+        trainer.fit()
+        runs[objective] = trainer
+    assert runs["iwae"].metrics[0]["train_loss"] == pytest.approx(runs["trace"].metrics[0]["train_loss"], rel=1e-5)
+    for (name, a), b in zip(runs["trace"].vae.state_dict().items(), runs["iwae"].vae.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_iwae_training_with_more_particles_optimises_a_tighter_bound(tmp_path, data_dir):
+    trainer = small_run(tmp_path, data_dir, epochs=1, train_limit=600, objective="iwae", particles=5)
+    trainer.fit()
+    single = small_run(tmp_path / "k1", data_dir, epochs=1, train_limit=600, objective="iwae")
+    single.fit()
+    # The K=5 bound is above the K=1 bound (lower loss) on the same data.
+    assert trainer.metrics[0]["train_loss"] < single.metrics[0]["train_loss"]
+
+
+def test_beta_one_through_the_warmup_path_is_bit_identical_to_plain_training(tmp_path, data_dir):
+    plain = small_run(tmp_path / "plain", data_dir, epochs=1, train_limit=600)
+    plain.fit()
+    scheduled = small_run(tmp_path / "sched", data_dir, epochs=1, train_limit=600,
+                          beta=1.0, warmup_epochs=1, warmup_start=1.0)  # fmt: skip
+    scheduled.fit()
+    assert scheduled.metrics[0]["train_loss"] == plain.metrics[0]["train_loss"]
+    for a, b in zip(plain.vae.state_dict().values(), scheduled.vae.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_warmup_schedule_is_logged_per_epoch(tmp_path, data_dir):
+    trainer = small_run(tmp_path, data_dir, epochs=3, train_limit=400, warmup_epochs=2, warmup_start=0.0)
+    trainer.fit()
+    logged = [json.loads(line)["beta"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([0.5, 1.0, 1.0])
+    config = TrainConfig(warmup_epochs=2, warmup_start=0.2, beta=0.8)
+    weights = [config.kl_weight(step, steps_per_epoch=4) for step in range(10)]
+    assert weights[0] == pytest.approx(0.2 + 0.6 / 8) and weights[7:] == pytest.approx([0.8] * 3)
+    assert all(a < b for a, b in zip(weights[:8], weights[1:8]))
+
+
+def test_kl_weight_changes_training(tmp_path, data_dir):
+    """A beta-VAE run (beta = 4) trades reconstruction for a smaller KL."""
+    plain = small_run(tmp_path / "plain", data_dir, epochs=1, train_limit=1000)
+    plain.fit()
+    heavy = small_run(tmp_path / "beta", data_dir, epochs=1, train_limit=1000, beta=4.0)
+    heavy.fit()
+    x = heavy.data.images["val"][:300]
+    kl_plain = evaluate(plain.vae, x, iw_samples=0).kl.mean()
+    kl_heavy = evaluate(heavy.vae, x, iw_samples=0).kl.mean()
+    assert kl_heavy < 0.8 * kl_plain
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [({"objective": "iwae", "beta": 2.0}, "iwae"), ({"objective": "iwae", "warmup_epochs": 2}, "iwae"),
+     ({"beta": 0.0}, "beta"), ({"warmup_start": 2.0}, "warm-up"), ({"particles": 0}, "particles"),
+     ({"objective": "elbo"}, "objective")],
+)  # fmt: skip
+def test_impossible_training_options_are_refused(options, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**options).validate()
