@@ -48,23 +48,23 @@ def cli() -> None:
     """Variational autoencoders as Pyro model/guide pairs, trained with SVI."""
 
 
-# Component options, and the components they apply to.
+# Component options, and the (option, choices) they apply to.
 APPLIES_TO = {
-    "sigma": ("likelihood", ("gaussian", "laplace")),
-    "learn_sigma": ("likelihood", ("gaussian", "laplace")),
-    "prior_components": ("prior", ("mog", "vamp")),
-    "flow_transform": ("prior", ("flow",)),
+    "sigma": [("likelihood", ("gaussian", "laplace"))],
+    "learn_sigma": [("likelihood", ("gaussian", "laplace"))],
+    "prior_components": [("prior", ("mog", "vamp"))],
+    "flow_transform": [("prior", ("flow",))],
+    "flow_steps": [("prior", ("flow",)), ("guide", ("iaf",))],
 }
 
 
 def _check_component_options(ctx: click.Context, opts: dict) -> None:
-    """Refuse an explicitly given option that the chosen component would ignore, and impossible pairs."""
-    for option, (kind, names) in APPLIES_TO.items():
-        if opts[kind] not in names and ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
-            raise click.UsageError(f"--{option.replace('_', '-')} only applies to --{kind} {' or '.join(names)}")
-    flow_user = opts["prior"] == "flow" or opts["guide"] == "iaf"
-    if not flow_user and ctx.get_parameter_source("flow_steps") == ParameterSource.COMMANDLINE:
-        raise click.UsageError("--flow-steps only applies to --prior flow or --guide iaf")
+    """Refuse an explicitly given option that the chosen components would ignore, and impossible pairs."""
+    for option, users in APPLIES_TO.items():
+        used = any(opts[kind] in names for kind, names in users)
+        if not used and ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
+            targets = " or ".join(f"--{kind} {' or '.join(names)}" for kind, names in users)
+            raise click.UsageError(f"--{option.replace('_', '-')} only applies to {targets}")
     if opts["prior"] == "vamp" and opts["guide"] == "iaf":
         raise click.UsageError(
             "--prior vamp with --guide iaf would invert the flow for every pseudo-input at every step; "
