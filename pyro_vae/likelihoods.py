@@ -24,7 +24,9 @@ from torch import Tensor, nn
 import pyro.distributions as dist
 
 from .components import Component
+from .distributions import ContinuousBernoulli as ContinuousBernoulliDist
 from .distributions import DiscretizedLogistic as DiscretizedLogisticDist
+from .distributions import continuous_bernoulli_log_normaliser
 from .errors import DataError
 
 
@@ -76,31 +78,33 @@ class Bernoulli(Likelihood):
             )
 
 
-def _log_cb_normaliser(logits: Tensor) -> Tensor:
-    r"""Log of the continuous-Bernoulli normaliser :math:`C(\lambda)`, :math:`\lambda = \sigma(\ell)`.
-
-    :math:`C(\lambda) = \frac{2\,\mathrm{artanh}(1 - 2\lambda)}{1 - 2\lambda} = \frac{\ell}{\tanh(\ell/2)}`,
-    which tends to 2 as :math:`\ell \to 0`; near 0 the Taylor series
-    :math:`\log 2 + \ell^2/12 - 7\ell^4/1440` avoids 0/0.
-    """
-    small = logits.abs() < 1e-2
-    safe = torch.where(small, torch.ones_like(logits), logits)
-    exact = torch.log(safe / torch.tanh(safe / 2))
-    series = math.log(2.0) + logits.pow(2) / 12 - 7 * logits.pow(4) / 1440
-    return torch.where(small, series, exact)
-
-
 class ContinuousBernoulli(Likelihood):
     r"""Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) for grey-level pixels in [0, 1]:
     :math:`\log p(x) = \sum_i x_i \ell_i - \mathrm{softplus}(\ell_i) + \log C(\sigma(\ell_i))`,
-    a proper density on [0, 1] (the plain Bernoulli "likelihood" of grey data is not)."""
+    a proper density on [0, 1] (the plain Bernoulli "likelihood" of grey data is not).
+
+    On a pixel that is exactly 0 (or 1) the density grows without bound as :math:`\ell \to \mp\infty`
+    (:math:`p(0) \approx |\ell|`), and MNIST's border is all zeros; so the logit is the decoder output
+    softly bounded to :math:`\pm` ``max_logit``, :math:`\ell = M \tanh(\text{output}/M)`, which caps
+    each pixel's log-density at :math:`\log C(M)` (2.7 nats for :math:`M = 15`), as the scale floor of
+    :class:`Gaussian` does. The distribution is :class:`pyro_vae.distributions.ContinuousBernoulli`,
+    whose normaliser is exact at any logit (torch's is not beyond :math:`|\ell| \approx 16`)."""
+
+    def __init__(self, max_logit: float = 15.0) -> None:
+        super().__init__()
+        if not max_logit > 0:
+            raise ValueError(f"max_logit must be positive, got {max_logit}")
+        self.max_logit = max_logit
+
+    def logits(self, params: Tensor) -> Tensor:
+        return self.max_logit * torch.tanh(params[..., 0, :] / self.max_logit)
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:
-        return dist.ContinuousBernoulli(logits=params[..., 0, :]).to_event(1)
+        return ContinuousBernoulliDist(logits=self.logits(params)).to_event(1)
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        logits = params[..., 0, :]
-        return (x * logits - F.softplus(logits) + _log_cb_normaliser(logits)).sum(-1)
+        logits = self.logits(params)
+        return (x * logits - F.softplus(logits) + continuous_bernoulli_log_normaliser(logits)).sum(-1)
 
     def check_data(self, x: Tensor) -> None:
         _require_unit_interval("continuous Bernoulli", x)
