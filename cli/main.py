@@ -20,7 +20,7 @@ from pyro_vae.guides import GUIDES, IAFGuide
 from pyro_vae.likelihoods import LIKELIHOODS, Gaussian, Laplace
 from pyro_vae.networks import ACTIVATIONS, NetConfig
 from pyro_vae.priors import FLOW_TRANSFORMS, PRIORS, FlowPrior, MixtureOfGaussians, VampPrior
-from pyro_vae.train import OBJECTIVES, TrainConfig
+from pyro_vae.train import LR_SCHEDULES, OBJECTIVES, TrainConfig
 
 POSITIVE = click.IntRange(min=1)
 
@@ -126,6 +126,10 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress"}
 @click.option("--epochs", type=POSITIVE, default=10, show_default=True, help="total epochs (also on --resume)")
 @click.option("--batch-size", type=POSITIVE, default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
+              help="iwae: Burda et al. 2016's, stage i=0..7 lasts 3^i epochs at lr*10^(-i/7) (3280 epochs)")
+@click.option("--adam-eps", type=click.FloatRange(min=0, min_open=True), default=1e-8, show_default=True,
+              help="Adam's epsilon (the IWAE paper used 1e-4)")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="trace", show_default=True,
               help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (closed-form KL where one exists); "
                    "iwae: RenyiELBO(alpha=0), the IWAE bound with --particles samples")
@@ -172,7 +176,8 @@ def train(ctx: click.Context, **opts) -> None:
         net = NetConfig(opts["net"], opts["latent_dim"], opts["hidden"], opts["activation"])
         train_config = TrainConfig(
             opts["epochs"], opts["batch_size"], opts["lr"], opts["seed"], opts["objective"], opts["checkpoint_every"],
-            opts["particles"], opts["beta"], opts["warmup_epochs"], opts["warmup_start"],
+            opts["particles"], opts["beta"], opts["warmup_epochs"], opts["warmup_start"], opts["lr_schedule"],
+            opts["adam_eps"],
         )  # fmt: skip
         train_config.validate()  # a bad combination fails before any data is read
         pyro.set_rng_seed(opts["seed"])  # mixture means, pseudo-inputs and flows start from the seed too

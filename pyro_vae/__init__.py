@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from .analytic import analytic_elbo, analytic_loss  # noqa: E402
 from .data import DataConfig, VAEData  # noqa: E402
+from .fast_svi import FastSVI, make_adam  # noqa: E402
 from .bounds import Evaluation, evaluate, iwae_bound, log_weights  # noqa: E402
 from .guides import DiagonalGaussianGuide, FullCovGaussianGuide, Guide, IAFGuide  # noqa: E402
 from .likelihoods import (  # noqa: E402
@@ -23,7 +24,7 @@ from .train import TrainConfig, Trainer  # noqa: E402
 from .vae import VAE  # noqa: E402
 
 __all__ = [
-    "VAE", "NetConfig", "DataConfig", "VAEData", "TrainConfig", "Trainer",
+    "VAE", "NetConfig", "DataConfig", "VAEData", "TrainConfig", "Trainer", "FastSVI", "make_adam",
     "Prior", "StandardNormal", "LearnedGaussian", "MixtureOfGaussians", "VampPrior", "FlowPrior",
     "Likelihood", "Bernoulli", "ContinuousBernoulli", "Beta", "Gaussian", "Laplace", "DiscretizedLogistic",
     "Guide", "DiagonalGaussianGuide", "FullCovGaussianGuide", "IAFGuide",

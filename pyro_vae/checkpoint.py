@@ -5,7 +5,7 @@ Layout (a dict)::
     format        "pyro-vae-checkpoint", format_version 1
     config        {"model": VAE.config(), "data": DataConfig, "train": TrainConfig}  (plain data)
     model_state   the VAE's state_dict
-    optim_state   Pyro optimiser state (per parameter name)
+    optim_state   the torch.optim.Adam state dict (version 0.1: pyro.optim.Adam's, per parameter name)
     epoch         epochs completed
     rng           torch / CUDA / numpy / python RNG states
     metrics       the per-epoch records also written to metrics.jsonl
@@ -136,6 +136,26 @@ def vae_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> VAE:
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint weights do not fit the stored architecture: {exc}") from None
     return vae.to(device)
+
+
+def adam_state_from_pyro(pyro_state: dict, vae: VAE, optimizer: torch.optim.Optimizer) -> dict:
+    """``optimizer``'s state dict rebuilt from a version-0.1 checkpoint's ``pyro.optim.Adam`` state.
+
+    Pyro kept one torch Adam per parameter, keyed by its param-store name. Adam is elementwise, so each
+    parameter's step count and moment estimates carry over unchanged into the one optimizer.
+    """
+    state = optimizer.state_dict()
+    index = {id(p): i for i, p in enumerate(optimizer.param_groups[0]["params"])}
+    for name, param in vae.pyro_named_parameters().items():
+        if name in pyro_state:
+            (moments,) = pyro_state[name]["state"].values()
+            state["state"][index[id(param)]] = moments
+    return state
+
+
+def is_pyro_optim_state(optim_state: dict) -> bool:
+    """True for ``pyro.optim`` state (keyed by parameter name), false for a torch optimizer's state dict."""
+    return set(optim_state) != {"state", "param_groups"}
 
 
 def plain(dataclass_obj) -> dict:

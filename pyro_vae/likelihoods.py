@@ -26,6 +26,7 @@ import pyro.distributions as dist
 from .components import Component
 from .distributions import ContinuousBernoulli as ContinuousBernoulliDist
 from .distributions import DiscretizedLogistic as DiscretizedLogisticDist
+from .distributions import IndependentBernoulli
 from .distributions import continuous_bernoulli_log_normaliser
 from .errors import DataError
 
@@ -64,7 +65,7 @@ class Bernoulli(Likelihood):
     discrete = True
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:
-        return dist.Bernoulli(logits=params[..., 0, :]).to_event(1)
+        return IndependentBernoulli(dist.Bernoulli(logits=params[..., 0, :]), 1)
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         logits = params[..., 0, :]

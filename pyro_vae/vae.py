@@ -15,11 +15,13 @@ computes the KL in closed form (it takes the scale from the guide's site).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict
 
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
+from pyro.params import param_with_module_name
 from torch import Tensor, nn
 
 from .components import spec
@@ -28,6 +30,11 @@ from .guides import DiagonalGaussianGuide, Guide
 from .likelihoods import Likelihood
 from .networks import NetConfig, make_decoder, make_encoder
 from .priors import Prior
+
+
+def _kl_weight(kl_scale: float):
+    """``poutine.scale`` on the latent site; no handler at all for the usual weight of 1."""
+    return nullcontext() if kl_scale == 1.0 else poutine.scale(scale=kl_scale)
 
 
 class VAE(nn.Module):
@@ -48,27 +55,44 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.guide_family = guide
         prior.attach(self)
+        self._pyro_modules = {"encoder": self.encoder, "decoder": self.decoder, "prior": prior,
+                              "likelihood": likelihood, "guide": guide}  # fmt: skip
+        self._pyro_params = {
+            name: [(param_with_module_name(name, n), p) for n, p in module.named_parameters() if p.requires_grad]
+            for name, module in self._pyro_modules.items()
+        }
 
     def model(self, x: Tensor, kl_scale: float = 1.0) -> None:
         """``z ~ p(z)``, ``x ~ p(x | z)`` for a batch of flattened images ``x``."""
-        pyro.module("decoder", self.decoder)
-        pyro.module("prior", self.prior)
-        pyro.module("likelihood", self.likelihood)
+        self._register("decoder", "prior", "likelihood")
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=kl_scale):
+            with _kl_weight(kl_scale):
                 z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
     def guide(self, x: Tensor, kl_scale: float = 1.0) -> None:
         """``z ~ q(z | x)`` from the encoder and the guide family."""
-        pyro.module("encoder", self.encoder)
-        pyro.module("guide", self.guide_family)
-        with pyro.plate("data", x.shape[0]), poutine.scale(scale=kl_scale):
+        self._register("encoder", "guide")
+        with pyro.plate("data", x.shape[0]), _kl_weight(kl_scale):
             pyro.sample("z", self.posterior(x))
+
+    def _register(self, *names: str) -> None:
+        """What ``pyro.module(name, part)`` does, for each named part: ``pyro.param`` on each trainable
+        parameter under its module-qualified name. The (name, parameter) pairs are listed once, at
+        construction, instead of walking the module tree at every step."""
+        for name in names:
+            for full_name, param in self._pyro_params[name]:
+                pyro.param(full_name, param)
 
     def posterior(self, x: Tensor) -> dist.TorchDistribution:
         """:math:`q(z \\mid x)` for a batch of images."""
         return self.guide_family(self.encoder(x))
+
+    def pyro_named_parameters(self) -> dict[str, nn.Parameter]:
+        """Each parameter under the name ``pyro.module`` gives it in the param store (``"decoder$$$net.0.weight"``)."""
+        modules = self._pyro_modules.items()
+        return {param_with_module_name(pyro_name, name): p
+                for pyro_name, module in modules for name, p in module.named_parameters()}  # fmt: skip
 
     def config(self) -> dict:
         """Plain data that rebuilds this model's architecture (see :mod:`pyro_vae.checkpoint`)."""

@@ -11,6 +11,7 @@ import torch
 from helper_components import WrongKLPrior
 
 from cli.main import main
+from pyro_vae.checkpoint import vae_from_config
 from conftest import small_run
 
 TINY = ["--train-limit", "500", "--val-size", "200", "--hidden", "32", "--latent-dim", "4", "--batch-size", "100",
@@ -231,8 +232,14 @@ def test_checkpoint_from_version_0_1_still_loads(cli_run, tmp_path, data_dir, ca
     ckpt = torch.load(cli_run / "ckpt.pt", weights_only=True)
     del ckpt["config"]["model"]["guide"]
     ckpt["config"]["train"]["elbo"] = ckpt["config"]["train"].pop("objective")
-    for key in ("particles", "beta", "warmup_epochs", "warmup_start"):
+    for key in ("particles", "beta", "warmup_epochs", "warmup_start", "lr_schedule", "adam_eps"):
         del ckpt["config"]["train"][key]
+    # ... and stored pyro.optim.Adam's state: one torch Adam per parameter, keyed by param-store name.
+    vae = vae_from_config(ckpt["config"]["model"])
+    state = ckpt["optim_state"]
+    group = {**state["param_groups"][0], "params": [0]}
+    ckpt["optim_state"] = {name: {"state": {0: state["state"][i]}, "param_groups": [group]}
+                           for i, name in enumerate(vae.pyro_named_parameters())}  # fmt: skip
     torch.save(ckpt, tmp_path / "old.pt")
     code, out, err = run_cli(["elbo", "--checkpoint", tmp_path / "old.pt", "--data-dir", data_dir, "--limit", "100",
                               "--iw-samples", "0", "--json"], capsys)  # fmt: skip
@@ -241,3 +248,6 @@ def test_checkpoint_from_version_0_1_still_loads(cli_run, tmp_path, data_dir, ca
     code, _, err = run_cli(["train", "--resume", tmp_path / "old.pt", "--epochs", "2", "--data-dir", data_dir,
                             "--out", tmp_path / "resumed", "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
+    resumed = torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)["optim_state"]
+    steps = {s["step"].item() for s in resumed["state"].values()}
+    assert len(steps) == 1 and steps.pop() > {s["step"].item() for s in state["state"].values()}.pop()

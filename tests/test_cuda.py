@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import small_run
-from pyro_vae import evaluate
+from pyro_vae import TrainConfig, evaluate
 from pyro_vae.devices import resolve_device
 from pyro_vae.pipeline import evaluate_checkpoint, load_model
 
@@ -27,3 +27,27 @@ def test_train_on_gpu_and_evaluate_on_both_devices(tmp_path, data_dir):
     cpu_result.check_agreement()
     assert abs(cpu_result.summary()["elbo"] - gpu_result.summary()["elbo"]) < 5 * gpu_result.summary()["elbo_stderr"]
     assert evaluate(cpu_vae, trainer.data.images["val"].cpu()[:100], iw_samples=0).elbo.device.type == "cpu"
+
+
+def test_gpu_checkpoint_resumes_on_cpu(tmp_path, data_dir):
+    """The fused-Adam state saved on a GPU continues on the CPU (and its kernels follow the device)."""
+    from pyro_vae.pipeline import resume_run
+
+    trainer = small_run(tmp_path, data_dir, epochs=1, train_limit=500, device="cuda")
+    trainer.fit()
+    resumed = resume_run(trainer.checkpoint_path, epochs=2, data_dir=data_dir, device="cpu", out_dir=tmp_path / "cpu")
+    assert all(not s["exp_avg"].is_cuda for s in resumed.optimizer.state.values())
+    resumed.fit()
+    assert resumed.epoch == 2
+
+
+def test_fast_svi_matches_stock_svi_on_gpu():
+    import test_fast_svi as t
+
+    stock, fast = t.make_vae().cuda(), t.make_vae().cuda()
+    fast.load_state_dict(stock.state_dict())
+    xs = [x.cuda() for x in t.batches(3)]
+    stock_losses, _ = t.run_stock(stock, TrainConfig().make_objective(), xs)
+    fast_losses = t.run_fast(fast, TrainConfig().make_objective(), xs)  # fused Adam on the GPU
+    assert fast_losses == pytest.approx(stock_losses, rel=1e-4)
+    t.assert_same_weights(stock, fast)

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import pyro.distributions as dist
 import torch
 
 from pyro_vae import Bernoulli, ContinuousBernoulli, Gaussian, StandardNormal
@@ -205,3 +206,18 @@ def test_continuous_bernoulli_density_is_bounded_on_constant_pixels():
     values = lik.log_prob(raw, x)
     assert values.max().item() <= cap + 1e-5 and values[0].item() == pytest.approx(cap, abs=1e-4)
     torch.testing.assert_close(lik(raw).log_prob(x), values)
+
+
+def test_independent_bernoulli_equals_torch_bernoulli_to_event():
+    """The Bernoulli likelihood's distribution (sum before negation) against torch's own, with particles."""
+    from pyro_vae.distributions import IndependentBernoulli
+
+    logits = 4 * torch.randn(3, 5, 784)  # particles x batch x pixels
+    x = torch.bernoulli(torch.rand(5, 784))
+    ours = IndependentBernoulli(dist.Bernoulli(logits=logits), 1)
+    theirs = dist.Bernoulli(logits=logits).to_event(1)
+    torch.testing.assert_close(ours.log_prob(x), theirs.log_prob(x), rtol=1e-6, atol=1e-4)
+    expanded = ours.expand((2, 3, 5))
+    assert type(expanded) is IndependentBernoulli and expanded.log_prob(x).shape == (2, 3, 5)
+    with pytest.raises(ValueError):
+        IndependentBernoulli(dist.Bernoulli(logits=logits, validate_args=True), 1, validate_args=True).log_prob(x / 2)

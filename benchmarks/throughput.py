@@ -1,0 +1,271 @@
+"""Training throughput: plain PyTorch vs stock Pyro vs what ``pyro-vae train`` runs, in one run.
+
+Three training loops over the same networks, the same device-resident data and the same batches
+(shuffled, dynamically binarized, Bernoulli likelihood, Adam at the same learning rate):
+
+  plain       the reference: a hand-written PyTorch loop with the analytic-KL loss and
+              ``torch.optim.Adam`` with its defaults, as in pytorch/examples' vae/main.py;
+  stock-pyro  ``SVI(vae.model, vae.guide, pyro.optim.Adam, Trace_ELBO())`` stepped per batch, as in
+              Pyro's VAE example (Pyro's default validation on);
+  pyro-vae    ``Trainer.train_epoch``: exactly the loop ``pyro-vae train`` runs.
+
+Each round times one short epoch (``--train-images``, 100 batches by default) of each loop, in an
+order that rotates from round to round, after ``--warmup-rounds`` untimed rounds: short rounds, many
+of them, because a shared machine's speed drifts by ±15 % within seconds. Reported: images/s
+(median, min and max over rounds), the ratios pyro-vae/plain and stock-pyro/plain (median of the
+per-round ratios: each round's epochs ran back to back, so slow phases of the machine cancel), peak
+memory, and each loop's epoch time against the network's FLOP bound on this machine (a
+60,000-image epoch; training FLOPs counted by torch's FlopCounterMode, divided by the FLOP/s a large
+float32 matmul reaches here). Peak memory on CUDA is ``max_memory_allocated`` per
+loop; on CPU it is the peak RSS of a separate process that trains only that loop for one epoch.
+
+    python benchmarks/throughput.py --data-dir ../shared/data                 # CPU, MLP 784-400-20, batch 128
+    python benchmarks/throughput.py --data-dir ../shared/data --net conv --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import pyro
+import pyro.optim
+import torch
+import torch.nn.functional as F
+from pyro.infer import SVI, Trace_ELBO
+from torch.utils.flop_counter import FlopCounterMode
+
+from pyro_vae import Bernoulli, DataConfig, NetConfig, StandardNormal, TrainConfig, Trainer, VAE, VAEData
+from pyro_vae.train import epoch_seed
+
+LOOPS = ("plain", "stock-pyro", "pyro-vae")
+FULL_EPOCH = 60_000  # images in an MNIST training epoch: epoch times are quoted for this many
+
+
+def plain_step(vae: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
+    """The reference step: reparameterised sample, Bernoulli log-likelihood, closed-form KL to N(0, I)."""
+    loc, logvar = vae.encoder(x).chunk(2, dim=-1)
+    z = loc + torch.exp(0.5 * logvar) * torch.randn_like(loc)
+    logits = vae.decoder(z)[..., 0, :]
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    kl = 0.5 * (loc.pow(2) + logvar.exp() - 1 - logvar).sum()
+    loss = recon + kl
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+class Loops:
+    """One model per loop, all starting from the same weights; ``run(name, epoch)`` trains one epoch."""
+
+    def __init__(self, args: argparse.Namespace, data: VAEData) -> None:
+        self.args, self.data = args, data
+        net = NetConfig(args.net, args.latent_dim, tuple(args.hidden))
+        self.models = {}
+        for name in LOOPS:
+            pyro.set_rng_seed(0)
+            self.models[name] = VAE(net, StandardNormal(args.latent_dim), Bernoulli()).to(data.device)
+        self.plain_optimizer = torch.optim.Adam(self.models["plain"].parameters(), lr=args.lr)
+        self.stock_svi = SVI(self.models["stock-pyro"].model, self.models["stock-pyro"].guide,
+                             pyro.optim.Adam({"lr": args.lr}), loss=Trace_ELBO())  # fmt: skip
+        config = TrainConfig(batch_size=args.batch_size, lr=args.lr, epochs=10**6)
+        # Nothing is written: the benchmark calls train_epoch, never fit or save.
+        self.trainer = Trainer(self.models["pyro-vae"], data, config, tempfile.gettempdir(), progress=False)
+        self.store = {name: {"params": {}, "constraints": {}} for name in LOOPS}
+
+    def run(self, name: str, epoch: int) -> float:
+        """Train ``name`` for one epoch; returns the mean loss per image."""
+        seed = epoch_seed(0, epoch)  # the batches Trainer.train_epoch draws
+        # Each loop has its own Pyro param store, as each would in its own process.
+        with pyro.get_param_store().scope(self.store[name]) as state:
+            if name == "plain":
+                total, n = 0.0, 0
+                for x in self.data.train_batches(self.args.batch_size, seed):
+                    total += plain_step(self.models["plain"], self.plain_optimizer, x).item()
+                    n += x.shape[0]
+                loss = total / n
+            elif name == "stock-pyro":
+                total, n = 0.0, 0
+                for x in self.data.train_batches(self.args.batch_size, seed):
+                    total += self.stock_svi.step(x)
+                    n += x.shape[0]
+                loss = total / n
+            else:
+                loss = self.trainer.train_epoch(epoch)["train_loss"]
+        self.store[name] = state
+        return loss
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_flops_per_image(loops: Loops, batch_size: int) -> float:
+    """Forward + backward FLOPs of the network for one image (matmuls and convolutions)."""
+    x = loops.data.images["train"][:batch_size]
+    scratch = torch.optim.SGD(loops.models["plain"].parameters(), lr=0.0)
+    with FlopCounterMode(display=False) as counter:
+        plain_step(loops.models["plain"], scratch, torch.bernoulli(x))
+    return counter.get_total_flops() / x.shape[0]
+
+
+def matmul_flops_per_s(device: torch.device, n: int = 2048, seconds: float = 1.0) -> float:
+    """Float32 FLOP/s of an n x n matmul on ``device``: the machine's practical peak."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    synchronize(device)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+        synchronize(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def isolated_peak_memory(args: argparse.Namespace, name: str) -> dict:
+    """Peak RSS of a fresh process that loads the data and trains only loop ``name`` for one epoch."""
+    cmd = [sys.executable, __file__, "--loops", name, "--rounds", "1", "--warmup-rounds", "0", "--no-memory",
+           "--no-flops", "--data-dir", args.data_dir, "--device", args.device, "--net", args.net,
+           "--batch-size", str(args.batch_size), "--hidden", *map(str, args.hidden),
+           "--latent-dim", str(args.latent_dim), "--train-images", str(args.train_images), "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    child = json.loads(proc.stdout)
+    return {"peak_rss_mib": child["process"]["peak_rss_mib"], "rss_before_training_mib": child["process"]["rss_mib"]}
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    loops_run = list(dict.fromkeys(args.loops))
+    data = VAEData(DataConfig(args.dataset, "dynamic", val_size=0, train_limit=args.train_images),
+                   args.data_dir, device, splits=("train",))  # fmt: skip
+    n_images = data.images["train"].shape[0]
+    rss_before = current_rss_bytes()
+    loops = Loops(args, data)
+    rates: dict[str, list[float]] = {name: [] for name in loops_run}
+    losses: dict[str, float] = {}
+    cuda_peak: dict[str, int] = {name: 0 for name in loops_run}
+    for round_ in range(args.warmup_rounds + args.rounds):
+        shift = round_ % len(loops_run)
+        for name in loops_run[shift:] + loops_run[:shift]:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            synchronize(device)
+            start = time.perf_counter()
+            losses[name] = loops.run(name, round_ + 1)
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            if device.type == "cuda":
+                cuda_peak[name] = max(cuda_peak[name], torch.cuda.max_memory_allocated(device))
+            if round_ >= args.warmup_rounds:
+                rates[name].append(n_images / seconds)
+            print(f"round {round_ + 1}{' (warm-up)' if round_ < args.warmup_rounds else ''}  {name:10s} "
+                  f"{n_images / seconds:9.0f} img/s  loss {losses[name]:.2f}", file=sys.stderr)  # fmt: skip
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": date.today().isoformat(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "device": str(device),
+                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                    "torch_threads": torch.get_num_threads()},  # fmt: skip
+        "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "pyro": pyro.__version__},
+        "config": {"dataset": args.dataset, "net": args.net, "hidden": args.hidden, "latent_dim": args.latent_dim,
+                   "batch_size": args.batch_size, "lr": args.lr, "images_per_epoch": n_images,
+                   "rounds": args.rounds, "warmup_rounds": args.warmup_rounds},  # fmt: skip
+        "loops": {},
+        "process": {"rss_mib": rss_before / 2**20,
+                    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},  # fmt: skip
+    }
+    for name in loops_run:
+        r = rates[name]
+        entry = {"images_per_s_median": statistics.median(r), "images_per_s_min": min(r),
+                 "images_per_s_max": max(r), "images_per_s": r,
+                 "epoch_seconds_median": FULL_EPOCH / statistics.median(r),
+                 "final_train_loss": losses[name]}  # fmt: skip
+        if device.type == "cuda":
+            entry["peak_memory_mib"] = cuda_peak[name] / 2**20
+        result["loops"][name] = entry
+    if "plain" in rates:
+        for name in set(loops_run) - {"plain"}:
+            per_round = [a / b for a, b in zip(rates[name], rates["plain"])]
+            result["loops"][name]["ratio_to_plain_median"] = statistics.median(per_round)
+            result["loops"][name]["ratio_to_plain_per_round"] = per_round
+    if args.memory and device.type == "cpu":
+        for name in loops_run:
+            result["loops"][name].update(isolated_peak_memory(args, name))
+    if args.flops:
+        flops = training_flops_per_image(loops, args.batch_size)
+        peak = matmul_flops_per_s(device)
+        bound = flops * FULL_EPOCH / peak
+        result["flops"] = {"training_flops_per_image": flops, "matmul_flops_per_s": peak,
+                           "epoch_seconds_at_matmul_peak": bound}  # fmt: skip
+        for name in loops_run:
+            result["loops"][name]["fraction_of_flop_bound"] = bound / result["loops"][name]["epoch_seconds_median"]
+    return result
+
+
+def report(result: dict) -> str:
+    cfg = result["config"]
+    lines = [f"{result['machine']['device_name']} ({result['machine']['torch_threads']} threads), {cfg['net']} "
+             f"784-{'-'.join(map(str, cfg['hidden']))}-{cfg['latent_dim']}, batch {cfg['batch_size']}, "
+             f"{cfg['images_per_epoch']} images/epoch, {cfg['rounds']} rounds"]  # fmt: skip
+    for name, e in result["loops"].items():
+        ratio = f"  {e['ratio_to_plain_median']:.3f}x plain" if "ratio_to_plain_median" in e else ""
+        mem = f"  peak {e.get('peak_memory_mib', e.get('peak_rss_mib', float('nan'))):.0f} MiB" if (
+            "peak_memory_mib" in e or "peak_rss_mib" in e) else ""  # fmt: skip
+        bound = f"  {100 * e['fraction_of_flop_bound']:.0f}% of FLOP bound" if "fraction_of_flop_bound" in e else ""
+        lines.append(f"  {name:10s} {e['images_per_s_median']:9.0f} img/s (min {e['images_per_s_min']:.0f}, "
+                     f"max {e['images_per_s_max']:.0f}){ratio}{mem}{bound}")  # fmt: skip
+    if "flops" in result:
+        f = result["flops"]
+        lines.append(f"  {f['training_flops_per_image'] / 1e6:.2f} MFLOP per image per step; matmul peak "
+                     f"{f['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s; epoch bound {f['epoch_seconds_at_matmul_peak']:.2f} s")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True, help="torchvision root with MNIST / FashionMNIST")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--net", default="mlp", choices=["mlp", "conv"])
+    p.add_argument("--hidden", type=int, nargs="+", default=[400])
+    p.add_argument("--latent-dim", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train-images", type=int, default=12_800, help="images per round (the first N of MNIST's train set)")
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--warmup-rounds", type=int, default=1)
+    p.add_argument("--loops", nargs="+", choices=LOOPS, default=list(LOOPS), help="which loops to time")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU: measure each loop's peak RSS in its own process")
+    p.add_argument("--flops", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = benchmark(args)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result) if args.json else report(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""FastSVI makes the update stock ``SVI`` + ``pyro.optim.Adam`` makes: same losses, same weights."""
+
+from __future__ import annotations
+
+import copy
+
+import pyro
+import pyro.distributions as dist
+import pyro.optim
+import pytest
+import torch
+from pyro.infer import SVI
+
+from pyro_vae import Bernoulli, MixtureOfGaussians, NetConfig, StandardNormal, TrainConfig, VAE
+from pyro_vae.checkpoint import adam_state_from_pyro
+from pyro_vae.errors import ConfigError
+from pyro_vae.fast_svi import FastSVI, make_adam
+from pyro_vae.guides import FullCovGaussianGuide
+
+NET = NetConfig(latent_dim=4, hidden=(32,))
+
+
+def batches(n: int, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.bernoulli(torch.rand(16, 784, generator=gen), generator=gen) for _ in range(n)]
+
+
+def assert_same_weights(a: VAE, b: VAE) -> None:
+    """Equal up to float32 rounding: fused Adam orders its arithmetic differently from the per-parameter one."""
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def make_vae(prior=None, guide=None) -> VAE:
+    pyro.set_rng_seed(0)
+    return VAE(NET, prior or StandardNormal(4), Bernoulli(), guide)
+
+
+def run_stock(vae: VAE, objective, xs, beta=1.0, state=None):
+    with pyro.get_param_store().scope():
+        optim = pyro.optim.Adam({"lr": 1e-2})
+        if state is not None:
+            optim.set_state(state)
+        svi = SVI(vae.model, vae.guide, optim, objective)
+        losses = []
+        for i, x in enumerate(xs):
+            pyro.set_rng_seed(100 + i)
+            losses.append(svi.step(x, beta))
+        return losses, optim.get_state()
+
+
+def run_fast(vae: VAE, objective, xs, beta=1.0, optimizer=None):
+    with pyro.get_param_store().scope():
+        svi = FastSVI(vae.model, vae.guide, optimizer or make_adam(vae.parameters(), 1e-2), objective)
+        losses = []
+        for i, x in enumerate(xs):
+            pyro.set_rng_seed(100 + i)
+            losses.append(svi.step(x, beta))
+        return losses
+
+
+@pytest.mark.parametrize(
+    "objective, particles, prior, guide",
+    [("trace", 1, None, None), ("meanfield", 1, None, None), ("iwae", 3, None, None),
+     ("trace", 2, MixtureOfGaussians(4, num_components=3), FullCovGaussianGuide(4))],
+)  # fmt: skip
+def test_fast_svi_takes_the_same_steps_as_stock_svi(objective, particles, prior, guide):
+    """Five steps from the same weights and seeds: equal losses and (float32-)equal weights."""
+    make = TrainConfig(objective=objective, particles=particles).make_objective
+    stock, fast = make_vae(copy.deepcopy(prior), copy.deepcopy(guide)), make_vae(prior, guide)
+    fast.load_state_dict(stock.state_dict())
+    xs = batches(5)
+    beta = 1.0 if objective == "iwae" else 0.7
+    stock_losses, _ = run_stock(stock, make(), xs, beta)
+    fast_losses = run_fast(fast, make(), xs, beta)
+    assert fast_losses == pytest.approx(stock_losses, rel=1e-5)
+    assert_same_weights(stock, fast)
+
+
+def test_validation_runs_on_the_first_step_only():
+    """The first step is validated as configured (on in tests); later steps skip the checks."""
+    seen = []
+    vae = make_vae()
+
+    def model(x, beta):
+        seen.append(pyro.infer.util.is_validation_enabled())
+        vae.model(x, beta)
+
+    svi = FastSVI(model, vae.guide, make_adam(vae.parameters(), 1e-3), TrainConfig().make_objective())
+    with pyro.get_param_store().scope():
+        for x in batches(3):
+            svi.step(x, 1.0)
+    assert seen == [True, False, False]
+    assert pyro.infer.util.is_validation_enabled()  # restored after each step
+    # ... and the first step's checks are real: grey-level pixels under a Bernoulli fail them.
+    svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-3), TrainConfig().make_objective())
+    with pyro.get_param_store().scope(), pytest.raises(ValueError, match="support"):
+        svi.step(torch.rand(4, 784), 1.0)
+
+
+def test_a_parameter_outside_the_optimizer_is_refused():
+    vae = make_vae()
+
+    def guide(x, beta):
+        pyro.param("stray", torch.zeros(2))
+        vae.guide(x, beta)
+
+    svi = FastSVI(vae.model, guide, make_adam(vae.parameters(), 1e-3), TrainConfig().make_objective())
+    with pyro.get_param_store().scope(), pytest.raises(ConfigError, match="stray"):
+        svi.step(batches(1)[0], 1.0)
+
+
+def test_pyro_optimizer_state_carries_over():
+    """A version-0.1 checkpoint's pyro.optim.Adam state continues exactly as stock SVI would."""
+    stock, fast = make_vae(), make_vae()
+    xs = batches(6)
+    _, state = run_stock(stock, TrainConfig().make_objective(), xs[:3])
+    fast.load_state_dict(stock.state_dict())
+    run_stock(stock, TrainConfig().make_objective(), xs[3:], state=copy.deepcopy(state))  # it steps in place
+    optimizer = make_adam(fast.parameters(), 1e-2)
+    optimizer.load_state_dict(adam_state_from_pyro(state, fast, optimizer))
+    assert all(s["step"].item() == 3 for s in optimizer.state.values())
+    run_fast(fast, TrainConfig().make_objective(), xs[3:], optimizer=optimizer)
+    assert_same_weights(stock, fast)
+
+
+def test_iwae_lr_schedule():
+    """Burda et al. 2016: stage i lasts 3**i epochs at lr * 10**(-i/7); 3280 epochs in all."""
+    config = TrainConfig(lr=1e-3, lr_schedule="iwae")
+    stage_of = {1: 0, 2: 1, 4: 1, 5: 2, 13: 2, 14: 3, 40: 3, 41: 4, 121: 4, 122: 5, 1093: 6, 1094: 7, 3280: 7, 4000: 7}
+    for epoch, stage in stage_of.items():
+        assert config.lr_at(epoch) == pytest.approx(1e-3 * 10 ** (-stage / 7)), epoch
+    assert TrainConfig(lr=2e-3).lr_at(500) == 2e-3
+
+
+def test_fast_svi_works_with_a_pyro_distribution_site():
+    """A plain Pyro model (not a VAE) trains too: FastSVI is generic over model/guide pairs."""
+    loc = torch.nn.Parameter(torch.zeros(()))
+
+    def model(x):
+        pyro.module("m", torch.nn.ParameterList([loc]))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    svi = FastSVI(model, lambda x: None, make_adam([loc], 0.1), TrainConfig().make_objective())
+    with pyro.get_param_store().scope():
+        for _ in range(200):
+            svi.step(torch.full((10,), 3.0))
+    assert loc.item() == pytest.approx(3.0, abs=0.05)
