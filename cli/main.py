@@ -128,6 +128,9 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress"}
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
               help="iwae: Burda et al. 2016's, stage i=0..7 lasts 3^i epochs at lr*10^(-i/7) (3280 epochs)")
+@click.option("--jit/--no-jit", default=True, show_default=True,
+              help="--objective trace: trace the ELBO once per batch shape and replay it (JitTrace_ELBO); "
+                   "falls back to eager Pyro, with a note, if the model cannot be traced")
 @click.option("--adam-eps", type=click.FloatRange(min=0, min_open=True), default=1e-8, show_default=True,
               help="Adam's epsilon (the IWAE paper used 1e-4)")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="trace", show_default=True,
@@ -177,7 +180,7 @@ def train(ctx: click.Context, **opts) -> None:
         train_config = TrainConfig(
             opts["epochs"], opts["batch_size"], opts["lr"], opts["seed"], opts["objective"], opts["checkpoint_every"],
             opts["particles"], opts["beta"], opts["warmup_epochs"], opts["warmup_start"], opts["lr_schedule"],
-            opts["adam_eps"],
+            opts["adam_eps"], opts["jit"],
         )  # fmt: skip
         train_config.validate()  # a bad combination fails before any data is read
         pyro.set_rng_seed(opts["seed"])  # mixture means, pseudo-inputs and flows start from the seed too

@@ -32,9 +32,10 @@ from .networks import NetConfig, make_decoder, make_encoder
 from .priors import Prior
 
 
-def _kl_weight(kl_scale: float):
-    """``poutine.scale`` on the latent site; no handler at all for the usual weight of 1."""
-    return nullcontext() if kl_scale == 1.0 else poutine.scale(scale=kl_scale)
+def _kl_weight(kl_scale: float | Tensor):
+    """``poutine.scale`` on the latent site; no handler at all for the usual weight of 1 (a tensor
+    weight, as a traced step passes it, always gets the handler: its value is not known when tracing)."""
+    return nullcontext() if isinstance(kl_scale, float) and kl_scale == 1.0 else poutine.scale(scale=kl_scale)
 
 
 class VAE(nn.Module):
@@ -62,7 +63,7 @@ class VAE(nn.Module):
             for name, module in self._pyro_modules.items()
         }
 
-    def model(self, x: Tensor, kl_scale: float = 1.0) -> None:
+    def model(self, x: Tensor, kl_scale: float | Tensor = 1.0) -> None:
         """``z ~ p(z)``, ``x ~ p(x | z)`` for a batch of flattened images ``x``."""
         self._register("decoder", "prior", "likelihood")
         with pyro.plate("data", x.shape[0]):
@@ -70,7 +71,7 @@ class VAE(nn.Module):
                 z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
-    def guide(self, x: Tensor, kl_scale: float = 1.0) -> None:
+    def guide(self, x: Tensor, kl_scale: float | Tensor = 1.0) -> None:
         """``z ~ q(z | x)`` from the encoder and the guide family."""
         self._register("encoder", "guide")
         with pyro.plate("data", x.shape[0]), _kl_weight(kl_scale):

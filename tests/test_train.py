@@ -141,6 +141,21 @@ def test_iwae_training_with_one_particle_matches_trace_elbo_training(tmp_path, d
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_traced_training_matches_eager_training(tmp_path, data_dir):
+    """jit=True (the default) replays a traced Trace_ELBO; an epoch with a smaller last batch and a KL
+    warm-up trains to the same losses and weights as the eager Trace_ELBO under the same seed."""
+    runs = {}
+    for jit in (True, False):
+        trainer = small_run(tmp_path / str(jit), data_dir, epochs=1, train_limit=650, jit=jit, warmup_epochs=1)
+        trainer.fit()
+        assert trainer.svi.jit is jit and trainer.svi.jit_disabled_reason is None
+        runs[jit] = trainer
+    assert runs[True].metrics[0]["train_loss"] == pytest.approx(runs[False].metrics[0]["train_loss"], rel=1e-5)
+    for (name, a), b in zip(runs[True].vae.state_dict().items(), runs[False].vae.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert torch.load(runs[False].checkpoint_path, weights_only=True)["config"]["train"]["jit"] is False
+
+
 def test_iwae_training_with_more_particles_optimises_a_tighter_bound(tmp_path, data_dir):
     trainer = small_run(tmp_path, data_dir, epochs=1, train_limit=600, objective="iwae", particles=5)
     trainer.fit()
