@@ -53,9 +53,9 @@ class FastSVI:
     With a ``JitTrace_ELBO`` loss the ELBO's computation is traced once per shape of the tensor arguments
     (the last, smaller batch of an epoch gets its own trace) and replayed without Python; other arguments
     are passed as tensors so that a changing KL weight does not bake into the trace. Before each new
-    trace is used, the same batch is scored by the eager ``Trace_ELBO`` on the same random draws (with
-    validation on, the first time); if tracing fails or the two disagree, FastSVI says why in
-    ``jit_disabled_reason`` and carries on eagerly.
+    trace is used, the same batch is scored by the eager ``Trace_ELBO`` on the same random draws; if
+    tracing fails or the two disagree, FastSVI says why in ``jit_disabled_reason`` and carries on
+    eagerly. The first step also runs the eager loss once with validation (as in every mode).
     """
 
     def __init__(self, model: Callable, guide: Callable, optimizer: torch.optim.Optimizer, loss: ELBO) -> None:
@@ -129,7 +129,8 @@ class FastSVI:
             _set_rng_state(rng)
             traced = self.loss.loss_and_grads(self._model, self._guide, *args, _shapes=shapes, **kwargs)
         if not abs(traced - eager) <= 1e-3 + 1e-5 * abs(eager):
-            return self._fall_back(f"the traced loss {traced:.6g} differs from the eager {eager:.6g}", rng, args, kwargs)
+            reason = f"the traced loss {traced:.6g} differs from the eager {eager:.6g}"
+            return self._fall_back(reason, rng, args, kwargs)
         self._traced_shapes.add(shapes)
         return traced
 
@@ -142,7 +143,8 @@ class FastSVI:
 
 
 def _rng_state() -> dict:
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None}
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
 
 
 def _set_rng_state(state: dict) -> None:

@@ -13,7 +13,9 @@ the KL (β-VAE); ``warmup_epochs`` ramps the weight linearly, step by step, from
 The step is :class:`~pyro_vae.fast_svi.FastSVI`: ``SVI.step``'s update (the ELBO's own
 ``loss_and_grads``) with one fused ``torch.optim.Adam`` and Pyro validation on the first step only;
 for the ``trace`` objective the ELBO is ``JitTrace_ELBO`` (``jit=True``, the default): traced once per
-batch shape, checked against the eager ``Trace_ELBO`` on the same draws, replayed without Python. ``lr_schedule="iwae"`` is Burda et al. (2016)'s: stage :math:`i = 0..7` lasts :math:`3^i` epochs at
+batch shape, checked against the eager ``Trace_ELBO`` on the same draws, replayed without Python.
+
+``lr_schedule="iwae"`` is Burda et al. (2016)'s: stage :math:`i = 0..7` lasts :math:`3^i` epochs at
 learning rate :math:`\mathrm{lr} \cdot 10^{-i/7}` (3280 epochs in all).
 
 :class:`Trainer` owns one run folder: it appends one JSON line per epoch to ``metrics.jsonl``
