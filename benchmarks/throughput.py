@@ -88,20 +88,16 @@ class Loops:
         seed = epoch_seed(0, epoch)  # the batches Trainer.train_epoch draws
         # Each loop has its own Pyro param store, as each would in its own process.
         with pyro.get_param_store().scope(self.store[name]) as state:
-            if name == "plain":
-                total, n = 0.0, 0
-                for x in self.data.train_batches(self.args.batch_size, seed):
-                    total += plain_step(self.models["plain"], self.plain_optimizer, x).item()
-                    n += x.shape[0]
-                loss = total / n
-            elif name == "stock-pyro":
-                total, n = 0.0, 0
-                for x in self.data.train_batches(self.args.batch_size, seed):
-                    total += self.stock_svi.step(x)
-                    n += x.shape[0]
-                loss = total / n
-            else:
+            if name == "pyro-vae":
                 loss = self.trainer.train_epoch(epoch)["train_loss"]
+            else:
+                step = {"plain": lambda x: plain_step(self.models["plain"], self.plain_optimizer, x).item(),
+                        "stock-pyro": self.stock_svi.step}[name]  # fmt: skip
+                total, n = 0.0, 0
+                for x in self.data.train_batches(self.args.batch_size, seed):
+                    total += step(x)
+                    n += x.shape[0]
+                loss = total / n
         self.store[name] = state
         return loss
 

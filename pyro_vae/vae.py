@@ -90,10 +90,8 @@ class VAE(nn.Module):
         return self.guide_family(self.encoder(x))
 
     def pyro_named_parameters(self) -> dict[str, nn.Parameter]:
-        """Each parameter under the name ``pyro.module`` gives it in the param store (``"decoder$$$net.0.weight"``)."""
-        modules = self._pyro_modules.items()
-        return {param_with_module_name(pyro_name, name): p
-                for pyro_name, module in modules for name, p in module.named_parameters()}  # fmt: skip
+        """Each trainable parameter under its param-store name (``"decoder$$$net.0.weight"``)."""
+        return {full_name: p for pairs in self._pyro_params.values() for full_name, p in pairs}
 
     def config(self) -> dict:
         """Plain data that rebuilds this model's architecture (see :mod:`pyro_vae.checkpoint`)."""
