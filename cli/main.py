@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import click
 import pyro
 from click.core import ParameterSource
 
-from pyro_vae.data import BINARIZATIONS, DATASETS, DataConfig
+from pyro_vae.data import BINARIZATIONS, CLASS_NAMES, DATASETS, DataConfig
 from pyro_vae.errors import AgreementError, PyroVAEError
 from pyro_vae.guides import GUIDES, IAFGuide
 from pyro_vae.likelihoods import LIKELIHOODS, Gaussian, Laplace
@@ -93,7 +94,7 @@ def _components(opts: dict):
 
 
 # Options that may differ on --resume; every other option is fixed by the checkpoint.
-RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress"}
+RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress", "plot_every"}
 
 
 @cli.command()
@@ -152,6 +153,8 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress"}
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="continue the run in this checkpoint (to --epochs in total)")
 @click.option("--overwrite", is_flag=True, help="replace a run already in --out")
+@click.option("--plot-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="write reconstruction and sample grids to OUT/plots every N epochs (0: never)")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
 @click.pass_context
 def train(ctx: click.Context, **opts) -> None:
@@ -170,6 +173,8 @@ def train(ctx: click.Context, **opts) -> None:
             opts["resume"], out_dir=opts["out"] if explicit_out else None, data_dir=opts["data_dir"],
             device=opts["device"], progress=opts["progress"], log=log,
             epochs=opts["epochs"] if ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None,
+            plot_every=opts["plot_every"] if ctx.get_parameter_source("plot_every") == ParameterSource.COMMANDLINE
+            else None,
         )  # fmt: skip
         log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
     else:
@@ -180,7 +185,7 @@ def train(ctx: click.Context, **opts) -> None:
         train_config = TrainConfig(
             opts["epochs"], opts["batch_size"], opts["lr"], opts["seed"], opts["objective"], opts["checkpoint_every"],
             opts["particles"], opts["beta"], opts["warmup_epochs"], opts["warmup_start"], opts["lr_schedule"],
-            opts["adam_eps"], opts["jit"],
+            opts["adam_eps"], opts["jit"], opts["plot_every"],
         )  # fmt: skip
         train_config.validate()  # a bad combination fails before any data is read
         pyro.set_rng_seed(opts["seed"])  # mixture means, pseudo-inputs and flows start from the seed too
@@ -194,17 +199,19 @@ def train(ctx: click.Context, **opts) -> None:
     log(f"training on {trainer.data.device}: {trainer.data.config.describe()}, "
         f"{trainer.data.images['train'].shape[0]} training images")  # fmt: skip
     trainer.fit()
-    log(f"wrote {trainer.checkpoint_path} and {trainer.out_dir / 'metrics.jsonl'}")
+    plots = f" and pictures in {trainer.out_dir / 'plots'}" if trainer.config.plot_every else ""
+    log(f"wrote {trainer.checkpoint_path} and {trainer.out_dir / 'metrics.jsonl'}{plots}")
 
 
 def _format_table(info: dict, s: dict) -> str:
     pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
+    k = f"K={s['iwae_k']}  " if "iwae" in s else ""
     lines = [
         f"{info['data']}",
-        f"split={info['split']}  n={s['n']}  checkpoint epoch {info['epoch']}  seed={s['seed']}  "
+        f"split={info['split']}  n={s['n']}  {k}checkpoint epoch {info['epoch']}  seed={s['seed']}  "
         f"device={info['device']}",
         f"prior {info['prior']}, likelihood {info['likelihood']}, guide {info['guide']}",
-        "all values in nats per image, as log-likelihood bounds (higher is better)",
+        "nats per image, as log-likelihood bounds (higher is better); ± is the standard error over images",
         f"  ELBO, Pyro Trace_ELBO ({s['num_particles']} particle(s))  {pm('elbo')}",
         f"  ELBO, hand-written analytic KL        {pm('elbo_analytic')}",
         f"  agreement z (paired, |z| < 4 passes)  {s['agreement_z']:10.2f}",
@@ -216,10 +223,39 @@ def _format_table(info: dict, s: dict) -> str:
     if "elbo_bits_per_dim" in s:
         iwae_bpd = f", IWAE {s['iwae_bits_per_dim']:.4f}" if "iwae_bits_per_dim" in s else ""
         lines.append(f"  bits/dim (discrete likelihood)       ELBO {s['elbo_bits_per_dim']:.4f}{iwae_bpd}")
+    if "active_units" in s:
+        lines.append(f"  active units (Var_x E_q[z_u] > {s['active_unit_threshold']:g})  "
+                     f"{s['active_units']:5d} of {s['latent_dim']}")  # fmt: skip
     if s["kl_method"] == "monte-carlo":
         lines.append("  note: this prior/guide pair has no closed-form KL, so the hand-written ELBO uses a Monte Carlo")
         lines.append("        KL on the same draws: the check covers the likelihood, the guide density and sampling")
+    chunk = f"; IWAE in chunks of {info['iwae_chunk']} particles" if info["iwae_chunk"] else ""
+    lines.append(f"took {info['seconds']:.1f} s; peak memory {info['peak_memory_mib']:.0f} MiB "
+                 f"({info['peak_memory_of']}){chunk}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _format_by_class(info: dict, s: dict, rows: dict) -> str:
+    names = CLASS_NAMES[info["dataset"]]
+    iwae = f"IWAE K={s['iwae_k']}" if "iwae" in s else ""
+    lines = [f"per class ({info['split']} split):",
+             f"  {'class':<12} {'n':>6} {'ELBO':>18} {iwae:>18} {'recon':>9} {'KL':>8}"]  # fmt: skip
+    pm = lambda row, key: f"{row[key]:9.2f} ± {row[key + '_stderr']:5.2f}" if key in row else ""  # noqa: E731
+    for label, row in rows.items():
+        lines.append(f"  {names[label]:<12} {row['n']:>6} {pm(row, 'elbo'):>18} {pm(row, 'iwae'):>18} "
+                     f"{row['recon']:9.2f} {row['kl']:8.2f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _json_safe(value):
+    """NaN (e.g. the standard error of one image) is not JSON: write null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @cli.command()
@@ -234,22 +270,115 @@ def _format_table(info: dict, s: dict) -> str:
 @click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--by-class", is_flag=True, help="also break the bounds down by class label")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
+@click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
 def elbo(**opts) -> None:
-    """Evaluate a checkpoint: Pyro ELBO, analytic-KL ELBO, their agreement, and the IWAE bound."""
+    """Evaluate a checkpoint: Pyro ELBO, analytic-KL ELBO, their agreement, IWAE bound, active units."""
     from pyro_vae import pipeline
 
-    as_json = opts.pop("as_json")
+    as_json, by_class = opts.pop("as_json"), opts.pop("by_class")
     result, info = pipeline.evaluate_checkpoint(opts.pop("checkpoint"), **opts)
     summary = result.summary()
+    rows = result.by_class() if by_class else None
     if as_json:
-        # NaN (e.g. the standard error of one image) is not JSON: write null.
         fields = {**info, **summary}
-        plain = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()}
-        click.echo(json.dumps(plain, allow_nan=False))
+        if rows is not None:
+            names = CLASS_NAMES[info["dataset"]]
+            fields["by_class"] = {label: {"name": names[label], **row} for label, row in rows.items()}
+        click.echo(json.dumps(_json_safe(fields), allow_nan=False))
     else:
         click.echo(_format_table(info, summary))
+        if rows is not None:
+            click.echo(_format_by_class(info, summary, rows))
     result.check_agreement()
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the PNGs")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--num-points", type=click.IntRange(min=16), default=5000, show_default=True,
+              help="images in the latent scatter (the first N of the split)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def plot(**opts) -> None:
+    """Write PNGs: reconstructions, prior samples, latent scatter, manifold (z=2), interpolations, curves."""
+    from pyro_vae import pipeline
+
+    written, skipped = pipeline.plot_checkpoint(opts.pop("checkpoint"), opts.pop("out"), **opts)
+    for path in written:
+        click.echo(f"wrote {path}")
+    for name, why in skipped.items():
+        click.echo(f"no {name}.png: {why}")
+
+
+def _output_file(path: str, suffixes: tuple[str, ...]) -> Path:
+    """``path`` as an output file with one of ``suffixes``; its folder is created."""
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise click.BadParameter(f"{path!r} must end in {' or '.join(suffixes)}", param_hint="'--out'")
+    if out.is_dir():
+        raise click.BadParameter(f"{path!r} is a folder", param_hint="'--out'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
+@click.option("-n", "--num-samples", type=POSITIVE, default=64, show_default=True)
+@click.option("--out", required=True, help="samples.png (a grid) or samples.npy (an (n, 28, 28) float32 array)")
+@click.option("--pixels", type=click.Choice(["mean", "sample"]), default="mean", show_default=True,
+              help="decoder mean E[x|z], or one draw x ~ p(x|z)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def sample(**opts) -> None:
+    """Draw z ~ p(z) and decode: a PNG grid or a NumPy array."""
+    import numpy as np
+
+    from pyro_vae import pipeline
+    from pyro_vae.atomic import atomic_path
+
+    out = _output_file(opts["out"], (".png", ".npy"))
+    images = pipeline.sample_checkpoint(opts["checkpoint"], opts["num_samples"], seed=opts["seed"],
+                                        pixels=opts["pixels"], device=opts["device"])  # fmt: skip
+    if out.suffix.lower() == ".npy":
+        with atomic_path(out) as tmp:
+            np.save(tmp, images.squeeze(1).numpy().astype(np.float32))
+    else:
+        from torchvision.utils import make_grid
+
+        from pyro_vae.plots import PAD_VALUE, save_grid
+
+        nrow = math.ceil(math.sqrt(len(images)))
+        save_grid(make_grid(images.clamp(0, 1), nrow=nrow, pad_value=PAD_VALUE), out)
+    click.echo(f"wrote {len(images)} samples to {out}")
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
+@click.option("--out", required=True, help="latents.npz: means and scales (n, d), labels (n,)")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
+@click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="for guides whose moments are sampled (IAF)")
+@click.option("--device", default="auto", show_default=True)
+def encode(**opts) -> None:
+    """Posterior means and scales of q(z|x) for a split, with the labels, as an .npz file."""
+    import numpy as np
+
+    from pyro_vae import pipeline
+    from pyro_vae.atomic import atomic_path
+
+    out = _output_file(opts.pop("out"), (".npz",))
+    latents = pipeline.encode_checkpoint(opts.pop("checkpoint"), **opts)
+    arrays = {k: v.numpy() if hasattr(v, "numpy") else np.array(v) for k, v in latents.items()}
+    with atomic_path(out) as tmp:
+        np.savez(tmp, **arrays)
+    n, d = arrays["means"].shape
+    click.echo(f"wrote means and scales ({n} x {d}) and labels of the {latents['split']} split to {out}")
 
 
 def _fail(message: str, code: int) -> None:

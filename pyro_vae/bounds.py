@@ -9,20 +9,26 @@ replayed on it, so they are exactly the summands of ``Trace_ELBO``. From them:
     \mathrm{IWAE}_K = \log \frac1K \sum_k w_k \;\le\; \log p(x),
 
 the second being the per-datapoint bound that ``RenyiELBO(alpha=0)`` optimises (Burda et al. 2016).
+It tightens as :math:`K` grows (:math:`\mathbb E\,\mathrm{IWAE}_K` is non-decreasing in :math:`K`) and
+:math:`\mathrm{IWAE}_1` is the single-sample ELBO: :func:`evaluate` draws the first particles of the
+IWAE pass with the ELBO pass's seed, so with one particle each the two are the same numbers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyro
 import pyro.poutine as poutine
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .analytic import analytic_elbo
 from .errors import AgreementError
+from .latents import ACTIVE_UNIT_THRESHOLD, latent_variances, posterior_moments
 from .vae import VAE
 
 AGREEMENT_Z_LIMIT = 4.0
@@ -44,11 +50,27 @@ def log_weights(vae: VAE, x: Tensor, num_particles: int = 1) -> Tensor:
     return total
 
 
-def iwae_bound(vae: VAE, x: Tensor, k: int) -> Tensor:
-    """The importance-weighted bound per datapoint with ``k`` samples, in particle chunks of bounded memory."""
-    chunk = max(1, min(k, _ELEMENTS_PER_CHUNK // max(1, x.shape[0] * x.shape[-1])))
-    parts = [log_weights(vae, x, min(chunk, k - start)) for start in range(0, k, chunk)]
-    return torch.logsumexp(torch.cat(parts), dim=0) - math.log(k)
+def iwae_chunk(batch_size: int, data_dim: int, k: int) -> int:
+    """Particles per pass of :func:`iwae_bound`: about ``_ELEMENTS_PER_CHUNK`` decoder outputs at once."""
+    return max(1, min(k, _ELEMENTS_PER_CHUNK // max(1, batch_size * data_dim)))
+
+
+def iwae_bound(vae: VAE, x: Tensor, k: int, on_chunk: Callable[[int], None] | None = None) -> Tensor:
+    r"""The importance-weighted bound per datapoint with ``k`` samples.
+
+    The particles go through the networks in chunks (:func:`iwae_chunk`), so memory stays bounded
+    for any ``k``; the chunks are combined exactly by a running log-sum-exp. ``on_chunk(m)`` is
+    called after each chunk of ``m`` particles (for a progress bar).
+    """
+    chunk = iwae_chunk(x.shape[0], x.shape[-1], k)
+    total = None
+    for start in range(0, k, chunk):
+        m = min(chunk, k - start)
+        part = torch.logsumexp(log_weights(vae, x, m), dim=0)
+        total = part if total is None else torch.logaddexp(total, part)
+        if on_chunk is not None:
+            on_chunk(m)
+    return total - math.log(k)
 
 
 def _mean_stderr(values: Tensor) -> tuple[float, float]:
@@ -72,6 +94,8 @@ class Evaluation:
     seed: int
     data_dim: int = 784
     discrete: bool = False  # the likelihood is a probability mass: bounds also in bits/dim
+    posterior_mean: Tensor | None = None  # (n, latent_dim): E_q[z | x], for active units
+    labels: Tensor | None = None  # (n,) class labels, for by_class()
 
     @property
     def agreement_z(self) -> float:
@@ -113,6 +137,29 @@ class Evaluation:
             out["elbo_bits_per_dim"] = self.bits_per_dim(elbo)
             if self.iwae is not None:
                 out["iwae_bits_per_dim"] = self.bits_per_dim(out["iwae"])
+        if self.posterior_mean is not None and self.posterior_mean.shape[0] > 1:
+            variances = latent_variances(self.posterior_mean)
+            out.update(
+                active_units=int((variances > ACTIVE_UNIT_THRESHOLD).sum()),
+                latent_dim=variances.numel(),
+                active_unit_threshold=ACTIVE_UNIT_THRESHOLD,
+                latent_variances=variances.tolist(),
+            )
+        return out
+
+    def by_class(self) -> dict[int, dict]:
+        """Per label: the number of images and the mean ± standard error of each bound, recon and KL."""
+        if self.labels is None:
+            raise ValueError("this evaluation has no labels")
+        out = {}
+        for label in self.labels.unique().tolist():
+            keep = self.labels == label
+            row = {"n": int(keep.sum())}
+            for name in ("elbo", "recon", "kl", "iwae"):
+                values = getattr(self, name)
+                if values is not None:
+                    row[name], row[name + "_stderr"] = _mean_stderr(values[keep])
+            out[int(label)] = row
         return out
 
     def bits_per_dim(self, nats_per_image: float) -> float:
@@ -140,19 +187,28 @@ def evaluate(
     iw_samples: int = 100,
     batch_size: int = 500,
     seed: int = 0,
+    labels: Tensor | None = None,
+    latent_means: bool = True,
+    progress: bool | None = False,
 ) -> Evaluation:
-    """Evaluate ``vae`` on images ``x`` (on the model's device).
+    r"""Evaluate ``vae`` on images ``x`` (on the model's device).
 
-    Each batch is seeded from ``seed`` and its index, and the Pyro pass and the analytic pass
-    replay the same seed, so they see the same ``z`` (common random numbers make the paired
-    difference precise). ``iw_samples=0`` skips the importance-weighted bound.
+    Each batch is seeded from ``seed`` and its index. The Pyro pass, the analytic pass and the
+    IWAE pass replay the same seed, so they see the same ``z``: common random numbers make the
+    paired differences precise, and :math:`\mathrm{IWAE}_1` equals the one-particle ELBO exactly.
+    ``iw_samples=0`` skips the importance-weighted bound; ``latent_means=False`` skips the posterior
+    means (and so the active units). ``progress``: a progress bar in images
+    (``None``: only on a terminal), advanced after every IWAE chunk.
     """
     was_training = vae.training
     vae.eval()
-    pyro_elbo, an_elbo, recon, kl, iwae = [], [], [], [], []
+    pyro_elbo, an_elbo, recon, kl, iwae, means = [], [], [], [], [], []
     kl_method = "analytic"
+    bar = tqdm(total=x.shape[0], desc=f"evaluating (K={iw_samples})" if iw_samples else "evaluating", unit="img",
+               disable=None if progress is None else not progress, leave=False, mininterval=0.5,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]")  # fmt: skip
     try:
-        with pyro.get_param_store().scope():  # keep evaluation out of the user's param store
+        with pyro.get_param_store().scope(), bar:  # keep evaluation out of the user's param store
             for i, start in enumerate(range(0, x.shape[0], batch_size)):
                 xb = x[start : start + batch_size]
                 batch_seed = seed * 1_000_003 + i
@@ -165,8 +221,14 @@ def evaluate(
                 kl.append(terms.kl.cpu())
                 kl_method = terms.kl_method
                 if iw_samples > 0:
-                    torch.manual_seed(batch_seed + 500_000)
-                    iwae.append(iwae_bound(vae, xb, iw_samples).cpu())
+                    torch.manual_seed(batch_seed)
+                    advance = lambda m, n=xb.shape[0]: bar.update(n * m / iw_samples)  # noqa: E731
+                    iwae.append(iwae_bound(vae, xb, iw_samples, on_chunk=advance).cpu())
+                else:
+                    bar.update(xb.shape[0])
+                if latent_means:
+                    torch.manual_seed(batch_seed + 500_000)  # Monte Carlo moments (IAF guides) draw their own
+                    means.append(posterior_moments(vae, xb)[0].cpu())
     finally:
         vae.train(was_training)
     return Evaluation(
@@ -181,4 +243,6 @@ def evaluate(
         seed=seed,
         data_dim=x.shape[-1],
         discrete=getattr(vae.likelihood, "discrete", False),
+        posterior_mean=torch.cat(means) if means else None,
+        labels=None if labels is None else labels.cpu(),
     )

@@ -18,10 +18,8 @@ half-written checkpoint.
 
 from __future__ import annotations
 
-import os
 import platform
 import random
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import pyro
 import torch
 
 from . import __version__
+from .atomic import atomic_path
 from .components import build
 from .errors import CheckpointError
 from .networks import NetConfig
@@ -72,16 +71,8 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write ``payload`` (plus format and versions) atomically to ``path``."""
     path = Path(path)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:

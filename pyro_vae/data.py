@@ -24,6 +24,11 @@ from .errors import ConfigError, DataError
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 BINARIZATIONS = ("none", "dynamic", "static")
 SPLITS = ("train", "val", "test")
+CLASS_NAMES = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],  # fmt: skip
+}
 FIXED_BINARIZATION_SEED = 1234
 
 

@@ -24,3 +24,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA GPU(s) exist")
     return device
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start counting :func:`peak_memory_mib` afresh (CUDA only: a process's peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device) -> tuple[float, str]:
+    """The peak memory so far and what it measures: on CUDA the tensors allocated on ``device`` since
+    :func:`reset_peak_memory`; on the CPU the whole process's peak resident set (imports and data included)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "CUDA tensors"
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 2**10), "process RSS"

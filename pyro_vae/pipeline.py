@@ -6,22 +6,25 @@ CLI does in one call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pyro
 import torch
+from torch import Tensor
 
 from .checkpoint import load_checkpoint, stored_config, vae_from_checkpoint, vae_from_config
-from .data import DataConfig, VAEData
-from .devices import resolve_device
+from .data import CLASS_NAMES, DataConfig, VAEData
+from .devices import peak_memory_mib, reset_peak_memory, resolve_device
 from .errors import ConfigError
-from .bounds import Evaluation, evaluate
+from .bounds import Evaluation, evaluate, iwae_chunk
 from .guides import Guide
+from .latents import posterior_moments
 from .likelihoods import Likelihood
 from .networks import NetConfig
 from .priors import Prior
-from .train import CHECKPOINT_NAME, TrainConfig, Trainer
+from .train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, Trainer, read_metrics
 from .vae import VAE
 
 
@@ -71,13 +74,17 @@ def resume_run(
     data_dir: str | Path | None = None,
     device: str = "auto",
     progress: bool | None = None,
+    plot_every: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Trainer:
-    """A :class:`Trainer` that continues the run stored in ``checkpoint`` (to ``epochs`` in total)."""
+    """A :class:`Trainer` that continues the run stored in ``checkpoint`` (to ``epochs`` in total;
+    ``plot_every``, when given, replaces the stored picture interval)."""
     ckpt = load_checkpoint(checkpoint)
     train_config = stored_config(ckpt, "train", TrainConfig)
     if epochs is not None:
         train_config.epochs = epochs
+    if plot_every is not None:
+        train_config.plot_every = plot_every
     if train_config.epochs < ckpt["epoch"]:
         raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {train_config.epochs} is fewer")
     dev = resolve_device(device)
@@ -105,21 +112,22 @@ def evaluate_checkpoint(
     limit: int | None = None,
     batch_size: int = 500,
     device: str = "auto",
+    progress: bool | None = False,
 ) -> tuple[Evaluation, dict]:
-    """Bounds of a checkpoint's model on one split; returns the evaluation and descriptive fields."""
+    """Bounds of a checkpoint's model on one split; returns the evaluation and descriptive fields
+    (what was evaluated, the IWAE chunk size, the seconds taken and the peak memory)."""
     if num_particles < 1 or iw_samples < 0 or batch_size < 1 or (limit is not None and limit < 1):
         raise ConfigError("--num-particles, --batch-size and --limit must be positive, --iw-samples >= 0")
     vae, ckpt = load_model(checkpoint, device)
-    data_config = stored_config(ckpt, "data", DataConfig)
     device_ = next(vae.parameters()).device
-    data = VAEData(data_config, data_dir, device_, splits=(split,))
-    x = data.observed(split)
-    if limit is not None:
-        x = x[:limit]
-    if x.shape[0] == 0:
-        raise ConfigError(f"the {split} split is empty for this run (val_size={data_config.val_size})")
+    x, labels, data_config = _checkpoint_data(ckpt, split, data_dir, device_, limit)
     vae.likelihood.check_data(x)
-    result = evaluate(vae, x, num_particles=num_particles, iw_samples=iw_samples, batch_size=batch_size, seed=seed)
+    reset_peak_memory(device_)
+    start = time.perf_counter()
+    result = evaluate(vae, x, num_particles=num_particles, iw_samples=iw_samples, batch_size=batch_size, seed=seed,
+                      labels=labels, progress=progress)  # fmt: skip
+    seconds = time.perf_counter() - start
+    peak_mib, peak_of = peak_memory_mib(device_)
     info = {
         "checkpoint": str(checkpoint),
         "epoch": ckpt["epoch"],
@@ -132,5 +140,111 @@ def evaluate_checkpoint(
         "guide": ckpt["config"]["model"].get("guide", {"target": "pyro_vae.guides:DiagonalGaussianGuide"})["target"],
         "device": str(device_),
         "torch_threads": torch.get_num_threads(),
+        "iwae_chunk": iwae_chunk(min(batch_size, x.shape[0]), x.shape[-1], iw_samples) if iw_samples else None,
+        "seconds": seconds,
+        "peak_memory_mib": peak_mib,
+        "peak_memory_of": peak_of,
     }
     return result, info
+
+
+def _checkpoint_data(ckpt: dict, split: str, data_dir, device: torch.device, limit: int | None):
+    """The observed images and labels of ``split`` for the checkpoint's dataset and binarization."""
+    data_config = stored_config(ckpt, "data", DataConfig)
+    data = VAEData(data_config, data_dir, device, splits=(split,))
+    x, labels = data.observed(split), data.labels[split]
+    if limit is not None:
+        x, labels = x[:limit], labels[:limit]
+    if x.shape[0] == 0:
+        raise ConfigError(f"the {split} split is empty for this run (val_size={data_config.val_size})")
+    return x, labels, data_config
+
+
+def sample_checkpoint(
+    checkpoint: str | Path, n: int = 64, *, seed: int = 0, pixels: str = "mean", device: str = "auto"
+) -> Tensor:
+    """``n`` images ``(n, 1, 28, 28)`` on the CPU from the checkpoint's model (see :func:`plots.sample_images`)."""
+    if n < 1:
+        raise ConfigError(f"the number of samples must be positive, got {n}")
+    from . import plots  # (torchvision is slow to import; only the picture commands need it)
+
+    vae, _ = load_model(checkpoint, device)
+    torch.manual_seed(seed)
+    return plots.sample_images(vae.eval(), n, pixels).cpu()
+
+
+def encode_checkpoint(
+    checkpoint: str | Path,
+    *,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 500,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Tensor | str]:
+    """Posterior means and marginal scales ``(n, d)`` and labels ``(n,)`` of a split, on the CPU, with the
+    dataset, binarization and split they came from."""
+    vae, ckpt = load_model(checkpoint, device)
+    x, labels, data_config = _checkpoint_data(ckpt, split, data_dir, next(vae.parameters()).device, limit)
+    torch.manual_seed(seed)  # only guides without closed-form moments (IAF) draw samples
+    means, scales = posterior_moments(vae.eval(), x, batch_size=batch_size)
+    return {"means": means.cpu(), "scales": scales.cpu(), "labels": labels.cpu(), "dataset": data_config.dataset,
+            "binarize": data_config.binarize, "split": split}  # fmt: skip
+
+
+PLOT_NAMES = ("reconstructions", "prior_samples", "latent_scatter", "manifold", "interpolations", "training_curves")
+
+
+def plot_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    split: str = "test",
+    num_points: int = 5000,
+    seed: int = 0,
+    device: str = "auto",
+) -> tuple[list[Path], dict[str, str]]:
+    """Every picture of :mod:`pyro_vae.plots` for a checkpoint, as PNGs in ``out_dir``.
+
+    Reconstructions of the split's first 32 images, 64 prior samples, the latent scatter of the first
+    ``num_points`` images, the manifold (z=2 only), interpolations between images 0-7 and 8-15, and the
+    training curves from ``metrics.jsonl`` beside the checkpoint (else the checkpoint's own copy).
+    Returns the files written and, for each picture left out, why.
+    """
+    from . import plots
+
+    if num_points < 16:
+        raise ConfigError(f"--num-points must be at least 16 (the interpolations use 16 images), got {num_points}")
+    vae, ckpt = load_model(checkpoint, device)
+    vae.eval()
+    x, labels, data_config = _checkpoint_data(ckpt, split, data_dir, next(vae.parameters()).device, num_points)
+    if x.shape[0] < 16:
+        raise ConfigError(f"the {split} split has {x.shape[0]} images; the pictures need at least 16")
+    vae.likelihood.check_data(x)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    title = f"{data_config.dataset} {split} split, epoch {ckpt['epoch']}"
+    written = [
+        plots.save_grid(plots.reconstruction_grid(vae, x[:32]), out_dir / "reconstructions.png"),
+        plots.save_grid(plots.sample_grid(vae, 64), out_dir / "prior_samples.png"),
+        plots.save_figure(plots.latent_scatter(posterior_moments(vae, x)[0], labels, CLASS_NAMES[data_config.dataset],
+                                               title=f"posterior means: {x.shape[0]} images, {title}"),
+                          out_dir / "latent_scatter.png"),
+    ]  # fmt: skip
+    skipped = {}
+    if vae.net_config.latent_dim == 2:
+        written.append(plots.save_figure(plots.manifold_figure(vae), out_dir / "manifold.png"))
+    else:
+        skipped["manifold"] = f"needs a 2-D latent space (this model has {vae.net_config.latent_dim})"
+    written.append(plots.save_grid(plots.interpolation_grid(vae, x[:8], x[8:16]), out_dir / "interpolations.png"))
+    metrics_path = Path(checkpoint).parent / METRICS_NAME
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else list(ckpt["metrics"])
+    if metrics:
+        objective = ckpt["config"]["train"].get("objective", "trace")
+        written.append(plots.save_figure(plots.training_curves(metrics, objective), out_dir / "training_curves.png"))
+    else:
+        skipped["training_curves"] = "no metrics recorded"
+    return written, skipped

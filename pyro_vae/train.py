@@ -36,13 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
+import torch
 from pyro.infer import ELBO, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
 from .bounds import evaluate
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, plain, rng_state, save_checkpoint, set_rng_state
 from .data import VAEData
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, DataError, TrainingError
 from .fast_svi import FastSVI, make_adam
 from .vae import VAE
 
@@ -70,12 +71,15 @@ class TrainConfig:
     lr_schedule: str = "constant"  # "constant" or "iwae" (Burda et al. 2016, see the module docstring)
     adam_eps: float = 1e-8  # Adam's epsilon (the IWAE paper used 1e-4)
     jit: bool = True  # objective "trace": trace the ELBO once per batch shape (JitTrace_ELBO), see FastSVI
+    plot_every: int = 0  # write reconstruction and prior-sample grids to OUT/plots every N epochs (0: never)
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
         if min(self.epochs, self.batch_size, self.checkpoint_every, self.particles) < 1:
             raise ConfigError("epochs, batch size, particles and checkpoint interval must be positive")
+        if self.plot_every < 0:
+            raise ConfigError(f"plot_every must be >= 0 (0: no plots), got {self.plot_every}")
         if not self.lr > 0 or not self.adam_eps > 0:
             raise ConfigError(f"learning rate and Adam epsilon must be positive, got {self.lr} and {self.adam_eps}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -131,6 +135,21 @@ def _gc_skips_older_objects() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The per-epoch records in a ``metrics.jsonl``; where a resumed run repeated an epoch, its last record."""
+    by_epoch: dict[int, dict] = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                by_epoch[int(record["epoch"])] = record
+            except (ValueError, KeyError, TypeError):
+                raise DataError(f"{path}, line {number}: not a metrics record") from None
+    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -200,7 +219,28 @@ class Trainer:
                 self.epoch = epoch
                 if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs:
                     self.save()
+                if self.config.plot_every and epoch % self.config.plot_every == 0:
+                    self.plot_snapshot()
         return self.metrics
+
+    def plot_snapshot(self) -> list[Path]:
+        """Reconstructions of 32 fixed images (validation, else training) and 64 prior samples from fixed
+        draws, as ``OUT/plots/{reconstructions,samples}_epochNNN.png``; training's random state is untouched."""
+        from . import plots
+
+        split = "val" if self.data.images.get("val") is not None and len(self.data.images["val"]) >= 32 else "train"
+        x = self.data.images[split][:32]
+        if split == "train" and self.data.config.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=torch.Generator(x.device).manual_seed(self.config.seed))
+        out = self.out_dir / "plots"
+        out.mkdir(exist_ok=True)
+        devices = [self.data.device] if self.data.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed)  # the same prior draws at every epoch
+            recon = plots.reconstruction_grid(self.vae, x)
+            samples = plots.sample_grid(self.vae)
+        return [plots.save_grid(recon, out / f"reconstructions_epoch{self.epoch:03d}.png"),
+                plots.save_grid(samples, out / f"samples_epoch{self.epoch:03d}.png")]  # fmt: skip
 
     def train_epoch(self, epoch: int) -> dict:
         """One pass over the training set (what ``pyro-vae train`` times as ``images_per_s``)."""
@@ -243,7 +283,7 @@ class Trainer:
         val = self.data.images.get("val")
         if val is None or val.shape[0] == 0:
             return None
-        return evaluate(self.vae, val, iw_samples=0, seed=self.config.seed).summary()["elbo"]
+        return evaluate(self.vae, val, iw_samples=0, seed=self.config.seed, latent_means=False).summary()["elbo"]
 
     def save(self) -> None:
         save_checkpoint(

@@ -51,3 +51,16 @@ def test_fast_svi_matches_stock_svi_on_gpu():
     fast_losses = t.run_fast(fast, TrainConfig().make_objective(), xs)  # fused Adam on the GPU
     assert fast_losses == pytest.approx(stock_losses, rel=1e-4)
     t.assert_same_weights(stock, fast)
+
+
+def test_commands_run_a_cpu_checkpoint_on_the_gpu(trained, data_dir, tmp_path, capsys):
+    from test_cli import run_cli
+
+    common = ["--checkpoint", trained.checkpoint_path, "--device", "cuda"]
+    code, out, _ = run_cli(["elbo", *common, "--data-dir", data_dir, "--limit", 500, "--iw-samples", 100], capsys)
+    assert code == 0 and "device=cuda" in out and "(CUDA tensors)" in out
+    code, _, _ = run_cli(["plot", *common, "--data-dir", data_dir, "--out", tmp_path / "p", "--num-points", 200],
+                         capsys)  # fmt: skip
+    assert code == 0 and (tmp_path / "p" / "latent_scatter.png").is_file()
+    assert run_cli(["sample", *common, "-n", 8, "--out", tmp_path / "s.png"], capsys)[0] == 0
+    assert run_cli(["encode", *common, "--data-dir", data_dir, "--out", tmp_path / "l.npz"], capsys)[0] == 0

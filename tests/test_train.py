@@ -103,7 +103,8 @@ def test_checkpoint_writes_are_atomic(trained, tmp_path, monkeypatch):
     before = target.read_bytes()
 
     def broken_save(obj, f):
-        f.write(b"partial")
+        with open(f, "wb") as out:
+            out.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

@@ -1,0 +1,198 @@
+r"""Pictures of a trained VAE: reconstructions, prior samples, the latent space, the 2-D manifold,
+interpolations, and training curves.
+
+Each decoded image is the likelihood's mean :math:`\mathbb E[x \mid z]` (for a Bernoulli, the pixel
+probabilities), which shows what the decoder believes better than one noisy draw; reconstructions
+and interpolations decode the posterior mean :math:`\mathbb E_q[z \mid x]`. Image grids are tiled by
+torchvision's ``make_grid``; figures with axes are drawn by matplotlib on its Agg canvas (no display
+and no pyplot global state). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from .atomic import atomic_path
+from .errors import ConfigError
+from .latents import posterior_moments
+from .networks import IMAGE_SHAPE
+from .vae import VAE
+
+PAD_VALUE = 0.5  # grey lines between tiles: visible against black backgrounds and white strokes
+
+
+@torch.no_grad()
+def decode(vae: VAE, z: Tensor) -> Tensor:
+    r""":math:`\mathbb E[x \mid z]` as images ``(n, 1, 28, 28)`` clipped to [0, 1]."""
+    return vae.likelihood.mean(vae.decoder(z)).clamp(0, 1).reshape(-1, *IMAGE_SHAPE)
+
+
+@torch.no_grad()
+def sample_images(vae: VAE, n: int, pixels: str = "mean") -> Tensor:
+    r"""``n`` images from the model, ``(n, 1, 28, 28)``: ``z ~ p(z)``, then :math:`\mathbb E[x \mid z]`
+    (``pixels="mean"``) or a draw ``x ~ p(x | z)`` (``pixels="sample"``). Uses the global torch RNG."""
+    z = vae.prior().sample((n,))
+    if pixels == "mean":
+        return decode(vae, z)
+    if pixels == "sample":
+        return vae.likelihood(vae.decoder(z)).sample().reshape(-1, *IMAGE_SHAPE)
+    raise ConfigError(f"pixels must be 'mean' or 'sample', got {pixels!r}")
+
+
+def sample_grid(vae: VAE, n: int = 64, per_row: int = 8) -> Tensor:
+    r"""``n`` decoder means :math:`\mathbb E[x \mid z]`, ``z ~ p(z)``, tiled ``per_row`` to a row."""
+    return make_grid(sample_images(vae, n).cpu(), nrow=per_row, pad_value=PAD_VALUE)
+
+
+def reconstruction_grid(vae: VAE, x: Tensor, per_row: int = 8) -> Tensor:
+    """Rows of ``per_row`` inputs, each directly above the row of their reconstructions (``x``: ``(n, 784)``;
+    images beyond the last full row are left out)."""
+    per_row = min(per_row, x.shape[0])
+    recon = decode(vae, posterior_moments(vae, x)[0])
+    rows = x.shape[0] // per_row
+    inputs = x[: rows * per_row].reshape(rows, 1, per_row, *IMAGE_SHAPE)
+    outputs = recon[: rows * per_row].reshape(rows, 1, per_row, *IMAGE_SHAPE)
+    tiles = torch.cat([inputs, outputs], dim=1).reshape(-1, *IMAGE_SHAPE)
+    return make_grid(tiles.cpu(), nrow=per_row, pad_value=PAD_VALUE)
+
+
+def interpolation_grid(vae: VAE, x_from: Tensor, x_to: Tensor, steps: int = 10) -> Tensor:
+    r"""One row per pair: the first image, decodings along the straight line between the two posterior
+    means (:math:`z_t = (1-t)\,\mu_a + t\,\mu_b` for ``steps`` values of ``t`` from 0 to 1), the second image."""
+    mu_a, mu_b = posterior_moments(vae, x_from)[0], posterior_moments(vae, x_to)[0]
+    t = torch.linspace(0, 1, steps, device=mu_a.device).view(1, steps, 1)
+    z = (1 - t) * mu_a.unsqueeze(1) + t * mu_b.unsqueeze(1)  # (pairs, steps, d)
+    middle = decode(vae, z.reshape(-1, z.shape[-1])).reshape(x_from.shape[0], steps, *IMAGE_SHAPE)
+    ends = lambda x: x.reshape(-1, 1, *IMAGE_SHAPE)  # noqa: E731
+    rows = torch.cat([ends(x_from), middle, ends(x_to)], dim=1)
+    return make_grid(rows.reshape(-1, *IMAGE_SHAPE).cpu(), nrow=steps + 2, pad_value=PAD_VALUE)
+
+
+def manifold_values(n: int = 20, lowest: float = 0.05) -> Tensor:
+    r"""``n`` latent values :math:`\Phi^{-1}(p)` for ``p`` evenly spaced in ``[lowest, 1 - lowest]``:
+    equal steps of prior probability mass (Kingma & Welling 2014, fig. 4)."""
+    p = torch.linspace(lowest, 1 - lowest, n, dtype=torch.float64)
+    return torch.distributions.Normal(0.0, 1.0).icdf(p).float()
+
+
+def manifold_grid(vae: VAE, n: int = 20) -> tuple[Tensor, Tensor]:
+    """The decoder over an ``n`` x ``n`` grid of :func:`manifold_values` (z=2 only): the image grid, with
+    :math:`z_1` increasing to the right and :math:`z_2` upwards, and the values used."""
+    if vae.net_config.latent_dim != 2:
+        raise ConfigError(f"the manifold plot needs a 2-D latent space; this model has {vae.net_config.latent_dim}")
+    values = manifold_values(n)
+    z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")  # row 0 is the top: largest z2
+    device = next(vae.parameters()).device
+    images = decode(vae, torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(device))
+    return make_grid(images.cpu(), nrow=n, padding=0), values
+
+
+def pca_2d(points: Tensor) -> tuple[Tensor, Tensor]:
+    """The projection of ``points`` ``(n, d)`` onto their first two principal components, and the
+    fraction of variance each explains."""
+    centred = points.double() - points.double().mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    explained = s.pow(2) / s.pow(2).sum()
+    return (centred @ v[:2].T).float(), explained[:2].float()
+
+
+def _figure(width: float, height: float):
+    """A matplotlib ``Figure`` not attached to pyplot (figures below return it; see :func:`save_figure`)."""
+    from matplotlib.figure import Figure  # imported here: only the plotting commands need matplotlib
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """A matplotlib figure as a PNG (atomically)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def save_grid(grid: Tensor, path: str | Path) -> Path:
+    """A ``make_grid`` image as a PNG (atomically)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_image(grid, tmp, format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def latent_scatter(means: Tensor, labels: Tensor, class_names: list[str], title: str = ""):
+    """Posterior means coloured by label: the two coordinates when z=2, else a 2-D PCA projection
+    (the axes say which, with the variance explained); z=1 is shown against the label."""
+    means, labels = means.cpu(), labels.cpu()
+    d = means.shape[1]
+    if d == 2:
+        xy, axes = means, (r"$z_1$ (posterior mean)", r"$z_2$ (posterior mean)")
+    elif d == 1:
+        jitter = 0.3 * (torch.rand(len(labels), generator=torch.Generator().manual_seed(0)) - 0.5)
+        xy, axes = torch.stack([means[:, 0], labels.float() + jitter], 1), (r"$z_1$ (posterior mean)", "label")
+    else:
+        xy, explained = pca_2d(means)
+        axes = tuple(f"PC{i + 1} of the {d}-D posterior means ({100 * explained[i]:.0f}% of variance)" for i in (0, 1))
+    fig = _figure(7.5, 6.5)
+    ax = fig.add_subplot()
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"]
+    for label in labels.unique().tolist():
+        keep = labels == label
+        ax.scatter(xy[keep, 0], xy[keep, 1], s=3, alpha=0.6, color=colours(label % 10), label=class_names[label],
+                   rasterized=True)  # fmt: skip
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title or f"latent space of {len(labels)} images")
+    ax.legend(markerscale=4, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    return fig
+
+
+def manifold_figure(vae: VAE, n: int = 20, title: str = ""):
+    """:func:`manifold_grid` with its latent values on the axes, so it lines up with the scatter."""
+    grid, values = manifold_grid(vae, n)
+    fig = _figure(7, 7)
+    ax = fig.add_subplot()
+    ax.imshow(grid.permute(1, 2, 0).numpy(), extent=(0, n, 0, n), interpolation="nearest")
+    ticks = sorted({round(i * (n - 1) / 4) for i in range(5)})  # both ends, the middle, the quartiles
+    ax.set_xticks([i + 0.5 for i in ticks], [f"{values[i]:.2f}" for i in ticks])
+    ax.set_yticks([i + 0.5 for i in ticks], [f"{values[i]:.2f}" for i in ticks])
+    ax.set_xlabel(r"$z_1 = \Phi^{-1}(p)$")
+    ax.set_ylabel(r"$z_2 = \Phi^{-1}(p)$")
+    ax.set_title(title or r"decoder mean $\mathbb{E}[x \mid z]$ over the latent grid")
+    return fig
+
+
+def training_curves(metrics: list[dict], objective: str = "trace"):
+    """Train objective and validation ELBO per epoch, and β in a second panel when it is not always 1."""
+    epochs = [m["epoch"] for m in metrics]
+    betas = [m.get("beta", 1.0) for m in metrics]
+    annealed = any(b != 1.0 for b in betas)
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(7, 6 if annealed else 4.5)
+    ax = fig.add_subplot(2 if annealed else 1, 1, 1)
+    train_label = {"iwae": "train IWAE bound (−loss)", "meanfield": "train ELBO (−loss, closed-form KL)"}.get(
+        objective, "train ELBO (−loss)")  # fmt: skip
+    if annealed:
+        train_label += ", β-weighted KL"
+    ax.plot(epochs, [-m["train_loss"] for m in metrics], "o-", label=train_label)
+    val = [(m["epoch"], m["val_elbo"]) for m in metrics if m.get("val_elbo") is not None]
+    if val:
+        ax.plot(*zip(*val), "s-", label="validation ELBO")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("nats per image (higher is better)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if annealed:
+        beta_ax = fig.add_subplot(2, 1, 2, sharex=ax)
+        beta_ax.plot(epochs, betas, "o-", color="tab:red")
+        beta_ax.set_ylabel("β (KL weight) at epoch end")
+        beta_ax.set_xlabel("epoch")
+        beta_ax.grid(alpha=0.3)
+    return fig
