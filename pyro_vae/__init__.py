@@ -4,6 +4,7 @@ Where things are: priors in :mod:`pyro_vae.priors`, likelihoods in :mod:`pyro_va
 guide families q(z|x) in :mod:`pyro_vae.guides`,
 encoder/decoder networks in :mod:`pyro_vae.networks`, the model/guide in :mod:`pyro_vae.vae`,
 the hand-written analytic-KL ELBO in :mod:`pyro_vae.analytic`, bounds and evaluation in :mod:`pyro_vae.bounds`,
+posterior means and active units in :mod:`pyro_vae.latents`, pictures in :mod:`pyro_vae.plots`,
 the SVI loop in :mod:`pyro_vae.train`, checkpoints in :mod:`pyro_vae.checkpoint`.
 """
 
@@ -13,12 +14,15 @@ from .analytic import analytic_elbo, analytic_loss  # noqa: E402
 from .data import DataConfig, VAEData  # noqa: E402
 from .fast_svi import FastSVI, make_adam  # noqa: E402
 from .bounds import Evaluation, evaluate, iwae_bound, log_weights  # noqa: E402
+from .latents import active_units, posterior_moments  # noqa: E402
 from .guides import DiagonalGaussianGuide, FullCovGaussianGuide, Guide, IAFGuide  # noqa: E402
 from .likelihoods import (  # noqa: E402
     Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace, Likelihood,
 )  # fmt: skip
 from .networks import NetConfig  # noqa: E402
-from .pipeline import evaluate_checkpoint, load_model, resume_run, start_run  # noqa: E402
+from .pipeline import (  # noqa: E402
+    encode_checkpoint, evaluate_checkpoint, load_model, plot_checkpoint, resume_run, sample_checkpoint, start_run,
+)  # fmt: skip
 from .priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal, VampPrior  # noqa: E402
 from .train import TrainConfig, Trainer  # noqa: E402
 from .vae import VAE  # noqa: E402
@@ -29,5 +33,7 @@ __all__ = [
     "Likelihood", "Bernoulli", "ContinuousBernoulli", "Beta", "Gaussian", "Laplace", "DiscretizedLogistic",
     "Guide", "DiagonalGaussianGuide", "FullCovGaussianGuide", "IAFGuide",
     "analytic_elbo", "analytic_loss", "evaluate", "Evaluation", "iwae_bound", "log_weights",
-    "start_run", "resume_run", "load_model", "evaluate_checkpoint",
+    "posterior_moments", "active_units",
+    "start_run", "resume_run", "load_model", "evaluate_checkpoint", "plot_checkpoint", "sample_checkpoint",
+    "encode_checkpoint",
 ]  # fmt: skip
