@@ -66,13 +66,24 @@ def run_fast(vae: VAE, objective, xs, betas=None, optimizer=None, svi=None):
 @pytest.mark.parametrize(
     "objective, particles, prior, guide, jit",
     [("trace", 1, None, None, False), ("trace", 1, None, None, True), ("meanfield", 1, None, None, False),
-     ("iwae", 3, None, None, False), ("trace", 2, MixtureOfGaussians(4, num_components=3), FullCovGaussianGuide(4), True),
-     ("trace", 1, FlowPrior(4), IAFGuide(4), True), ("trace", 1, VampPrior(4, num_components=5), None, True)],
+     ("iwae", 3, None, None, False),
+     ("trace", 2, lambda: MixtureOfGaussians(4, num_components=3), lambda: FullCovGaussianGuide(4), True),
+     ("trace", 1, lambda: FlowPrior(4), lambda: IAFGuide(4), True),
+     ("trace", 1, lambda: VampPrior(4, num_components=5), None, True)],
 )  # fmt: skip
 def test_fast_svi_takes_the_same_steps_as_stock_svi(objective, particles, prior, guide, jit):
     """Five steps from the same weights and seeds (the last batch smaller, the KL weight changing):
-    equal losses and (float32-)equal weights, also when the step is traced."""
+    equal losses and (float32-)equal weights, also when the step is traced.
+
+    The components are built here, after seeding, so their random initial values (flows, mixture
+    means, pseudo-inputs) do not depend on which tests ran or were collected before. Losses agree to
+    a relative 1e-4: after the first step the two runs' weights differ by float32 rounding (fused Adam
+    and traced graphs order their arithmetic differently), which moves a loss of ~9,000 nats by up to
+    ~2e-5 of itself through the flows; one Adam step moves it by ~3%.
+    """
     config = TrainConfig(objective=objective, particles=particles, jit=jit)
+    torch.manual_seed(0)
+    prior, guide = prior and prior(), guide and guide()
     stock, fast = make_vae(copy.deepcopy(prior), copy.deepcopy(guide)), make_vae(prior, guide)
     fast.load_state_dict(stock.state_dict())
     xs = batches(4) + [batches(1, seed=1)[0][:7]]
@@ -82,7 +93,8 @@ def test_fast_svi_takes_the_same_steps_as_stock_svi(objective, particles, prior,
     svi = FastSVI(fast.model, fast.guide, make_adam(fast.parameters(), 1e-2), config.make_objective())
     fast_losses = run_fast(fast, None, xs, betas, svi=svi)
     assert svi.jit == jit and svi.jit_disabled_reason is None
-    assert fast_losses == pytest.approx(stock_losses, rel=1e-5)
+    assert fast_losses[0] == pytest.approx(stock_losses[0], rel=1e-6)  # the same weights: only rounding
+    assert fast_losses == pytest.approx(stock_losses, rel=1e-4)
     assert_same_weights(stock, fast)
 
 
