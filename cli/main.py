@@ -347,12 +347,9 @@ def sample(**opts) -> None:
         with atomic_path(out) as tmp:
             np.save(tmp, images.squeeze(1).numpy().astype(np.float32))
     else:
-        from torchvision.utils import make_grid
+        from pyro_vae.plots import save_grid, tile
 
-        from pyro_vae.plots import PAD_VALUE, save_grid
-
-        nrow = math.ceil(math.sqrt(len(images)))
-        save_grid(make_grid(images.clamp(0, 1), nrow=nrow, pad_value=PAD_VALUE), out)
+        save_grid(tile(images), out)
     click.echo(f"wrote {len(images)} samples to {out}")
 
 

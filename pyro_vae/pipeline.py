@@ -193,9 +193,6 @@ def encode_checkpoint(
             "binarize": data_config.binarize, "split": split}  # fmt: skip
 
 
-PLOT_NAMES = ("reconstructions", "prior_samples", "latent_scatter", "manifold", "interpolations", "training_curves")
-
-
 def plot_checkpoint(
     checkpoint: str | Path,
     out_dir: str | Path,

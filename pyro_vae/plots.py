@@ -10,6 +10,7 @@ and no pyplot global state). Every file is written atomically.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -43,9 +44,15 @@ def sample_images(vae: VAE, n: int, pixels: str = "mean") -> Tensor:
     raise ConfigError(f"pixels must be 'mean' or 'sample', got {pixels!r}")
 
 
+def tile(images: Tensor, per_row: int | None = None) -> Tensor:
+    """Images ``(n, 1, 28, 28)`` clipped to [0, 1] as one grid, ``per_row`` to a row (default: square)."""
+    per_row = per_row or math.ceil(math.sqrt(images.shape[0]))
+    return make_grid(images.clamp(0, 1).cpu(), nrow=per_row, pad_value=PAD_VALUE)
+
+
 def sample_grid(vae: VAE, n: int = 64, per_row: int = 8) -> Tensor:
     r"""``n`` decoder means :math:`\mathbb E[x \mid z]`, ``z ~ p(z)``, tiled ``per_row`` to a row."""
-    return make_grid(sample_images(vae, n).cpu(), nrow=per_row, pad_value=PAD_VALUE)
+    return tile(sample_images(vae, n), per_row)
 
 
 def reconstruction_grid(vae: VAE, x: Tensor, per_row: int = 8) -> Tensor:
