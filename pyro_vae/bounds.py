@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .analytic import analytic_elbo
 from .errors import AgreementError
-from .latents import ACTIVE_UNIT_THRESHOLD, latent_variances, posterior_moments
+from .latents import ACTIVE_UNIT_THRESHOLD, active_units, latent_variances, posterior_moments
 from .vae import VAE
 
 AGREEMENT_Z_LIMIT = 4.0
@@ -140,7 +140,7 @@ class Evaluation:
         if self.posterior_mean is not None and self.posterior_mean.shape[0] > 1:
             variances = latent_variances(self.posterior_mean)
             out.update(
-                active_units=int((variances > ACTIVE_UNIT_THRESHOLD).sum()),
+                active_units=active_units(self.posterior_mean),
                 latent_dim=variances.numel(),
                 active_unit_threshold=ACTIVE_UNIT_THRESHOLD,
                 latent_variances=variances.tolist(),

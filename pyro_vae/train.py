@@ -229,9 +229,7 @@ class Trainer:
         from . import plots
 
         split = "val" if self.data.images.get("val") is not None and len(self.data.images["val"]) >= 32 else "train"
-        x = self.data.images[split][:32]
-        if split == "train" and self.data.config.binarize == "dynamic":
-            x = torch.bernoulli(x, generator=torch.Generator(x.device).manual_seed(self.config.seed))
+        x = self.data.observed(split)[:32]  # (the training set's fixed binarization when there is no val split)
         out = self.out_dir / "plots"
         out.mkdir(exist_ok=True)
         devices = [self.data.device] if self.data.device.type == "cuda" else []
