@@ -21,9 +21,24 @@ from pyro_vae.guides import GUIDES, IAFGuide
 from pyro_vae.likelihoods import LIKELIHOODS, Gaussian, Laplace
 from pyro_vae.networks import ACTIVATIONS, NetConfig
 from pyro_vae.priors import FLOW_TRANSFORMS, PRIORS, FlowPrior, MixtureOfGaussians, VampPrior
+from pyro_vae.rebuild import trusted_module_names
 from pyro_vae.train import LR_SCHEDULES, OBJECTIVES, TrainConfig
 
 POSITIVE = click.IntRange(min=1)
+
+
+def _module_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return trusted_module_names(value)
+    except PyroVAEError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+# The one way a checkpoint gets to import code outside pyro_vae (see pyro_vae/rebuild.py).
+trust_module_option = click.option(
+    "--trust-module", "trust_modules", multiple=True, metavar="MODULE", callback=_module_names,
+    help="let the checkpoint rebuild components from MODULE (your own code; repeat per module). "
+         "Without it only pyro_vae's classes are rebuilt and no other module is imported")  # fmt: skip
 
 
 class HiddenSizes(click.ParamType):
@@ -94,7 +109,7 @@ def _components(opts: dict):
 
 
 # Options that may differ on --resume; every other option is fixed by the checkpoint.
-RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress", "plot_every"}
+RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress", "plot_every", "trust_modules"}
 
 
 @cli.command()
@@ -156,6 +171,7 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress", "plot_
 @click.option("--plot-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="write reconstruction and sample grids to OUT/plots every N epochs (0: never)")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
+@trust_module_option
 @click.pass_context
 def train(ctx: click.Context, **opts) -> None:
     """Train a VAE with SVI; writes OUT/ckpt.pt and OUT/metrics.jsonl."""
@@ -171,13 +187,15 @@ def train(ctx: click.Context, **opts) -> None:
         explicit_out = ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE
         trainer = pipeline.resume_run(
             opts["resume"], out_dir=opts["out"] if explicit_out else None, data_dir=opts["data_dir"],
-            device=opts["device"], progress=opts["progress"], log=log,
+            device=opts["device"], progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
             epochs=opts["epochs"] if ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None,
             plot_every=opts["plot_every"] if ctx.get_parameter_source("plot_every") == ParameterSource.COMMANDLINE
             else None,
         )  # fmt: skip
         log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
     else:
+        if opts["trust_modules"]:
+            raise click.UsageError("--trust-module only applies to --resume (a new run builds pyro_vae's components)")
         _check_component_options(ctx, opts)
         if opts["warmup_epochs"] == 0 and ctx.get_parameter_source("warmup_start") == ParameterSource.COMMANDLINE:
             raise click.UsageError("--warmup-start needs --warmup-epochs")
@@ -259,6 +277,7 @@ def _json_safe(value):
 
 
 @cli.command()
+@trust_module_option
 @click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--num-particles", type=POSITIVE, default=1, show_default=True,
@@ -295,6 +314,7 @@ def elbo(**opts) -> None:
 
 
 @cli.command()
+@trust_module_option
 @click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the PNGs")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
@@ -326,6 +346,7 @@ def _output_file(path: str, suffixes: tuple[str, ...]) -> Path:
 
 
 @cli.command()
+@trust_module_option
 @click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
 @click.option("-n", "--num-samples", type=POSITIVE, default=64, show_default=True)
 @click.option("--out", required=True, help="samples.png (a grid) or samples.npy (an (n, 28, 28) float32 array)")
@@ -342,7 +363,8 @@ def sample(**opts) -> None:
 
     out = _output_file(opts["out"], (".png", ".npy"))
     images = pipeline.sample_checkpoint(opts["checkpoint"], opts["num_samples"], seed=opts["seed"],
-                                        pixels=opts["pixels"], device=opts["device"])  # fmt: skip
+                                        pixels=opts["pixels"], device=opts["device"],
+                                        trust_modules=opts["trust_modules"])  # fmt: skip
     if out.suffix.lower() == ".npy":
         with atomic_path(out) as tmp:
             np.save(tmp, images.squeeze(1).numpy().astype(np.float32))
@@ -354,6 +376,7 @@ def sample(**opts) -> None:
 
 
 @cli.command()
+@trust_module_option
 @click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
 @click.option("--out", required=True, help="latents.npz: means and scales (n, d), labels (n,)")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)

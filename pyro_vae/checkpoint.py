@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import platform
 import random
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,9 +30,9 @@ import torch
 
 from . import __version__
 from .atomic import atomic_path
-from .components import build
 from .errors import CheckpointError
 from .networks import NetConfig
+from .rebuild import build, resolve
 from .vae import VAE
 
 FORMAT = "pyro-vae-checkpoint"
@@ -97,14 +98,19 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def vae_from_config(model_config: dict) -> VAE:
-    """Rebuild the architecture (untrained) from ``VAE.config()``."""
+def vae_from_config(model_config: dict, trust_modules: Iterable[str] = ()) -> VAE:
+    """Rebuild the architecture (untrained) from ``VAE.config()``; components from modules other than
+    ``pyro_vae`` are imported only when listed in ``trust_modules`` (see :mod:`pyro_vae.rebuild`)."""
     try:
         net = NetConfig(**{**model_config["net"], "hidden": tuple(model_config["net"]["hidden"])})
         # Checkpoints written before guide families existed used the diagonal Gaussian.
-        guide = build(model_config["guide"]) if "guide" in model_config else None
-        return VAE(net, build(model_config["prior"]), build(model_config["likelihood"]), guide)
-    except (TypeError, KeyError, ValueError) as exc:
+        specs = [model_config["prior"], model_config["likelihood"], model_config.get("guide")]
+        for component_spec in specs:  # every target is checked before any is imported or called
+            if component_spec is not None:
+                resolve(component_spec.get("target") if isinstance(component_spec, dict) else None, trust_modules)
+        prior, likelihood, guide = (None if s is None else build(s, trust_modules) for s in specs)
+        return VAE(net, prior, likelihood, guide)
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"the stored config cannot rebuild the model: {type(exc).__name__}: {exc}") from None
 
 
@@ -119,9 +125,9 @@ def stored_config(ckpt: dict, key: str, cls):
         raise CheckpointError(f"the checkpoint's {key} config is unusable: {type(exc).__name__}: {exc}") from None
 
 
-def vae_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu") -> VAE:
+def vae_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", trust_modules: Iterable[str] = ()) -> VAE:
     """The trained model stored in ``ckpt``, on ``device``."""
-    vae = vae_from_config(ckpt["config"]["model"])
+    vae = vae_from_config(ckpt["config"]["model"], trust_modules)
     try:
         vae.load_state_dict(ckpt["model_state"])
     except RuntimeError as exc:

@@ -7,7 +7,7 @@ CLI does in one call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyro
@@ -76,9 +76,11 @@ def resume_run(
     progress: bool | None = None,
     plot_every: int | None = None,
     log: Callable[[str], None] | None = None,
+    trust_modules: Iterable[str] = (),
 ) -> Trainer:
     """A :class:`Trainer` that continues the run stored in ``checkpoint`` (to ``epochs`` in total;
-    ``plot_every``, when given, replaces the stored picture interval)."""
+    ``plot_every``, when given, replaces the stored picture interval; ``trust_modules``: modules besides
+    ``pyro_vae`` whose components the checkpoint may rebuild, see :mod:`pyro_vae.rebuild`)."""
     ckpt = load_checkpoint(checkpoint)
     train_config = stored_config(ckpt, "train", TrainConfig)
     if epochs is not None:
@@ -89,16 +91,19 @@ def resume_run(
         raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {train_config.epochs} is fewer")
     dev = resolve_device(device)
     data = VAEData(stored_config(ckpt, "data", DataConfig), data_dir, dev, splits=("train", "val"))
-    vae = vae_from_config(ckpt["config"]["model"]).to(dev)
+    vae = vae_from_config(ckpt["config"]["model"], trust_modules).to(dev)
     trainer = Trainer(vae, data, train_config, out_dir or Path(checkpoint).parent, progress=progress, log=log)
     trainer.load_state(ckpt)
     return trainer
 
 
-def load_model(checkpoint: str | Path, device: str = "auto") -> tuple[VAE, dict]:
-    """The trained model in ``checkpoint`` on ``device``, and the checkpoint itself."""
+def load_model(
+    checkpoint: str | Path, device: str = "auto", trust_modules: Iterable[str] = ()
+) -> tuple[VAE, dict]:
+    """The trained model in ``checkpoint`` on ``device``, and the checkpoint itself. Components from
+    modules other than ``pyro_vae`` are rebuilt only from ``trust_modules`` (see :mod:`pyro_vae.rebuild`)."""
     ckpt = load_checkpoint(checkpoint)
-    return vae_from_checkpoint(ckpt, resolve_device(device)), ckpt
+    return vae_from_checkpoint(ckpt, resolve_device(device), trust_modules), ckpt
 
 
 def evaluate_checkpoint(
@@ -113,12 +118,13 @@ def evaluate_checkpoint(
     batch_size: int = 500,
     device: str = "auto",
     progress: bool | None = False,
+    trust_modules: Iterable[str] = (),
 ) -> tuple[Evaluation, dict]:
     """Bounds of a checkpoint's model on one split; returns the evaluation and descriptive fields
     (what was evaluated, the IWAE chunk size, the seconds taken and the peak memory)."""
     if num_particles < 1 or iw_samples < 0 or batch_size < 1 or (limit is not None and limit < 1):
         raise ConfigError("--num-particles, --batch-size and --limit must be positive, --iw-samples >= 0")
-    vae, ckpt = load_model(checkpoint, device)
+    vae, ckpt = load_model(checkpoint, device, trust_modules)
     device_ = next(vae.parameters()).device
     x, labels, data_config = _checkpoint_data(ckpt, split, data_dir, device_, limit)
     vae.likelihood.check_data(x)
@@ -161,14 +167,20 @@ def _checkpoint_data(ckpt: dict, split: str, data_dir, device: torch.device, lim
 
 
 def sample_checkpoint(
-    checkpoint: str | Path, n: int = 64, *, seed: int = 0, pixels: str = "mean", device: str = "auto"
+    checkpoint: str | Path,
+    n: int = 64,
+    *,
+    seed: int = 0,
+    pixels: str = "mean",
+    device: str = "auto",
+    trust_modules: Iterable[str] = (),
 ) -> Tensor:
     """``n`` images ``(n, 1, 28, 28)`` on the CPU from the checkpoint's model (see :func:`plots.sample_images`)."""
     if n < 1:
         raise ConfigError(f"the number of samples must be positive, got {n}")
     from . import plots  # (torchvision is slow to import; only the picture commands need it)
 
-    vae, _ = load_model(checkpoint, device)
+    vae, _ = load_model(checkpoint, device, trust_modules)
     torch.manual_seed(seed)
     return plots.sample_images(vae.eval(), n, pixels).cpu()
 
@@ -182,10 +194,11 @@ def encode_checkpoint(
     batch_size: int = 500,
     seed: int = 0,
     device: str = "auto",
+    trust_modules: Iterable[str] = (),
 ) -> dict[str, Tensor | str]:
     """Posterior means and marginal scales ``(n, d)`` and labels ``(n,)`` of a split, on the CPU, with the
     dataset, binarization and split they came from."""
-    vae, ckpt = load_model(checkpoint, device)
+    vae, ckpt = load_model(checkpoint, device, trust_modules)
     x, labels, data_config = _checkpoint_data(ckpt, split, data_dir, next(vae.parameters()).device, limit)
     torch.manual_seed(seed)  # only guides without closed-form moments (IAF) draw samples
     means, scales = posterior_moments(vae.eval(), x, batch_size=batch_size)
@@ -202,6 +215,7 @@ def plot_checkpoint(
     num_points: int = 5000,
     seed: int = 0,
     device: str = "auto",
+    trust_modules: Iterable[str] = (),
 ) -> tuple[list[Path], dict[str, str]]:
     """Every picture of :mod:`pyro_vae.plots` for a checkpoint, as PNGs in ``out_dir``.
 
@@ -214,7 +228,7 @@ def plot_checkpoint(
 
     if num_points < 16:
         raise ConfigError(f"--num-points must be at least 16 (the interpolations use 16 images), got {num_points}")
-    vae, ckpt = load_model(checkpoint, device)
+    vae, ckpt = load_model(checkpoint, device, trust_modules)
     vae.eval()
     x, labels, data_config = _checkpoint_data(ckpt, split, data_dir, next(vae.parameters()).device, num_points)
     if x.shape[0] < 16:

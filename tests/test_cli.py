@@ -101,7 +101,7 @@ def _corrupt_checkpoints(tmp_path, cli_run):
     return {"garbage": (garbage, "not a readable checkpoint"), "text": (text, "not a readable checkpoint"),
             "incomplete": (incomplete, "missing model_state"), "truncated": (truncated, "not a readable checkpoint"),
             "foreign": (foreign, "not a pyro-vae checkpoint"),
-            "missing_module": (missing_module, "make module 'no_such_module' importable"),
+            "missing_module": (missing_module, "--trust-module no_such_module"),
             "missing": (tmp_path / "nope.pt", "no checkpoint file")}  # fmt: skip
 
 
@@ -170,7 +170,8 @@ def test_disagreeing_bounds_exit_non_zero(tmp_path, data_dir, capsys):
     trainer = small_run(tmp_path, data_dir, epochs=1, prior=WrongKLPrior(8), train_limit=300)
     trainer.fit()
     code, out, err = run_cli(["elbo", "--checkpoint", trainer.checkpoint_path, "--data-dir", data_dir,
-                              "--limit", "300", "--iw-samples", "0", "--json"], capsys)  # fmt: skip
+                              "--limit", "300", "--iw-samples", "0", "--json", "--trust-module", "helper_components"],
+                             capsys)  # fmt: skip
     assert code == 3
     assert abs(json.loads(out)["agreement_z"]) > 4  # the numbers are still printed
     assert_one_line_error(code, err, "disagree")

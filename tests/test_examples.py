@@ -34,11 +34,16 @@ def test_custom_prior_and_likelihood_train_and_reload(tmp_path, data_dir):
 
     args = [SCRIPT, "elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--limit", "300", "--json",
             "--iw-samples", "10"]  # fmt: skip
-    result = _run(args, with_examples=True)
+    # The checkpoint names code outside pyro_vae: refused until the user trusts that module.
+    untrusted = _run(args, with_examples=True)
+    assert untrusted.returncode == 1 and "Traceback" not in untrusted.stderr
+    assert "--trust-module my_components" in untrusted.stderr
+    trusted = [*args, "--trust-module", "my_components"]
+    result = _run(trusted, with_examples=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["kl_method"] == "monte-carlo"
-    # Without the user's module on the path, the error says what is missing.
-    missing = _run(args, with_examples=False)
+    # Trusted but not on the path: the error says what is missing.
+    missing = _run(trusted, with_examples=False)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "make module 'my_components' importable" in missing.stderr
 
