@@ -80,7 +80,8 @@ class Loops:
                              pyro.optim.Adam({"lr": args.lr}), loss=Trace_ELBO())  # fmt: skip
         config = TrainConfig(batch_size=args.batch_size, lr=args.lr, epochs=10**6)
         # Nothing is written: the benchmark calls train_epoch, never fit or save.
-        self.trainer = Trainer(self.models["pyro-vae"], data, config, tempfile.gettempdir(), progress=False)
+        run_folder = tempfile.mkdtemp(prefix="throughput-")  # the Trainer locks its folder; it writes nothing here
+        self.trainer = Trainer(self.models["pyro-vae"], data, config, run_folder, progress=False)
         self.store = {name: {"params": {}, "constraints": {}} for name in LOOPS}
 
     def run(self, name: str, epoch: int) -> float:

@@ -16,7 +16,7 @@ import pyro
 from click.core import ParameterSource
 
 from pyro_vae.data import BINARIZATIONS, CLASS_NAMES, DATASETS, DataConfig
-from pyro_vae.errors import AgreementError, PyroVAEError
+from pyro_vae.errors import AgreementError, PyroVAEError, RunInterrupted
 from pyro_vae.guides import GUIDES, IAFGuide
 from pyro_vae.likelihoods import LIKELIHOODS, Gaussian, Laplace
 from pyro_vae.networks import ACTIVATIONS, NetConfig
@@ -418,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail("interrupted (checkpoints already written are kept)", 130)
     except AgreementError as exc:
         _fail(str(exc), 3)
+    except RunInterrupted as exc:
+        _fail(str(exc), exc.exit_code)
     except PyroVAEError as exc:
         _fail(str(exc), 1)
     except OSError as exc:

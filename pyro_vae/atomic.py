@@ -1,16 +1,22 @@
 """Atomic file writes: a file is either absent, the old version, or complete; never half written.
 
-Used for everything pyro-vae writes (checkpoints, pictures, arrays), so an interrupted command
-never leaves a truncated file behind in place of a good one.
+Used for everything pyro-vae writes (checkpoints, metrics, pictures, arrays), so an interrupted
+command never leaves a truncated file behind in place of a good one. The data are fsynced before the
+rename and the folder after it, so the new file also survives a power cut once the call returns.
+A process killed inside the write leaves a hidden ``.NAME.XXXX.tmpSUFFIX`` file; the next trainer of
+that run folder removes such files (:func:`remove_temporaries`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+_TMP = ".tmp"  # marks a temporary file: .NAME.XXXX.tmpSUFFIX
 
 
 @contextmanager
@@ -19,7 +25,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     on a clean exit it is flushed to disk, given the permissions a plainly created file would have
     (``mkstemp`` makes it private), and renamed over ``path``; on an error it is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{_TMP}{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -30,6 +36,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def remove_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files that interrupted writes of ``folder/NAME`` (for each of ``names``) left
+    behind; returns them. Call it only while no other process can be writing them (holding the run
+    folder's lock)."""
+    patterns = [re.compile(re.escape(f".{Path(n).stem}.") + r"[a-z0-9_]{8}" + re.escape(_TMP + Path(n).suffix))
+                for n in names]  # fmt: skip
+    stale = [p for p in Path(folder).iterdir() if p.is_file() and any(r.fullmatch(p.name) for r in patterns)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: fsync the directory); a no-op where that is unsupported."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

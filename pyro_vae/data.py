@@ -100,6 +100,7 @@ class VAEData:
         root = Path(root) if root is not None else default_data_dir()
         if download is None:
             download = root == default_data_dir()
+        self.root = root.resolve()  # recorded in checkpoints: a resumed run finds its data again
         self.images: dict[str, Tensor] = {}
         self.labels: dict[str, Tensor] = {}
         if {"train", "val"} & set(splits):
@@ -130,8 +131,9 @@ class VAEData:
             return _binarize_fixed(self.images["train"].cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device)
         return self.images[split]
 
-    def train_batches(self, batch_size: int, seed: int) -> Iterator[Tensor]:
-        """Shuffled training batches for one epoch, reproducible from ``seed`` (one per epoch).
+    def train_batches(self, batch_size: int, seed: int, skip: int = 0) -> Iterator[Tensor]:
+        """Shuffled training batches for one epoch, reproducible from ``seed`` (one per epoch), from batch
+        ``skip`` on (the same batches the full epoch would give there: a run stopped mid-epoch resumes).
 
         Under dynamic binarization each batch is a fresh Bernoulli sample of its images.
         """
@@ -141,6 +143,9 @@ class VAEData:
         bin_gen = None
         if self.config.binarize == "dynamic":
             bin_gen = torch.Generator(device=self.device).manual_seed(seed)
-        for start in range(0, x.shape[0], batch_size):
+        for i, start in enumerate(range(0, x.shape[0], batch_size)):
             batch = x[order[start : start + batch_size]]
-            yield torch.bernoulli(batch, generator=bin_gen) if bin_gen is not None else batch
+            if bin_gen is not None:
+                batch = torch.bernoulli(batch, generator=bin_gen)  # drawn for skipped batches too, for the stream
+            if i >= skip:
+                yield batch

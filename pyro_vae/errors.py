@@ -23,3 +23,15 @@ class TrainingError(PyroVAEError):
 
 class AgreementError(PyroVAEError):
     """The Pyro ELBO and the hand-written analytic-KL ELBO disagree beyond Monte Carlo noise."""
+
+
+class RunInUseError(PyroVAEError):
+    """Another process is training in the same run folder."""
+
+
+class RunInterrupted(PyroVAEError):
+    """SIGINT or SIGTERM stopped training after a step; a checkpoint was saved to resume from."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM

@@ -19,8 +19,8 @@ What differs from ``SVI(model, guide, pyro.optim.Adam(...), loss)`` is only over
   trace registers no parameter outside that list.
 * Pyro's and ``torch.distributions``' argument and support checks run on the first step only. They check
   the model's wiring, which does not change between steps; the data are checked once, before training,
-  by the likelihood's ``check_data``, and the caller checks each loss for NaN/inf. On CPU they cost
-  0.5 ms of a 5.5 ms step.
+  by the likelihood's ``check_data``, and each step checks its loss and gradients for NaN/inf before
+  Adam uses them. On CPU the validation checks cost 0.5 ms of a 5.5 ms step.
 * With ``JitTrace_ELBO``, the Python of Pyro's tracing (about 0.5 ms a step on CPU) runs only when a
   new batch shape is traced. Pyro's rules for jit apply: static model structure, no dependence on
   Python state outside the arguments. Each new trace is checked against the eager ``Trace_ELBO`` on
@@ -29,6 +29,7 @@ What differs from ``SVI(model, guide, pyro.optim.Adam(...), loss)`` is only over
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -38,7 +39,7 @@ import torch
 from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 
 
 def make_adam(params: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
@@ -60,7 +61,8 @@ class FastSVI:
 
     def __init__(self, model: Callable, guide: Callable, optimizer: torch.optim.Optimizer, loss: ELBO) -> None:
         self.model, self.guide, self.optimizer, self.loss = model, guide, optimizer, loss
-        self.params = {p for group in optimizer.param_groups for p in group["params"]}
+        self._param_list = [p for group in optimizer.param_groups for p in group["params"]]
+        self.params = set(self._param_list)
         self.steps = 0
         self.jit = isinstance(loss, JitTrace_ELBO)
         self.jit_disabled_reason: str | None = None
@@ -81,10 +83,21 @@ class FastSVI:
         else:
             with pyro.validation_enabled(False):
                 loss = self._eager.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        self._check_finite(loss)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
         return loss
+
+    def _check_finite(self, loss: float) -> None:
+        """Raise :class:`TrainingError` (gradients left in place, parameters untouched) if the loss or any
+        gradient is NaN or infinite. The gradients are summed per tensor and the sums added: NaN and
+        infinities survive both (inf - inf is NaN), so one scalar and one device sync answer for all."""
+        if not math.isfinite(loss):
+            raise TrainingError(f"the loss became {loss}")
+        grads = [p.grad for p in self._param_list if p.grad is not None]
+        if grads and not bool(torch.stack([g.sum() for g in grads]).sum().isfinite()):
+            raise TrainingError(f"a gradient became NaN or infinite (the loss was {loss:.6g})")
 
     def _check_parameters(self, *args, **kwargs) -> None:
         """Once, with validation as configured (on by default): every parameter is the optimizer's.

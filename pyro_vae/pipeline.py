@@ -7,7 +7,8 @@ CLI does in one call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyro
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import load_checkpoint, stored_config, vae_from_checkpoint, vae_from_config
-from .data import CLASS_NAMES, DataConfig, VAEData
+from .data import CLASS_NAMES, DATASETS, DataConfig, VAEData
 from .devices import peak_memory_mib, reset_peak_memory, resolve_device
 from .errors import ConfigError
 from .bounds import Evaluation, evaluate, iwae_chunk
@@ -24,6 +25,7 @@ from .latents import posterior_moments
 from .likelihoods import Likelihood
 from .networks import NetConfig
 from .priors import Prior
+from .run_lock import RunFolderLock
 from .train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, Trainer, read_metrics
 from .vae import VAE
 
@@ -57,13 +59,23 @@ def start_run(
             f"{out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with --resume "
             f"{out_dir / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"
         )
-    dev = resolve_device(device)
-    data = VAEData(data_config, data_dir, dev, splits=("train", "val"))
-    pyro.set_rng_seed(train_config.seed)  # the initial weights depend on the seed alone
-    vae = VAE(net, prior, likelihood, guide).to(dev)
-    if overwrite:
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-    return Trainer(vae, data, train_config, out_dir, progress=progress, log=log)
+    with _locked(out_dir) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
+        dev = resolve_device(device)
+        data = VAEData(data_config, data_dir, dev, splits=("train", "val"))
+        pyro.set_rng_seed(train_config.seed)  # the initial weights depend on the seed alone
+        vae = VAE(net, prior, likelihood, guide).to(dev)
+        return Trainer(vae, data, train_config, out_dir, progress=progress, log=log, lock=lock)
+
+
+@contextmanager
+def _locked(out_dir: Path) -> Iterator[RunFolderLock]:
+    """The run folder's lock, for a Trainer to adopt; released if building the Trainer fails."""
+    lock = RunFolderLock(out_dir).acquire()
+    try:
+        yield lock
+    except BaseException:
+        lock.release()
+        raise
 
 
 def resume_run(
@@ -89,12 +101,23 @@ def resume_run(
         train_config.plot_every = plot_every
     if train_config.epochs < ckpt["epoch"]:
         raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {train_config.epochs} is fewer")
-    dev = resolve_device(device)
-    data = VAEData(stored_config(ckpt, "data", DataConfig), data_dir, dev, splits=("train", "val"))
-    vae = vae_from_config(ckpt["config"]["model"], trust_modules).to(dev)
-    trainer = Trainer(vae, data, train_config, out_dir or Path(checkpoint).parent, progress=progress, log=log)
-    trainer.load_state(ckpt)
-    return trainer
+    with _locked(Path(out_dir or Path(checkpoint).parent)) as lock:
+        dev = resolve_device(device)
+        data = VAEData(stored_config(ckpt, "data", DataConfig), recorded_data_dir(ckpt, data_dir), dev,
+                       splits=("train", "val"))  # fmt: skip
+        vae = vae_from_config(ckpt["config"]["model"], trust_modules).to(dev)
+        trainer = Trainer(vae, data, train_config, lock.folder, progress=progress, log=log, lock=lock)
+        trainer.load_state(ckpt)
+        return trainer
+
+
+def recorded_data_dir(ckpt: dict, data_dir: str | Path | None) -> str | Path | None:
+    """``data_dir`` if given, else the data folder the run was trained from, if it still holds the dataset."""
+    recorded, dataset = ckpt.get("data_dir"), ckpt["config"]["data"].get("dataset")
+    if data_dir is None and isinstance(recorded, str) and dataset in DATASETS:
+        if (Path(recorded) / DATASETS[dataset]).is_dir():
+            return recorded
+    return data_dir
 
 
 def load_model(
@@ -157,7 +180,7 @@ def evaluate_checkpoint(
 def _checkpoint_data(ckpt: dict, split: str, data_dir, device: torch.device, limit: int | None):
     """The observed images and labels of ``split`` for the checkpoint's dataset and binarization."""
     data_config = stored_config(ckpt, "data", DataConfig)
-    data = VAEData(data_config, data_dir, device, splits=(split,))
+    data = VAEData(data_config, recorded_data_dir(ckpt, data_dir), device, splits=(split,))
     x, labels = data.observed(split), data.labels[split]
     if limit is not None:
         x, labels = x[:limit], labels[:limit]

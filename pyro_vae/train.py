@@ -18,10 +18,15 @@ batch shape, checked against the eager ``Trace_ELBO`` on the same draws, replaye
 ``lr_schedule="iwae"`` is Burda et al. (2016)'s: stage :math:`i = 0..7` lasts :math:`3^i` epochs at
 learning rate :math:`\mathrm{lr} \cdot 10^{-i/7}` (3280 epochs in all).
 
-:class:`Trainer` owns one run folder: it appends one JSON line per epoch to ``metrics.jsonl``
-and writes ``ckpt.pt`` every ``checkpoint_every`` epochs and at the end. Each epoch is seeded from
-``(seed, epoch)`` (shuffling, dynamic binarization, the guide's samples), so a run resumed from a
-checkpoint continues exactly as the uninterrupted run would have.
+:class:`Trainer` owns one run folder, under an exclusive lock (:mod:`pyro_vae.run_lock`) while it
+exists or trains. Each epoch it writes ``ckpt.pt`` (every ``checkpoint_every`` epochs and at the end),
+*then* ``metrics.jsonl``, one JSON line per epoch, both atomically. On (re)start ``metrics.jsonl`` is
+rewritten from the checkpoint's own records, so whatever moment a run was killed at, the file holds
+epochs 1..E exactly once. Each epoch is seeded from ``(seed, epoch)`` (shuffling, dynamic
+binarization, the guide's samples), so a run resumed from a checkpoint continues exactly as the
+uninterrupted run would have. SIGINT/SIGTERM stop it after the current step with a checkpoint that
+records the step (:mod:`pyro_vae.stopping`); a non-finite loss or gradient stops it before the
+optimiser uses it, keeping the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import gc
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,11 +46,14 @@ import torch
 from pyro.infer import ELBO, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path, remove_temporaries
 from .bounds import evaluate
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, plain, rng_state, save_checkpoint, set_rng_state
 from .data import VAEData
-from .errors import ConfigError, DataError, TrainingError
+from .errors import ConfigError, DataError, RunInterrupted, TrainingError
 from .fast_svi import FastSVI, make_adam
+from .run_lock import RunFolderLock
+from .stopping import StopRequest, stop_requests
 from .vae import VAE
 
 OBJECTIVES = ("trace", "meanfield", "iwae")
@@ -152,6 +161,20 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
+def write_metrics(path: str | Path, records: list[dict]) -> None:
+    """``records`` as ``metrics.jsonl``, one JSON line each, replacing the file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
+
+
+@contextmanager
+def _no_pyro_nan_warnings() -> Iterator[None]:
+    """Pyro warns "Encountered NaN" from inside the ELBO; the Trainer stops with its own one-line error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+        yield
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
@@ -168,12 +191,15 @@ class Trainer:
         *,
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
+        lock: RunFolderLock | None = None,
     ) -> None:
-        """``progress``: show a progress bar (``None``: only when stderr is a terminal)."""
+        """``progress``: show a progress bar (``None``: only when stderr is a terminal). The run folder's
+        lock is taken here (or ``lock``, already taken, is adopted) and released when :meth:`fit` ends."""
         config.validate()
         vae.likelihood.check_data(data.observed("train"))
         self.vae, self.data, self.config = vae, data, config
         self.out_dir = Path(out_dir)
+        self.lock = (lock or RunFolderLock(self.out_dir)).acquire()
         self.progress = progress
         self.log = log or (lambda message: None)
         self.optimizer = make_adam(vae.parameters(), config.lr, config.adam_eps)
@@ -182,6 +208,7 @@ class Trainer:
         self.epoch = 0
         self.metrics: list[dict] = []
         self._pending_rng: dict | None = None
+        self._partial: dict | None = None  # where in an epoch a signal stopped training (saved in the checkpoint)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -197,31 +224,51 @@ class Trainer:
         self.epoch = ckpt["epoch"]
         self.metrics = list(ckpt["metrics"])
         self._pending_rng = ckpt["rng"]
+        self._partial = ckpt.get("partial_epoch")
 
     def fit(self) -> list[dict]:
         """Train until ``config.epochs`` epochs are done; returns the per-epoch metrics."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self._pending_rng is not None:
-            set_rng_state(self._pending_rng)
-        # A scoped param store: nothing leaks in from (or out to) other models in this process.
-        with pyro.get_param_store().scope():
-            for epoch in range(self.epoch + 1, self.config.epochs + 1):
-                record = self.train_epoch(epoch)
-                record["val_elbo"] = self.validation_elbo()
-                self.metrics.append(record)
-                with open(self.out_dir / METRICS_NAME, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                val = "n/a" if record["val_elbo"] is None else f"{record['val_elbo']:.2f}"
-                self.log(
-                    f"epoch {epoch}/{self.config.epochs}  train loss {record['train_loss']:.2f}  "
-                    f"val ELBO {val}  {record['images_per_s']:.0f} img/s"
-                )
-                self.epoch = epoch
-                if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs:
-                    self.save()
-                if self.config.plot_every and epoch % self.config.plot_every == 0:
-                    self.plot_snapshot()
+        self.lock.acquire()
+        try:
+            remove_temporaries(self.out_dir, (CHECKPOINT_NAME, METRICS_NAME))  # left by a killed writer
+            write_metrics(self.out_dir / METRICS_NAME, self.metrics)  # exactly the checkpoint's epochs
+            if self._pending_rng is not None:
+                set_rng_state(self._pending_rng)
+            # A scoped param store: nothing leaks in from (or out to) other models in this process.
+            with pyro.get_param_store().scope(), stop_requests() as stop, _no_pyro_nan_warnings():
+                for epoch in range(self.epoch + 1, self.config.epochs + 1):
+                    self._fit_epoch(epoch, stop)
+        finally:
+            self.lock.release()
         return self.metrics
+
+    def _fit_epoch(self, epoch: int, stop: StopRequest) -> None:
+        """Train, validate, checkpoint, record and draw one epoch; stop (saved) if a signal came."""
+        record = self.train_epoch(epoch, stop)
+        if record is None:  # a signal stopped training inside the epoch
+            self.save()
+            raise self._interrupted(stop, f"at epoch {epoch}, step {self._partial['step']}")
+        record["val_elbo"] = self.validation_elbo()
+        self.metrics.append(record)
+        self.epoch = epoch
+        val = "n/a" if record["val_elbo"] is None else f"{record['val_elbo']:.2f}"
+        self.log(
+            f"epoch {epoch}/{self.config.epochs}  train loss {record['train_loss']:.2f}  "
+            f"val ELBO {val}  {record['images_per_s']:.0f} img/s"
+        )
+        if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs or stop.signum:
+            self.save()  # the checkpoint first: the metrics never list an epoch it lacks
+        self._write(self.out_dir / METRICS_NAME, lambda: write_metrics(self.out_dir / METRICS_NAME, self.metrics))
+        if self.config.plot_every and epoch % self.config.plot_every == 0:
+            self.plot_snapshot()
+        if stop.signum and epoch < self.config.epochs:
+            raise self._interrupted(stop, f"after epoch {epoch}")
+
+    def _interrupted(self, stop: StopRequest, where: str) -> RunInterrupted:
+        path = self.checkpoint_path
+        return RunInterrupted(
+            f"stopped by {stop.name} {where}; saved {path}: continue with pyro-vae train --resume {path}", stop.signum
+        )
 
     def plot_snapshot(self) -> list[Path]:
         """Reconstructions of 32 fixed images (validation, else training) and 64 prior samples from fixed
@@ -240,42 +287,59 @@ class Trainer:
         return [plots.save_grid(recon, out / f"reconstructions_epoch{self.epoch:03d}.png"),
                 plots.save_grid(samples, out / f"samples_epoch{self.epoch:03d}.png")]  # fmt: skip
 
-    def train_epoch(self, epoch: int) -> dict:
-        """One pass over the training set (what ``pyro-vae train`` times as ``images_per_s``)."""
+    def train_epoch(self, epoch: int, stop: StopRequest | None = None) -> dict | None:
+        """One pass over the training set (what ``pyro-vae train`` times as ``images_per_s``); ``None`` when
+        ``stop`` was raised before the last step (the position is kept for :meth:`save` in ``_partial``)."""
         cfg = self.config
         seed = epoch_seed(cfg.seed, epoch)
-        pyro.set_rng_seed(seed)
+        partial, self._partial = self._partial, None
+        if partial is None or partial["epoch"] != epoch:
+            partial = {"step": 0, "loss_sum": 0.0, "seen": 0, "seconds": 0.0}
+            pyro.set_rng_seed(seed)  # (a resumed partial epoch continues from the checkpoint's RNG states)
         self.vae.train()
         lr = cfg.lr_at(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         n_train = self.data.images["train"].shape[0]
         steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-        total, seen, beta = 0.0, 0, cfg.beta
-        start = time.perf_counter()
+        total, seen, beta = partial["loss_sum"], partial["seen"], cfg.beta
+        start = time.perf_counter() - partial["seconds"]
         disable = None if self.progress is None else not self.progress  # None: only on a terminal
-        bar = tqdm(total=n_train, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False, disable=disable,
-                   mininterval=0.5)  # fmt: skip
+        bar = tqdm(total=n_train, initial=seen, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False,
+                   disable=disable, mininterval=0.5)  # fmt: skip
+        batches = self.data.train_batches(cfg.batch_size, seed, skip=partial["step"])
         with _gc_skips_older_objects(), bar:
-            for step, x in enumerate(self.data.train_batches(cfg.batch_size, seed)):
+            for step, x in enumerate(batches, start=partial["step"]):
                 beta = cfg.kl_weight((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
-                loss = self.svi.step(x, beta)  # the negative objective summed over the batch
-                if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss} at epoch {epoch}, step {step + 1}; try a lower --lr "
-                        f"(the last checkpoint, if any, is kept at {self.checkpoint_path})"
-                    )
-                total += loss
+                total += self._step(x, beta, epoch, step)  # the negative objective summed over the batch
                 seen += x.shape[0]
                 bar.update(x.shape[0])
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{total / seen:.2f}")
+                if stop is not None and stop.signum is not None and seen < n_train:
+                    self._partial = {"epoch": epoch, "step": step + 1, "loss_sum": total, "seen": seen,
+                                     "seconds": time.perf_counter() - start}  # fmt: skip
+                    return None
         seconds = time.perf_counter() - start
         if self.svi.jit_disabled_reason and not self._said_no_jit:
             self.log(f"training without the traced step: {self.svi.jit_disabled_reason}")
             self._said_no_jit = True
         return {"epoch": epoch, "train_loss": total / seen, "val_elbo": None, "beta": beta, "lr": lr,
                 "seconds": seconds, "images_per_s": seen / seconds}  # fmt: skip
+
+    def _step(self, x: torch.Tensor, beta: float, epoch: int, step: int) -> float:
+        """One SVI step; a non-finite loss or gradient stops the run before Adam applies it."""
+        try:
+            return self.svi.step(x, beta)
+        except TrainingError as exc:
+            bad = [name for name, p in self.vae.pyro_named_parameters().items()
+                   if p.grad is not None and not bool(p.grad.isfinite().all())]  # fmt: skip
+            self.optimizer.zero_grad(set_to_none=True)
+            where = f" (in {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" if bad else ""
+            kept = f"{self.checkpoint_path} is kept" if self.checkpoint_path.exists() else "no checkpoint was written"
+            raise TrainingError(
+                f"{exc}{where} at epoch {epoch}, step {step + 1}; try a lower --lr ({kept})"
+            ) from None
 
     def validation_elbo(self) -> float | None:
         val = self.data.images.get("val")
@@ -284,14 +348,23 @@ class Trainer:
         return evaluate(self.vae, val, iw_samples=0, seed=self.config.seed, latent_means=False).summary()["elbo"]
 
     def save(self) -> None:
-        save_checkpoint(
-            self.checkpoint_path,
-            {
-                "config": {"model": self.vae.config(), "data": plain(self.data.config), "train": plain(self.config)},
-                "model_state": self.vae.state_dict(),
-                "optim_state": self.optimizer.state_dict(),
-                "epoch": self.epoch,
-                "rng": rng_state(),
-                "metrics": self.metrics,
-            },
-        )
+        """Write the checkpoint atomically; on failure (a full disk) the previous one stays as it was."""
+        payload = {
+            "config": {"model": self.vae.config(), "data": plain(self.data.config), "train": plain(self.config)},
+            "model_state": self.vae.state_dict(),
+            "optim_state": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "rng": rng_state(),
+            "metrics": self.metrics,
+            "partial_epoch": self._partial,
+            "data_dir": str(self.data.root),
+        }
+        self._write(self.checkpoint_path, lambda: save_checkpoint(self.checkpoint_path, payload))
+
+    def _write(self, path: Path, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except OSError as exc:  # e.g. ENOSPC: the atomic write removed its temporary file
+            raise TrainingError(
+                f"could not write {path} ({exc.strerror or exc}); the file there (if any) is unchanged"
+            ) from None

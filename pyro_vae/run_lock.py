@@ -1,0 +1,66 @@
+"""One writer per run folder: an exclusive ``flock`` on ``OUT/.lock``.
+
+A training process takes the lock before it touches anything in its run folder and holds it until
+it is done. A second trainer pointed at the same folder (with ``--overwrite`` or ``--resume``) is
+refused with the first one's pid instead of interleaving its checkpoints and metrics with the first.
+The kernel releases a ``flock`` when the process that holds it dies, however it dies, so a killed
+run never leaves a stale lock behind; the file itself stays (removing it would race with a new taker).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+from .errors import RunInUseError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, runs are not locked
+    fcntl = None
+
+LOCK_NAME = ".lock"
+
+
+class RunFolderLock:
+    """The exclusive right to write in ``folder`` (created if missing); :class:`RunInUseError` if taken."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._file = None
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+    def acquire(self) -> RunFolderLock:
+        if self.held:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        f = open(self.folder / LOCK_NAME, "a+")
+        if fcntl is not None:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                pid = f.read(32).strip() or "unknown"
+                f.close()
+                raise RunInUseError(f"{self.folder} is in use by another run (pid {pid})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the flock
+            self._file = None
+
+    def __enter__(self) -> RunFolderLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
