@@ -97,7 +97,7 @@ class FastSVI:
             raise TrainingError(f"the loss became {loss}")
         grads = [p.grad for p in self._param_list if p.grad is not None]
         if grads and not bool(torch.stack([g.sum() for g in grads]).sum().isfinite()):
-            raise TrainingError(f"a gradient became NaN or infinite (the loss was {loss:.6g})")
+            raise TrainingError(f"a gradient became NaN or infinite (loss {loss:.6g})")
 
     def _check_parameters(self, *args, **kwargs) -> None:
         """Once, with validation as configured (on by default): every parameter is the optimizer's.

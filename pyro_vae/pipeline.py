@@ -54,12 +54,12 @@ def start_run(
     data_config.validate()
     net.validate()
     out_dir = Path(out_dir)
-    if (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
-        raise ConfigError(
-            f"{out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with --resume "
-            f"{out_dir / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"
-        )
     with _locked(out_dir) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
+        if (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
+            raise ConfigError(
+                f"{out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with --resume "
+                f"{out_dir / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"
+            )
         dev = resolve_device(device)
         data = VAEData(data_config, data_dir, dev, splits=("train", "val"))
         pyro.set_rng_seed(train_config.seed)  # the initial weights depend on the seed alone

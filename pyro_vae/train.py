@@ -335,7 +335,7 @@ class Trainer:
             bad = [name for name, p in self.vae.pyro_named_parameters().items()
                    if p.grad is not None and not bool(p.grad.isfinite().all())]  # fmt: skip
             self.optimizer.zero_grad(set_to_none=True)
-            where = f" (in {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" if bad else ""
+            where = f", in {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}," if bad else ""
             kept = f"{self.checkpoint_path} is kept" if self.checkpoint_path.exists() else "no checkpoint was written"
             raise TrainingError(
                 f"{exc}{where} at epoch {epoch}, step {step + 1}; try a lower --lr ({kept})"

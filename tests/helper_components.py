@@ -1,5 +1,7 @@
 """Components used by the tests, importable as ``helper_components`` (tests/ is on sys.path)."""
 
+import torch
+
 from pyro_vae import Bernoulli, StandardNormal
 from pyro_vae.guides import IAFGuide
 
@@ -24,3 +26,18 @@ class NoJacobianIAFGuide(IAFGuide):
     def rsample_with_log_q(self, params, eps):
         z, _ = super().rsample_with_log_q(params, eps)
         return z, self.base.rsample_with_log_q(params, eps)[1]
+
+
+class PoisonableBernoulli(Bernoulli):
+    """Fault injection: once ``poison`` is set, the logits get ``0 * sqrt(0 * params)`` added (value 0,
+    gradient NaN: a finite loss with a NaN gradient) or NaN itself (``poison = "loss"``). Train with
+    ``jit=False``: a trace would freeze the flag."""
+
+    poison = None
+
+    def forward(self, params):
+        if self.poison == "gradient":
+            params = params + 0 * torch.sqrt(0 * params)
+        elif self.poison == "loss":
+            params = params + float("nan")
+        return super().forward(params)
