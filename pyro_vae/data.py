@@ -11,6 +11,7 @@ The validation split is the *last* ``val_size`` images of the training set.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,10 +61,39 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("PYRO_VAE_DATA") or Path.home() / ".cache" / "pyro-vae" / "data")
 
 
+def check_idx_file(path: Path) -> None:
+    """Raise :class:`DataError` naming ``path`` unless it is a whole idx file of unsigned bytes: the magic
+    number ``00 00 08 ndim``, ``ndim`` big-endian sizes, then exactly their product in bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(4)
+        ndim = header[3] if len(header) == 4 and header[:3] == b"\x00\x00\x08" else 0
+        dims = f.read(4 * ndim)
+    if not 1 <= ndim <= 4 or len(dims) != 4 * ndim:
+        raise DataError(f"{path} is corrupt: not an idx file of bytes (delete it to download it again)")
+    expected = 4 + 4 * ndim + math.prod(int.from_bytes(dims[i : i + 4], "big") for i in range(0, 4 * ndim, 4))
+    if size != expected:
+        raise DataError(
+            f"{path} is corrupt: {size} bytes where its header promises {expected} (truncated or damaged; "
+            "delete it to download it again)"
+        )
+
+
+def _check_raw_files(dataset: str, root: Path, train: bool) -> None:
+    """The idx files torchvision will read for this split, if present, are whole (torchvision itself
+    reports a truncated file as a missing dataset)."""
+    prefix = "train" if train else "t10k"
+    for kind in ("images-idx3", "labels-idx1"):
+        path = root / DATASETS[dataset] / "raw" / f"{prefix}-{kind}-ubyte"
+        if path.is_file():
+            check_idx_file(path)
+
+
 def _read_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
     """Raw uint8 images ``(N, 28, 28)`` and labels, via torchvision."""
     import torchvision  # imported here: it is slow to import and only data loading needs it
 
+    _check_raw_files(dataset, root, train)
     cls = getattr(torchvision.datasets, DATASETS[dataset])
     try:
         ds = cls(str(root), train=train, download=download)
@@ -72,6 +102,11 @@ def _read_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[
         raise DataError(f"no {DATASETS[dataset]} dataset under {root}{hint}: {exc}") from None
     except OSError as exc:  # a failed download or unreadable file
         raise DataError(f"could not read or download {DATASETS[dataset]} into {root}: {exc}") from None
+    if ds.data.shape[0] != ds.targets.shape[0] or tuple(ds.data.shape[1:]) != (28, 28):
+        raise DataError(
+            f"{DATASETS[dataset]} under {root} is inconsistent: {tuple(ds.data.shape)} images but "
+            f"{ds.targets.shape[0]} labels in the {'train' if train else 't10k'} split (expected 28x28 images)"
+        )
     return ds.data, ds.targets
 
 

@@ -42,3 +42,44 @@ def test_fashion_mnist_loads(data_dir):
 def test_missing_dataset_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="no MNIST dataset under"):
         VAEData(DataConfig("mnist"), tmp_path, splits=("test",))
+
+
+def _copy_raw(data_dir, tmp_path):
+    """A torchvision root in ``tmp_path``: links to the real MNIST files, the test split's copied (to damage)."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in (data_dir / "MNIST" / "raw").glob("*-ubyte"):
+        if source.name.startswith("t10k"):
+            (raw / source.name).write_bytes(source.read_bytes())
+        else:
+            (raw / source.name).symlink_to(source.resolve())
+    return raw
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[:1000], "1000 bytes where its header promises 7840016"),
+    (lambda b: b + b"\x00", "7840017 bytes where its header promises 7840016"),
+    (lambda b: b"\x00\x00\x0d\x03" + b[4:], "not an idx file of bytes"),
+    (lambda b: b"", "not an idx file of bytes"),
+])  # fmt: skip
+def test_a_corrupt_idx_file_is_named(damage, message, data_dir, tmp_path):
+    raw = _copy_raw(data_dir, tmp_path)
+    images = raw / "t10k-images-idx3-ubyte"
+    images.write_bytes(damage(images.read_bytes()))
+    with pytest.raises(DataError, match=f"{images} is corrupt: {message}"):
+        VAEData(DataConfig("mnist"), tmp_path, splits=("test",))
+
+
+def test_images_and_labels_that_disagree_are_refused(data_dir, tmp_path):
+    labels = _copy_raw(data_dir, tmp_path) / "t10k-labels-idx1-ubyte"
+    body = labels.read_bytes()
+    labels.write_bytes(body[:4] + (9000).to_bytes(4, "big") + body[8 : 8 + 9000])  # a whole file of 9000 labels
+    with pytest.raises(DataError, match=r"inconsistent: \(10000, 28, 28\) images but 9000 labels"):
+        VAEData(DataConfig("mnist"), tmp_path, splits=("test",))
+
+
+def test_batches_from_a_step_on_are_the_tail_of_the_epoch(data_dir):
+    data = VAEData(DataConfig("mnist", "dynamic", val_size=100, train_limit=640), data_dir)
+    full = list(data.train_batches(64, seed=5))
+    tail = list(data.train_batches(64, seed=5, skip=3))
+    assert len(tail) == len(full) - 3 and all(torch.equal(a, b) for a, b in zip(full[3:], tail))
