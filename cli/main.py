@@ -16,15 +16,21 @@ import pyro
 from click.core import ParameterSource
 
 from pyro_vae.data import BINARIZATIONS, CLASS_NAMES, DATASETS, DataConfig
+from pyro_vae.devices import resolve_device
 from pyro_vae.errors import AgreementError, PyroVAEError, RunInterrupted
 from pyro_vae.guides import GUIDES, IAFGuide
 from pyro_vae.likelihoods import LIKELIHOODS, Gaussian, Laplace
+from pyro_vae.limits import check_vae_fits
 from pyro_vae.networks import ACTIVATIONS, NetConfig
 from pyro_vae.priors import FLOW_TRANSFORMS, PRIORS, FlowPrior, MixtureOfGaussians, VampPrior
 from pyro_vae.rebuild import trusted_module_names
 from pyro_vae.train import LR_SCHEDULES, OBJECTIVES, TrainConfig
+from pyro_vae.vae import VAE
 
 POSITIVE = click.IntRange(min=1)
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy, and so pyro.set_rng_seed, accepts
+MAX_FLOW_STEPS = 1000  # each step is a network of its own: more would take hours to build
+MAX_HIDDEN_LAYERS = 100
 
 
 def _module_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -55,6 +61,8 @@ class HiddenSizes(click.ParamType):
             self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
         if not sizes or min(sizes) < 1:
             self.fail(f"hidden sizes must be positive, got {value!r}", param, ctx)
+        if len(sizes) > MAX_HIDDEN_LAYERS:
+            self.fail(f"at most {MAX_HIDDEN_LAYERS} hidden layers, got {len(sizes)}", param, ctx)
         return sizes
 
 
@@ -128,7 +136,7 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress", "plot_
 @click.option("--prior", type=click.Choice(list(PRIORS)), default="standard-normal", show_default=True)
 @click.option("--prior-components", type=POSITIVE, default=None,
               help="mog: mixture components [default 10]; vamp: pseudo-inputs [default 500]")
-@click.option("--flow-steps", type=POSITIVE, default=2, show_default=True,
+@click.option("--flow-steps", type=click.IntRange(1, MAX_FLOW_STEPS), default=2, show_default=True,
               help="autoregressive transforms in --prior flow / --guide iaf")
 @click.option("--flow-transform", type=click.Choice(list(FLOW_TRANSFORMS)), default="affine", show_default=True,
               help="--prior flow: Pyro's affine or spline autoregressive transform")
@@ -160,7 +168,7 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress", "plot_
               help="ramp the KL weight linearly from --warmup-start to --beta over N epochs")
 @click.option("--warmup-start", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="KL weight the warm-up starts from")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="run folder for ckpt.pt and metrics.jsonl")
@@ -206,6 +214,7 @@ def train(ctx: click.Context, **opts) -> None:
             opts["adam_eps"], opts["jit"], opts["plot_every"],
         )  # fmt: skip
         train_config.validate()  # a bad combination fails before any data is read
+        check_vae_fits(lambda: VAE(net, *_components(opts)), resolve_device(opts["device"]), training=True)
         pyro.set_rng_seed(opts["seed"])  # mixture means, pseudo-inputs and flows start from the seed too
         prior, likelihood, guide = _components(opts)
         trainer = pipeline.start_run(
@@ -285,7 +294,7 @@ def _json_safe(value):
 @click.option("--iw-samples", type=click.IntRange(min=0), default=100, show_default=True,
               help="K of the importance-weighted bound (0 skips it; the IWAE paper uses 5000)")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -297,7 +306,8 @@ def elbo(**opts) -> None:
     from pyro_vae import pipeline
 
     as_json, by_class = opts.pop("as_json"), opts.pop("by_class")
-    result, info = pipeline.evaluate_checkpoint(opts.pop("checkpoint"), **opts)
+    result, info = pipeline.evaluate_checkpoint(opts.pop("checkpoint"), **opts,
+                                                log=lambda message: click.echo(message, err=True))  # fmt: skip
     summary = result.summary()
     rows = result.by_class() if by_class else None
     if as_json:
@@ -321,7 +331,7 @@ def elbo(**opts) -> None:
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--num-points", type=click.IntRange(min=16), default=5000, show_default=True,
               help="images in the latent scatter (the first N of the split)")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def plot(**opts) -> None:
     """Write PNGs: reconstructions, prior samples, latent scatter, manifold (z=2), interpolations, curves."""
@@ -352,27 +362,16 @@ def _output_file(path: str, suffixes: tuple[str, ...]) -> Path:
 @click.option("--out", required=True, help="samples.png (a grid) or samples.npy (an (n, 28, 28) float32 array)")
 @click.option("--pixels", type=click.Choice(["mean", "sample"]), default="mean", show_default=True,
               help="decoder mean E[x|z], or one draw x ~ p(x|z)")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def sample(**opts) -> None:
     """Draw z ~ p(z) and decode: a PNG grid or a NumPy array."""
-    import numpy as np
-
     from pyro_vae import pipeline
-    from pyro_vae.atomic import atomic_path
 
     out = _output_file(opts["out"], (".png", ".npy"))
-    images = pipeline.sample_checkpoint(opts["checkpoint"], opts["num_samples"], seed=opts["seed"],
-                                        pixels=opts["pixels"], device=opts["device"],
-                                        trust_modules=opts["trust_modules"])  # fmt: skip
-    if out.suffix.lower() == ".npy":
-        with atomic_path(out) as tmp:
-            np.save(tmp, images.squeeze(1).numpy().astype(np.float32))
-    else:
-        from pyro_vae.plots import save_grid, tile
-
-        save_grid(tile(images), out)
-    click.echo(f"wrote {len(images)} samples to {out}")
+    pipeline.write_samples(opts["checkpoint"], opts["num_samples"], out, seed=opts["seed"], pixels=opts["pixels"],
+                           device=opts["device"], trust_modules=opts["trust_modules"])  # fmt: skip
+    click.echo(f"wrote {opts['num_samples']} samples to {out}")
 
 
 @cli.command()
@@ -383,7 +382,7 @@ def sample(**opts) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="for guides whose moments are sampled (IAF)")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="for guides whose moments are sampled (IAF)")
 @click.option("--device", default="auto", show_default=True)
 def encode(**opts) -> None:
     """Posterior means and scales of q(z|x) for a split, with the labels, as an .npz file."""
@@ -406,6 +405,12 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _is_out_of_memory(exc: RuntimeError) -> bool:
+    """torch reports a failed allocation as ``torch.OutOfMemoryError`` (CUDA) or a RuntimeError (CPU)."""
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click group and turn input errors into one line and an exit code."""
     try:
@@ -424,6 +429,13 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), 1)
     except OSError as exc:
         _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+    except MemoryError:  # what the estimates of pyro_vae.limits did not foresee
+        _fail("out of memory; lower the sizes (--hidden, --latent-dim, --batch-size, --particles, -n)", 1)
+    except RuntimeError as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        _fail(f"out of memory ({str(exc).splitlines()[0][:160]}); lower the sizes (--hidden, --latent-dim, "
+              "--batch-size, --particles, -n)", 1)  # fmt: skip
     sys.exit(code if isinstance(code, int) else 0)
 
 

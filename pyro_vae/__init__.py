@@ -22,6 +22,7 @@ from .likelihoods import (  # noqa: E402
 from .networks import NetConfig  # noqa: E402
 from .pipeline import (  # noqa: E402
     encode_checkpoint, evaluate_checkpoint, load_model, plot_checkpoint, resume_run, sample_checkpoint, start_run,
+    write_samples,
 )  # fmt: skip
 from .priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal, VampPrior  # noqa: E402
 from .train import TrainConfig, Trainer  # noqa: E402
@@ -35,5 +36,5 @@ __all__ = [
     "analytic_elbo", "analytic_loss", "evaluate", "Evaluation", "iwae_bound", "log_weights",
     "posterior_moments", "active_units",
     "start_run", "resume_run", "load_model", "evaluate_checkpoint", "plot_checkpoint", "sample_checkpoint",
-    "encode_checkpoint",
+    "encode_checkpoint", "write_samples",
 ]  # fmt: skip

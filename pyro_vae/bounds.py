@@ -17,6 +17,7 @@ IWAE pass with the ELBO pass's seed, so with one particle each the two are the s
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .analytic import analytic_elbo
+from .analytic import AnalyticELBO, analytic_elbo
 from .errors import AgreementError
 from .latents import ACTIVE_UNIT_THRESHOLD, active_units, latent_variances, posterior_moments
 from .vae import VAE
@@ -51,8 +52,34 @@ def log_weights(vae: VAE, x: Tensor, num_particles: int = 1) -> Tensor:
 
 
 def iwae_chunk(batch_size: int, data_dim: int, k: int) -> int:
-    """Particles per pass of :func:`iwae_bound`: about ``_ELEMENTS_PER_CHUNK`` decoder outputs at once."""
+    """Particles per pass of :func:`iwae_bound` (and of :func:`elbo_per_image`): about
+    ``_ELEMENTS_PER_CHUNK`` decoder outputs at once, so memory does not grow with ``k``."""
     return max(1, min(k, _ELEMENTS_PER_CHUNK // max(1, batch_size * data_dim)))
+
+
+def _chunk_sizes(x: Tensor, k: int) -> list[int]:
+    chunk = iwae_chunk(x.shape[0], x.shape[-1], k)
+    return [min(chunk, k - start) for start in range(0, k, chunk)]
+
+
+def elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1) -> Tensor:
+    """The Pyro ELBO of each image, averaged over ``num_particles`` samples taken in chunks of
+    :func:`iwae_chunk` (one chunk, as for any usual particle count, is a single vectorised pass)."""
+    sizes = _chunk_sizes(x, num_particles)
+    if len(sizes) == 1:
+        return log_weights(vae, x, num_particles).mean(0)
+    return sum(log_weights(vae, x, m).sum(0) for m in sizes) / num_particles
+
+
+def analytic_elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1) -> AnalyticELBO:
+    """:func:`~pyro_vae.analytic.analytic_elbo` in the same chunks as :func:`elbo_per_image`, so that under
+    the same seed both see the same draws."""
+    sizes = _chunk_sizes(x, num_particles)
+    if len(sizes) == 1:
+        return analytic_elbo(vae, x, num_particles)
+    parts = [(m, analytic_elbo(vae, x, m)) for m in sizes]
+    mean = lambda field: sum(m * getattr(terms, field) for m, terms in parts) / num_particles  # noqa: E731
+    return AnalyticELBO(elbo=mean("elbo"), recon=mean("recon"), kl=mean("kl"), kl_method=parts[-1][1].kl_method)
 
 
 def iwae_bound(vae: VAE, x: Tensor, k: int, on_chunk: Callable[[int], None] | None = None) -> Tensor:
@@ -178,6 +205,36 @@ class Evaluation:
             )
 
 
+class _TimeLeft:
+    """Advances the progress bar and, after ``FIRST_LOOK`` seconds, says once through ``log`` how long
+    the rest will take if that is over ``WORTH_SAYING`` seconds (a bar may not be shown, e.g. in a log file)."""
+
+    FIRST_LOOK, WORTH_SAYING = 2.0, 60.0
+
+    def __init__(self, bar: tqdm, log: Callable[[str], None] | None, what: str) -> None:
+        self.bar, self.log, self.what = bar, log, what
+        self.start, self.done, self.said = time.perf_counter(), 0.0, log is None
+
+    def update(self, images: float) -> None:
+        self.bar.update(images)
+        self.done += images
+        elapsed = time.perf_counter() - self.start
+        if self.said or elapsed < self.FIRST_LOOK:
+            return
+        self.said = True
+        left = elapsed * (self.bar.total - self.done) / self.done
+        if left > self.WORTH_SAYING:
+            self.log(f"{self.what}: about {_duration(left)} left at this rate (Ctrl-C stops it; lower --iw-samples, "
+                     "--num-particles or --limit for a quicker estimate)")  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 @torch.no_grad()
 def evaluate(
     vae: VAE,
@@ -190,6 +247,7 @@ def evaluate(
     labels: Tensor | None = None,
     latent_means: bool = True,
     progress: bool | None = False,
+    log: Callable[[str], None] | None = None,
 ) -> Evaluation:
     r"""Evaluate ``vae`` on images ``x`` (on the model's device).
 
@@ -198,7 +256,8 @@ def evaluate(
     paired differences precise, and :math:`\mathrm{IWAE}_1` equals the one-particle ELBO exactly.
     ``iw_samples=0`` skips the importance-weighted bound; ``latent_means=False`` skips the posterior
     means (and so the active units). ``progress``: a progress bar in images
-    (``None``: only on a terminal), advanced after every IWAE chunk.
+    (``None``: only on a terminal), advanced after every IWAE chunk. ``log`` is told, once, how long
+    the evaluation will take when that is more than a minute (see :class:`_TimeLeft`).
     """
     was_training = vae.training
     vae.eval()
@@ -207,25 +266,26 @@ def evaluate(
     bar = tqdm(total=x.shape[0], desc=f"evaluating (K={iw_samples})" if iw_samples else "evaluating", unit="img",
                disable=None if progress is None else not progress, leave=False, mininterval=0.5,
                bar_format="{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]")  # fmt: skip
+    clock = _TimeLeft(bar, log, f"evaluating {x.shape[0]} images" + (f" with K={iw_samples}" if iw_samples else ""))
     try:
         with pyro.get_param_store().scope(), bar:  # keep evaluation out of the user's param store
             for i, start in enumerate(range(0, x.shape[0], batch_size)):
                 xb = x[start : start + batch_size]
                 batch_seed = seed * 1_000_003 + i
                 torch.manual_seed(batch_seed)
-                pyro_elbo.append(log_weights(vae, xb, num_particles).mean(0).cpu())
+                pyro_elbo.append(elbo_per_image(vae, xb, num_particles).cpu())
                 torch.manual_seed(batch_seed)
-                terms = analytic_elbo(vae, xb, num_particles)
+                terms = analytic_elbo_per_image(vae, xb, num_particles)
                 an_elbo.append(terms.elbo.cpu())
                 recon.append(terms.recon.cpu())
                 kl.append(terms.kl.cpu())
                 kl_method = terms.kl_method
                 if iw_samples > 0:
                     torch.manual_seed(batch_seed)
-                    advance = lambda m, n=xb.shape[0]: bar.update(n * m / iw_samples)  # noqa: E731
+                    advance = lambda m, n=xb.shape[0]: clock.update(n * m / iw_samples)  # noqa: E731
                     iwae.append(iwae_bound(vae, xb, iw_samples, on_chunk=advance).cpu())
                 else:
-                    bar.update(xb.shape[0])
+                    clock.update(xb.shape[0])
                 if latent_means:
                     torch.manual_seed(batch_seed + 500_000)  # Monte Carlo moments (IAF guides) draw their own
                     means.append(posterior_moments(vae, xb)[0].cpu())

@@ -22,12 +22,16 @@ from .errors import ConfigError
 from .bounds import Evaluation, evaluate, iwae_chunk
 from .guides import Guide
 from .latents import posterior_moments
+from .atomic import atomic_path
+from .limits import check_disk, check_fits, check_vae_fits, chunk_size
 from .likelihoods import Likelihood
-from .networks import NetConfig
+from .networks import DATA_DIM, IMAGE_SHAPE, NetConfig
 from .priors import Prior
 from .run_lock import RunFolderLock
 from .train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, Trainer, read_metrics
 from .vae import VAE
+
+SAMPLE_PIECE_BYTES = 1 << 28  # decoded at once by sample/write_samples (85,000 Bernoulli images)
 
 
 def start_run(
@@ -105,7 +109,9 @@ def resume_run(
         dev = resolve_device(device)
         data = VAEData(stored_config(ckpt, "data", DataConfig), recorded_data_dir(ckpt, data_dir), dev,
                        splits=("train", "val"))  # fmt: skip
-        vae = vae_from_config(ckpt["config"]["model"], trust_modules).to(dev)
+        model_config = ckpt["config"]["model"]
+        check_vae_fits(lambda: vae_from_config(model_config, trust_modules), dev, training=True)
+        vae = vae_from_config(model_config, trust_modules).to(dev)
         trainer = Trainer(vae, data, train_config, lock.folder, progress=progress, log=log, lock=lock)
         trainer.load_state(ckpt)
         return trainer
@@ -126,7 +132,9 @@ def load_model(
     """The trained model in ``checkpoint`` on ``device``, and the checkpoint itself. Components from
     modules other than ``pyro_vae`` are rebuilt only from ``trust_modules`` (see :mod:`pyro_vae.rebuild`)."""
     ckpt = load_checkpoint(checkpoint)
-    return vae_from_checkpoint(ckpt, resolve_device(device), trust_modules), ckpt
+    dev = resolve_device(device)
+    check_vae_fits(lambda: vae_from_config(ckpt["config"]["model"], trust_modules), dev)
+    return vae_from_checkpoint(ckpt, dev, trust_modules), ckpt
 
 
 def evaluate_checkpoint(
@@ -142,6 +150,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     progress: bool | None = False,
     trust_modules: Iterable[str] = (),
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Evaluation, dict]:
     """Bounds of a checkpoint's model on one split; returns the evaluation and descriptive fields
     (what was evaluated, the IWAE chunk size, the seconds taken and the peak memory)."""
@@ -154,7 +163,7 @@ def evaluate_checkpoint(
     reset_peak_memory(device_)
     start = time.perf_counter()
     result = evaluate(vae, x, num_particles=num_particles, iw_samples=iw_samples, batch_size=batch_size, seed=seed,
-                      labels=labels, progress=progress)  # fmt: skip
+                      labels=labels, progress=progress, log=log)  # fmt: skip
     seconds = time.perf_counter() - start
     peak_mib, peak_of = peak_memory_mib(device_)
     info = {
@@ -201,11 +210,56 @@ def sample_checkpoint(
     """``n`` images ``(n, 1, 28, 28)`` on the CPU from the checkpoint's model (see :func:`plots.sample_images`)."""
     if n < 1:
         raise ConfigError(f"the number of samples must be positive, got {n}")
-    from . import plots  # (torchvision is slow to import; only the picture commands need it)
+    check_fits(n * 4 * DATA_DIM, f"{n} samples", "lower -n", "cpu")
+    return torch.cat(list(_sample_chunks(checkpoint, n, seed, pixels, device, trust_modules)))
+
+
+def write_samples(
+    checkpoint: str | Path,
+    n: int,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    pixels: str = "mean",
+    device: str = "auto",
+    trust_modules: Iterable[str] = (),
+) -> Path:
+    """``n`` samples of the checkpoint's model written to ``out``: a ``.npy`` array ``(n, 28, 28)`` of float32,
+    filled piece by piece (so any ``n`` the disk holds works), or a ``.png`` grid (which must fit in memory).
+    Both are checked against the free disk or memory before anything is drawn; the file is written atomically."""
+    from . import plots
+
+    out = Path(out)
+    if n < 1:
+        raise ConfigError(f"the number of samples must be positive, got {n}")
+    if out.suffix.lower() == ".npy":
+        check_disk(n * 4 * DATA_DIM, out, f"{n} samples as .npy", "lower -n")
+    else:  # the images, make_grid's padded RGB float copy and the 8-bit picture
+        check_fits(n * (4 * DATA_DIM + 13 * (IMAGE_SHAPE[1] + 2) * (IMAGE_SHAPE[2] + 2)), f"a PNG grid of {n} samples",
+                   "lower -n, or write .npy", "cpu")  # fmt: skip
+    pieces = _sample_chunks(checkpoint, n, seed, pixels, device, trust_modules)
+    if out.suffix.lower() != ".npy":
+        return plots.save_grid(plots.tile(torch.cat(list(pieces))), out)
+    import numpy as np
+
+    with atomic_path(out) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *IMAGE_SHAPE[1:]))
+        done = 0
+        for piece in pieces:
+            array[done : done + len(piece)] = piece.squeeze(1).numpy()
+            done += len(piece)
+        array.flush()
+        del array  # close the memory map before the rename
+    return out
+
+
+def _sample_chunks(checkpoint, n: int, seed: int, pixels: str, device: str, trust_modules) -> Iterator[Tensor]:
+    from . import plots
 
     vae, _ = load_model(checkpoint, device, trust_modules)
     torch.manual_seed(seed)
-    return plots.sample_images(vae.eval(), n, pixels).cpu()
+    chunk = chunk_size(n, 4 * DATA_DIM * (1 + vae.likelihood.num_params), SAMPLE_PIECE_BYTES)
+    return plots.sample_chunks(vae.eval(), n, pixels, chunk)
 
 
 def encode_checkpoint(

@@ -11,6 +11,7 @@ and no pyplot global state). Every file is written atomically.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -42,6 +43,13 @@ def sample_images(vae: VAE, n: int, pixels: str = "mean") -> Tensor:
     if pixels == "sample":
         return vae.likelihood(vae.decoder(z)).sample().reshape(-1, *IMAGE_SHAPE)
     raise ConfigError(f"pixels must be 'mean' or 'sample', got {pixels!r}")
+
+
+def sample_chunks(vae: VAE, n: int, pixels: str = "mean", chunk: int = 4096) -> Iterator[Tensor]:
+    """:func:`sample_images` for ``n`` images, ``chunk`` at a time, each piece on the CPU (with one piece
+    the images are exactly :func:`sample_images`'s)."""
+    for start in range(0, n, chunk):
+        yield sample_images(vae, min(chunk, n - start), pixels).cpu()
 
 
 def tile(images: Tensor, per_row: int | None = None) -> Tensor:

@@ -52,6 +52,7 @@ from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, plain, rng_st
 from .data import VAEData
 from .errors import ConfigError, DataError, RunInterrupted, TrainingError
 from .fast_svi import FastSVI, make_adam
+from .limits import check_step_fits
 from .run_lock import RunFolderLock
 from .stopping import StopRequest, stop_requests
 from .vae import VAE
@@ -87,6 +88,8 @@ class TrainConfig:
             raise ConfigError(f"unknown objective {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
         if min(self.epochs, self.batch_size, self.checkpoint_every, self.particles) < 1:
             raise ConfigError("epochs, batch size, particles and checkpoint interval must be positive")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in 0..2**32-1, got {self.seed}")
         if self.plot_every < 0:
             raise ConfigError(f"plot_every must be >= 0 (0: no plots), got {self.plot_every}")
         if not self.lr > 0 or not self.adam_eps > 0:
@@ -176,7 +179,8 @@ def _no_pyro_nan_warnings() -> Iterator[None]:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
+    """The seed of ``epoch``'s draws; within the 32 bits ``pyro.set_rng_seed`` (numpy) accepts."""
+    return (seed * 100_003 + epoch) % 2**32
 
 
 class Trainer:
@@ -197,6 +201,9 @@ class Trainer:
         lock is taken here (or ``lock``, already taken, is adopted) and released when :meth:`fit` ends."""
         config.validate()
         vae.likelihood.check_data(data.observed("train"))
+        train_images = data.images["train"]
+        check_step_fits(vae, train_images.shape[-1], min(config.batch_size, train_images.shape[0]), config.particles,
+                        data.device)  # fmt: skip
         self.vae, self.data, self.config = vae, data, config
         self.out_dir = Path(out_dir)
         self.lock = (lock or RunFolderLock(self.out_dir)).acquire()
