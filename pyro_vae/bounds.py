@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyro
@@ -57,29 +57,43 @@ def iwae_chunk(batch_size: int, data_dim: int, k: int) -> int:
     return max(1, min(k, _ELEMENTS_PER_CHUNK // max(1, batch_size * data_dim)))
 
 
-def _chunk_sizes(x: Tensor, k: int) -> list[int]:
+OnChunk = Callable[[int], None] | None  # told the particles each chunk has done (for progress)
+
+
+def _done(value, on_chunk: OnChunk, particles: int):
+    if on_chunk is not None:
+        on_chunk(particles)
+    return value
+
+
+def _chunk_sizes(x: Tensor, k: int) -> Iterator[int]:
     chunk = iwae_chunk(x.shape[0], x.shape[-1], k)
-    return [min(chunk, k - start) for start in range(0, k, chunk)]
+    return (min(chunk, k - start) for start in range(0, k, chunk))
 
 
-def elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1) -> Tensor:
+def _one_chunk(x: Tensor, k: int) -> bool:
+    return iwae_chunk(x.shape[0], x.shape[-1], k) >= k
+
+
+def elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1, on_chunk: OnChunk = None) -> Tensor:
     """The Pyro ELBO of each image, averaged over ``num_particles`` samples taken in chunks of
     :func:`iwae_chunk` (one chunk, as for any usual particle count, is a single vectorised pass)."""
-    sizes = _chunk_sizes(x, num_particles)
-    if len(sizes) == 1:
-        return log_weights(vae, x, num_particles).mean(0)
-    return sum(log_weights(vae, x, m).sum(0) for m in sizes) / num_particles
+    if _one_chunk(x, num_particles):
+        return _done(log_weights(vae, x, num_particles).mean(0), on_chunk, num_particles)
+    total = sum(_done(log_weights(vae, x, m).sum(0), on_chunk, m) for m in _chunk_sizes(x, num_particles))
+    return total / num_particles
 
 
-def analytic_elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1) -> AnalyticELBO:
+def analytic_elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1, on_chunk: OnChunk = None) -> AnalyticELBO:
     """:func:`~pyro_vae.analytic.analytic_elbo` in the same chunks as :func:`elbo_per_image`, so that under
     the same seed both see the same draws."""
-    sizes = _chunk_sizes(x, num_particles)
-    if len(sizes) == 1:
-        return analytic_elbo(vae, x, num_particles)
-    parts = [(m, analytic_elbo(vae, x, m)) for m in sizes]
-    mean = lambda field: sum(m * getattr(terms, field) for m, terms in parts) / num_particles  # noqa: E731
-    return AnalyticELBO(elbo=mean("elbo"), recon=mean("recon"), kl=mean("kl"), kl_method=parts[-1][1].kl_method)
+    if _one_chunk(x, num_particles):
+        return _done(analytic_elbo(vae, x, num_particles), on_chunk, num_particles)
+    sums = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}
+    for m in _chunk_sizes(x, num_particles):  # running sums: memory does not grow with the particles
+        terms = _done(analytic_elbo(vae, x, m), on_chunk, m)
+        sums = {field: total + m * getattr(terms, field) for field, total in sums.items()}
+    return AnalyticELBO(**{field: total / num_particles for field, total in sums.items()}, kl_method=terms.kl_method)
 
 
 def iwae_bound(vae: VAE, x: Tensor, k: int, on_chunk: Callable[[int], None] | None = None) -> Tensor:
@@ -89,10 +103,8 @@ def iwae_bound(vae: VAE, x: Tensor, k: int, on_chunk: Callable[[int], None] | No
     for any ``k``; the chunks are combined exactly by a running log-sum-exp. ``on_chunk(m)`` is
     called after each chunk of ``m`` particles (for a progress bar).
     """
-    chunk = iwae_chunk(x.shape[0], x.shape[-1], k)
     total = None
-    for start in range(0, k, chunk):
-        m = min(chunk, k - start)
+    for m in _chunk_sizes(x, k):
         part = torch.logsumexp(log_weights(vae, x, m), dim=0)
         total = part if total is None else torch.logaddexp(total, part)
         if on_chunk is not None:
@@ -266,26 +278,26 @@ def evaluate(
     bar = tqdm(total=x.shape[0], desc=f"evaluating (K={iw_samples})" if iw_samples else "evaluating", unit="img",
                disable=None if progress is None else not progress, leave=False, mininterval=0.5,
                bar_format="{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]")  # fmt: skip
+    passes = 2 * num_particles + iw_samples
     clock = _TimeLeft(bar, log, f"evaluating {x.shape[0]} images" + (f" with K={iw_samples}" if iw_samples else ""))
     try:
         with pyro.get_param_store().scope(), bar:  # keep evaluation out of the user's param store
             for i, start in enumerate(range(0, x.shape[0], batch_size)):
                 xb = x[start : start + batch_size]
                 batch_seed = seed * 1_000_003 + i
+                # Progress in images: each particle pass over the batch is one share of its work.
+                advance = lambda m, n=xb.shape[0]: clock.update(n * m / passes)  # noqa: E731
                 torch.manual_seed(batch_seed)
-                pyro_elbo.append(elbo_per_image(vae, xb, num_particles).cpu())
+                pyro_elbo.append(elbo_per_image(vae, xb, num_particles, advance).cpu())
                 torch.manual_seed(batch_seed)
-                terms = analytic_elbo_per_image(vae, xb, num_particles)
+                terms = analytic_elbo_per_image(vae, xb, num_particles, advance)
                 an_elbo.append(terms.elbo.cpu())
                 recon.append(terms.recon.cpu())
                 kl.append(terms.kl.cpu())
                 kl_method = terms.kl_method
                 if iw_samples > 0:
                     torch.manual_seed(batch_seed)
-                    advance = lambda m, n=xb.shape[0]: clock.update(n * m / iw_samples)  # noqa: E731
                     iwae.append(iwae_bound(vae, xb, iw_samples, on_chunk=advance).cpu())
-                else:
-                    clock.update(xb.shape[0])
                 if latent_means:
                     torch.manual_seed(batch_seed + 500_000)  # Monte Carlo moments (IAF guides) draw their own
                     means.append(posterior_moments(vae, xb)[0].cpu())
