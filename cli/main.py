@@ -47,6 +47,19 @@ trust_module_option = click.option(
          "Without it only pyro_vae's classes are rebuilt and no other module is imported")  # fmt: skip
 
 
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite (click lets "nan" and "inf" through a FloatRange)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+POSITIVE_FLOAT = FiniteFloat(min=0, min_open=True)
+
+
 class HiddenSizes(click.ParamType):
     """``400`` or ``512,256``: hidden layer widths, each positive."""
 
@@ -130,7 +143,7 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress", "plot_
               help="validation images carved from the end of the training set")
 @click.option("--train-limit", type=POSITIVE, default=None, help="use only the first N training images")
 @click.option("--likelihood", type=click.Choice(list(LIKELIHOODS)), default="bernoulli", show_default=True)
-@click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+@click.option("--sigma", type=POSITIVE_FLOAT, default=0.1, show_default=True,
               help="gaussian/laplace likelihood: the fixed scale (or the initial one with --learn-sigma)")
 @click.option("--learn-sigma", is_flag=True, help="gaussian/laplace likelihood: learn one scale per pixel")
 @click.option("--prior", type=click.Choice(list(PRIORS)), default="standard-normal", show_default=True)
@@ -149,24 +162,24 @@ RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress", "plot_
 @click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="relu", show_default=True)
 @click.option("--epochs", type=POSITIVE, default=10, show_default=True, help="total epochs (also on --resume)")
 @click.option("--batch-size", type=POSITIVE, default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr", type=POSITIVE_FLOAT, default=1e-3, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
               help="iwae: Burda et al. 2016's, stage i=0..7 lasts 3^i epochs at lr*10^(-i/7) (3280 epochs)")
 @click.option("--jit/--no-jit", default=True, show_default=True,
               help="--objective trace: trace the ELBO once per batch shape and replay it (JitTrace_ELBO); "
                    "falls back to eager Pyro, with a note, if the model cannot be traced")
-@click.option("--adam-eps", type=click.FloatRange(min=0, min_open=True), default=1e-8, show_default=True,
+@click.option("--adam-eps", type=POSITIVE_FLOAT, default=1e-8, show_default=True,
               help="Adam's epsilon (the IWAE paper used 1e-4)")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="trace", show_default=True,
               help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (closed-form KL where one exists); "
                    "iwae: RenyiELBO(alpha=0), the IWAE bound with --particles samples")
 @click.option("--particles", type=POSITIVE, default=1, show_default=True,
               help="samples per image in the objective (vectorised)")
-@click.option("--beta", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--beta", type=POSITIVE_FLOAT, default=1.0, show_default=True,
               help="KL weight (beta-VAE); the target of the warm-up")
 @click.option("--warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="ramp the KL weight linearly from --warmup-start to --beta over N epochs")
-@click.option("--warmup-start", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--warmup-start", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="KL weight the warm-up starts from")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")

@@ -1,7 +1,8 @@
 """Train and evaluate a VAE with a custom prior and likelihood (see README, "Your own prior or likelihood").
 
     PYTHONPATH=examples python examples/train_custom.py --data-dir ../shared/data
-    PYTHONPATH=examples pyro-vae elbo --checkpoint runs/custom/ckpt.pt --data-dir ../shared/data
+    PYTHONPATH=examples pyro-vae elbo --checkpoint runs/custom/ckpt.pt --data-dir ../shared/data \
+        --trust-module my_components
 """
 
 import argparse

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import platform
 import random
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_path
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .networks import NetConfig
 from .rebuild import build, resolve
 from .vae import VAE
@@ -82,7 +83,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it refuses anyway; the error says why
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # arbitrary bytes can fail decoding in any way (KeyError, EOFError, ...)
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # torch's weights-only refusal is a long text; its "WeightsUnpickler error" line says why.
@@ -95,7 +98,27 @@ def load_checkpoint(path: str | Path) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in ckpt]
     if missing:
         raise CheckpointError(f"{path} is an incomplete checkpoint (missing {', '.join(missing)})")
+    _check_layout(ckpt, path)
     return ckpt
+
+
+def _check_layout(ckpt: dict, path: Path) -> None:
+    """The types the rest of the code relies on, so that a damaged or crafted file fails here, in one line."""
+    config = ckpt["config"]
+    problems = [
+        not (isinstance(config, dict) and all(isinstance(config.get(k), dict) for k in ("model", "data", "train"))),
+        not (isinstance(ckpt["model_state"], dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                           for k, v in ckpt["model_state"].items())),
+        not isinstance(ckpt["optim_state"], dict),
+        not (type(ckpt["epoch"]) is int and ckpt["epoch"] >= 0),
+        not isinstance(ckpt["rng"], dict),
+        not (isinstance(ckpt["metrics"], list) and all(isinstance(m, dict) for m in ckpt["metrics"])),
+        not isinstance(ckpt.get("partial_epoch") or {}, dict),
+    ]  # fmt: skip
+    names = ("config", "model_state", "optim_state", "epoch", "rng", "metrics", "partial_epoch")
+    bad = [name for name, problem in zip(names, problems) if problem]
+    if bad:
+        raise CheckpointError(f"{path} is a damaged checkpoint (malformed {', '.join(bad)})")
 
 
 def vae_from_config(model_config: dict, trust_modules: Iterable[str] = ()) -> VAE:
@@ -120,8 +143,12 @@ def stored_config(ckpt: dict, key: str, cls):
         fields = dict(ckpt["config"][key])
         if "elbo" in fields:  # version 0.1 called TrainConfig.objective "elbo"
             fields["objective"] = fields.pop("elbo")
-        return cls(**fields)
-    except (TypeError, KeyError) as exc:
+        config = cls(**fields)
+        config.validate()
+        return config
+    except ConfigError as exc:
+        raise CheckpointError(f"the checkpoint's {key} config is unusable: {exc}") from None
+    except (TypeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"the checkpoint's {key} config is unusable: {type(exc).__name__}: {exc}") from None
 
 

@@ -50,7 +50,7 @@ from .atomic import atomic_path, remove_temporaries
 from .bounds import evaluate
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, plain, rng_state, save_checkpoint, set_rng_state
 from .data import VAEData
-from .errors import ConfigError, DataError, RunInterrupted, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingError
 from .fast_svi import FastSVI, make_adam
 from .limits import check_step_fits
 from .run_lock import RunFolderLock
@@ -92,6 +92,8 @@ class TrainConfig:
             raise ConfigError(f"seed must be in 0..2**32-1, got {self.seed}")
         if self.plot_every < 0:
             raise ConfigError(f"plot_every must be >= 0 (0: no plots), got {self.plot_every}")
+        if not all(math.isfinite(v) for v in (self.lr, self.adam_eps, self.beta, self.warmup_start)):
+            raise ConfigError("learning rate, Adam epsilon, beta and warm-up start must be finite numbers")
         if not self.lr > 0 or not self.adam_eps > 0:
             raise ConfigError(f"learning rate and Adam epsilon must be positive, got {self.lr} and {self.adam_eps}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -223,11 +225,26 @@ class Trainer:
 
     def load_state(self, ckpt: dict) -> None:
         """Continue from a checkpoint's weights, optimiser state, epoch, metrics and RNG states."""
-        self.vae.load_state_dict(ckpt["model_state"])
-        optim_state = ckpt["optim_state"]
-        if is_pyro_optim_state(optim_state):  # a version-0.1 checkpoint
-            optim_state = adam_state_from_pyro(optim_state, self.vae, self.optimizer)
-        self.optimizer.load_state_dict(optim_state)
+        try:
+            self.vae.load_state_dict(ckpt["model_state"])
+            optim_state = ckpt["optim_state"]
+            if is_pyro_optim_state(optim_state):  # a version-0.1 checkpoint
+                optim_state = adam_state_from_pyro(optim_state, self.vae, self.optimizer)
+            self.optimizer.load_state_dict(optim_state)
+            rng = rng_state()
+            set_rng_state(ckpt["rng"])  # (tried here, so that a damaged state fails before training)
+            set_rng_state(rng)
+            partial = ckpt.get("partial_epoch")
+            if partial is not None and not (
+                set(partial) == {"epoch", "step", "loss_sum", "seen", "seconds"}
+                and partial["epoch"] == ckpt["epoch"] + 1
+                and all(isinstance(partial[k], int) and partial[k] > 0 for k in ("step", "seen"))
+                and all(isinstance(partial[k], float) for k in ("loss_sum", "seconds"))
+            ):
+                raise ValueError(f"malformed partial_epoch {str(partial)[:100]}")
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise CheckpointError(f"the checkpoint's training state is unusable: {type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200]}") from None  # fmt: skip
         self.epoch = ckpt["epoch"]
         self.metrics = list(ckpt["metrics"])
         self._pending_rng = ckpt["rng"]

@@ -128,8 +128,11 @@ def test_progress_bar_follows_the_chunks(trained, capsys, monkeypatch):
     monkeypatch.setattr(bounds, "_ELEMENTS_PER_CHUNK", 4 * 60 * 784)  # 4 particles per chunk
     evaluate(trained.vae, trained.data.images["val"][:100], iw_samples=10, batch_size=60, progress=True)
     assert "evaluating (K=10)" in capsys.readouterr().err
-    # 60 images: chunks of 4, 4, 2 particles; the last 40 images: 6 and 4 (the same memory per chunk)
-    assert updates == pytest.approx([24, 24, 12, 24, 16])
+    # Each batch's images are shared over its 12 particle passes (1 Pyro ELBO, 1 analytic, 10 IWAE).
+    # 60 images: the two ELBO passes, then IWAE chunks of 4, 4, 2 particles; the last 40 images: 6 and 4
+    # (the same memory per chunk).
+    assert updates == pytest.approx([5, 5, 20, 20, 10, 40 / 12, 40 / 12, 20, 40 / 3])
+    assert sum(updates) == pytest.approx(100)
 
 
 def test_elbo_cli_states_what_was_evaluated(trained, data_dir, capsys):
