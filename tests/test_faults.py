@@ -175,11 +175,13 @@ KILL_RUN = ["--train-limit", "1000", "--val-size", "200", "--hidden", "32", "--l
             "100", "--epochs", "40", "--seed", "3", "--no-progress"]  # fmt: skip
 
 
-def _wait_then_kill(proc, run: Path, mode: str, rng: random.Random) -> str:
+def _wait_then_kill(proc, run: Path, mode: str, rng: random.Random, stale: set) -> str:
     """Kill ``proc`` with SIGKILL: at a random moment from its start ("early"), a random moment after its
-    next checkpoint ("later"), or as soon as a checkpoint write is under way ("save")."""
+    next checkpoint ("later"), or as soon as a checkpoint write is under way ("save"). Returns "save"
+    whenever the kill landed inside a write (a temporary file of this process's exists)."""
     deadline = time.monotonic() + 120
     ckpt = run / "ckpt.pt"
+    writing = lambda: set(run.glob(".ckpt.*.tmp.pt")) - stale  # noqa: E731 (a killed writer's are stale)
     if mode == "early":
         time.sleep(rng.uniform(0.0, 4.0))
     elif mode == "later":
@@ -190,9 +192,9 @@ def _wait_then_kill(proc, run: Path, mode: str, rng: random.Random) -> str:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.15))
     else:
-        while proc.poll() is None and time.monotonic() < deadline and not list(run.glob(".ckpt.*.tmp.pt")):
+        while proc.poll() is None and time.monotonic() < deadline and not writing():
             time.sleep(0.0005)
-    in_save = bool(list(run.glob(".ckpt.*.tmp.pt")))
+    in_save = bool(writing())
     proc.kill()
     proc.wait()
     return "save" if in_save else mode
@@ -208,12 +210,15 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     while len(kills) < len(modes):
         resume = (run / "ckpt.pt").exists()
         args = ["--resume", run / "ckpt.pt"] if resume else ["--out", run, *KILL_RUN]
+        stale = set(run.glob(".ckpt.*.tmp.pt"))
         proc = subprocess.Popen([SCRIPT, "train", "--data-dir", data_dir, *args], stderr=subprocess.DEVNULL)
-        kills.append(_wait_then_kill(proc, run, modes[len(kills)], rng))
+        kills.append(_wait_then_kill(proc, run, modes[len(kills)], rng, stale))
         assert proc.returncode != 0, f"the run finished before kill {len(kills)}; make it longer"
         if (run / "ckpt.pt").exists():  # the file on disk is always a whole checkpoint, and the metrics agree
             epoch = torch.load(run / "ckpt.pt", weights_only=True)["epoch"]
             assert _epochs(run)[:epoch] == list(range(1, epoch + 1))
+    print(f"\nkill test: {len(kills)} SIGKILLs, {kills.count('save')} inside a checkpoint write, "
+          f"{kills.count('early')} from start, {kills.count('later')} after a checkpoint")
     assert kills.count("save") >= 4, kills  # killed inside a checkpoint write
     args = ["--resume", run / "ckpt.pt"] if (run / "ckpt.pt").exists() else ["--out", run, *KILL_RUN]
     final = subprocess.run([SCRIPT, "train", "--data-dir", data_dir, *args], capture_output=True, text=True,
