@@ -1,7 +1,8 @@
 """``pyro-vae``: the command line, a thin shell over :mod:`pyro_vae.pipeline`.
 
 Every error caused by input ends as one line on stderr and a non-zero exit: 2 for a bad option,
-1 for a bad file/dataset/combination, 3 when the Pyro and analytic ELBOs disagree, 130 on Ctrl-C.
+1 for a bad file/dataset/combination or a size that cannot fit, 3 when the Pyro and analytic ELBOs
+disagree, 130 on Ctrl-C and 143 on SIGTERM (training saves a checkpoint first).
 """
 
 from __future__ import annotations

@@ -228,3 +228,18 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
                          torch.load(run / "ckpt.pt", weights_only=True)["model_state"])  # fmt: skip
     assert _epochs(run) == list(range(1, 41))
     assert sorted(p.name for p in run.iterdir()) == [".lock", "ckpt.pt", "metrics.jsonl"]
+
+
+def test_resume_finds_the_recorded_data_folder(tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data-dir", data_dir, "--out", run, "--train-limit", "300", "--val-size", "100",
+                            "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--no-progress"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert torch.load(run / "ckpt.pt", weights_only=True)["data_dir"] == str(Path(data_dir).resolve())
+    code, _, err = run_cli(["train", "--resume", run / "ckpt.pt", "--epochs", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    assert _epochs(run) == [1, 2]
+    code, out, err = run_cli(["elbo", "--checkpoint", run / "ckpt.pt", "--limit", "20", "--iw-samples", "0", "--json"],
+                             capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["n"] == 20
