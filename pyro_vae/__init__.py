@@ -5,7 +5,9 @@ guide families q(z|x) in :mod:`pyro_vae.guides`,
 encoder/decoder networks in :mod:`pyro_vae.networks`, the model/guide in :mod:`pyro_vae.vae`,
 the hand-written analytic-KL ELBO in :mod:`pyro_vae.analytic`, bounds and evaluation in :mod:`pyro_vae.bounds`,
 posterior means and active units in :mod:`pyro_vae.latents`, pictures in :mod:`pyro_vae.plots`,
-the SVI loop in :mod:`pyro_vae.train`, checkpoints in :mod:`pyro_vae.checkpoint`.
+the SVI loop in :mod:`pyro_vae.train`, checkpoints in :mod:`pyro_vae.checkpoint` (rebuilt, trusting only
+the modules you name, by :mod:`pyro_vae.rebuild`), size checks before allocation in :mod:`pyro_vae.limits`,
+the run folder's lock in :mod:`pyro_vae.run_lock`, clean stops on SIGINT/SIGTERM in :mod:`pyro_vae.stopping`.
 """
 
 __version__ = "0.1.0"
