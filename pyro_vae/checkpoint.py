@@ -33,7 +33,7 @@ from . import __version__
 from .atomic import atomic_path
 from .errors import CheckpointError, ConfigError
 from .networks import NetConfig
-from .rebuild import build, resolve
+from .rebuild import build_all
 from .vae import VAE
 
 FORMAT = "pyro-vae-checkpoint"
@@ -127,12 +127,10 @@ def vae_from_config(model_config: dict, trust_modules: Iterable[str] = ()) -> VA
     try:
         net = NetConfig(**{**model_config["net"], "hidden": tuple(model_config["net"]["hidden"])})
         # Checkpoints written before guide families existed used the diagonal Gaussian.
-        specs = [model_config["prior"], model_config["likelihood"], model_config.get("guide")]
-        for component_spec in specs:  # every target is checked before any is imported or called
-            if component_spec is not None:
-                resolve(component_spec.get("target") if isinstance(component_spec, dict) else None, trust_modules)
-        prior, likelihood, guide = (None if s is None else build(s, trust_modules) for s in specs)
-        return VAE(net, prior, likelihood, guide)
+        specs = [model_config["prior"], model_config["likelihood"]]
+        if "guide" in model_config:
+            specs.append(model_config["guide"])
+        return VAE(net, *build_all(specs, trust_modules))
     except (TypeError, KeyError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"the stored config cannot rebuild the model: {type(exc).__name__}: {exc}") from None
 

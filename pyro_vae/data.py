@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError, DataError
+from .networks import IMAGE_SHAPE
 
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 BINARIZATIONS = ("none", "dynamic", "static")
@@ -102,10 +103,11 @@ def _read_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[
         raise DataError(f"no {DATASETS[dataset]} dataset under {root}{hint}: {exc}") from None
     except OSError as exc:  # a failed download or unreadable file
         raise DataError(f"could not read or download {DATASETS[dataset]} into {root}: {exc}") from None
-    if ds.data.shape[0] != ds.targets.shape[0] or tuple(ds.data.shape[1:]) != (28, 28):
+    if ds.data.shape[0] != ds.targets.shape[0] or tuple(ds.data.shape[1:]) != IMAGE_SHAPE[1:]:
         raise DataError(
             f"{DATASETS[dataset]} under {root} is inconsistent: {tuple(ds.data.shape)} images but "
-            f"{ds.targets.shape[0]} labels in the {'train' if train else 't10k'} split (expected 28x28 images)"
+            f"{ds.targets.shape[0]} labels in the {'train' if train else 't10k'} split "
+            f"(expected images of {IMAGE_SHAPE[1]}x{IMAGE_SHAPE[2]})"
         )
     return ds.data, ds.targets
 

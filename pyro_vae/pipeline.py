@@ -208,8 +208,6 @@ def sample_checkpoint(
     trust_modules: Iterable[str] = (),
 ) -> Tensor:
     """``n`` images ``(n, 1, 28, 28)`` on the CPU from the checkpoint's model (see :func:`plots.sample_images`)."""
-    if n < 1:
-        raise ConfigError(f"the number of samples must be positive, got {n}")
     check_fits(n * 4 * DATA_DIM, f"{n} samples", "lower -n", "cpu")
     return torch.cat(list(_sample_chunks(checkpoint, n, seed, pixels, device, trust_modules)))
 
@@ -230,8 +228,6 @@ def write_samples(
     from . import plots
 
     out = Path(out)
-    if n < 1:
-        raise ConfigError(f"the number of samples must be positive, got {n}")
     if out.suffix.lower() == ".npy":
         check_disk(n * 4 * DATA_DIM, out, f"{n} samples as .npy", "lower -n")
     else:  # the images, make_grid's padded RGB float copy and the 8-bit picture
@@ -256,6 +252,8 @@ def write_samples(
 def _sample_chunks(checkpoint, n: int, seed: int, pixels: str, device: str, trust_modules) -> Iterator[Tensor]:
     from . import plots
 
+    if n < 1:
+        raise ConfigError(f"the number of samples must be positive, got {n}")
     vae, _ = load_model(checkpoint, device, trust_modules)
     torch.manual_seed(seed)
     chunk = chunk_size(n, 4 * DATA_DIM * (1 + vae.likelihood.num_params), SAMPLE_PIECE_BYTES)

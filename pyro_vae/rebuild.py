@@ -87,18 +87,34 @@ def resolve(target: Any, trust_modules: Iterable[str] = ()) -> type:
 
 def build(component_spec: Any, trust_modules: Iterable[str] = ()) -> Any:
     """The component ``component_spec`` describes (rules 1-4 of the module docstring), untrained."""
+    return build_all([component_spec], trust_modules)[0]
+
+
+def build_all(component_specs: list, trust_modules: Iterable[str] = ()) -> list:
+    """The components ``component_specs`` describe, untrained: every spec passes rules 1-4 before any
+    class is called, so one bad target stops the lot with nothing run."""
+    checked = [_checked(spec, trust_modules) for spec in component_specs]
+    built = []
+    for cls, target, args, kwargs in checked:
+        try:
+            built.append(cls(*args, **kwargs))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"cannot rebuild {target} from its arguments: {exc}") from None
+    return built
+
+
+def _checked(component_spec: Any, trust_modules: Iterable[str]) -> tuple[type, str, list, dict]:
+    """Rules 1-4 for one spec: its class (imported only if trusted), target and plain-data arguments."""
     if not isinstance(component_spec, dict) or "target" not in component_spec:
         raise CheckpointError(f"a component spec must be a dict with a 'target', got {str(component_spec)[:80]}")
-    cls = resolve(component_spec["target"], trust_modules)
+    target = component_spec["target"]
+    cls = resolve(target, trust_modules)
     args, kwargs = component_spec.get("args", []), component_spec.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise CheckpointError(f"{component_spec['target']}: args must be a list and kwargs a dict")
+        raise CheckpointError(f"{target}: args must be a list and kwargs a dict")
     try:
-        check_plain(args, component_spec["target"])
-        check_plain(kwargs, component_spec["target"])
+        check_plain(args, target)
+        check_plain(kwargs, target)
     except (ConfigError, RecursionError) as exc:
-        raise CheckpointError(str(exc) or f"{component_spec['target']}: arguments nested too deeply") from None
-    try:
-        return cls(*args, **kwargs)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"cannot rebuild {component_spec['target']} from its arguments: {exc}") from None
+        raise CheckpointError(str(exc) or f"{target}: arguments nested too deeply") from None
+    return cls, target, args, kwargs
