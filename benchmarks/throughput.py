@@ -45,7 +45,7 @@ from pyro.infer import SVI, Trace_ELBO
 from torch.utils.flop_counter import FlopCounterMode
 
 from pyro_vae import Bernoulli, DataConfig, NetConfig, StandardNormal, TrainConfig, Trainer, VAE, VAEData
-from pyro_vae.train import epoch_seed
+from pyro_vae.training.trainer import epoch_seed
 
 LOOPS = ("plain", "stock-pyro", "pyro-vae")
 FULL_EPOCH = 60_000  # images in an MNIST training epoch: epoch times are quoted for this many

@@ -16,17 +16,17 @@ import click
 import pyro
 from click.core import ParameterSource
 
-from pyro_vae.data import BINARIZATIONS, CLASS_NAMES, DATASETS, DataConfig
-from pyro_vae.devices import resolve_device
+from pyro_vae.data.mnist import BINARIZATIONS, CLASS_NAMES, DATASETS, DataConfig
+from pyro_vae.runtime.devices import resolve_device
 from pyro_vae.errors import AgreementError, PyroVAEError, RunInterrupted
-from pyro_vae.guides import GUIDES, IAFGuide
-from pyro_vae.likelihoods import LIKELIHOODS, Gaussian, Laplace
-from pyro_vae.limits import check_vae_fits
-from pyro_vae.networks import ACTIVATIONS, NetConfig
-from pyro_vae.priors import FLOW_TRANSFORMS, PRIORS, FlowPrior, MixtureOfGaussians, VampPrior
-from pyro_vae.rebuild import trusted_module_names
-from pyro_vae.train import LR_SCHEDULES, OBJECTIVES, TrainConfig
-from pyro_vae.vae import VAE
+from pyro_vae.model.guides import GUIDES, IAFGuide
+from pyro_vae.model.likelihoods import LIKELIHOODS, Gaussian, Laplace
+from pyro_vae.runtime.limits import check_vae_fits
+from pyro_vae.model.networks import ACTIVATIONS, NetConfig
+from pyro_vae.model.priors import FLOW_TRANSFORMS, PRIORS, FlowPrior, MixtureOfGaussians, VampPrior
+from pyro_vae.model.rebuild import trusted_module_names
+from pyro_vae.training.trainer import LR_SCHEDULES, OBJECTIVES, TrainConfig
+from pyro_vae.model.vae import VAE
 
 POSITIVE = click.IntRange(min=1)
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy, and so pyro.set_rng_seed, accepts
@@ -403,7 +403,7 @@ def encode(**opts) -> None:
     import numpy as np
 
     from pyro_vae import pipeline
-    from pyro_vae.atomic import atomic_path
+    from pyro_vae.runtime.atomic import atomic_path
 
     out = _output_file(opts.pop("out"), (".npz",))
     latents = pipeline.encode_checkpoint(opts.pop("checkpoint"), **opts)
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), 1)
     except OSError as exc:
         _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
-    except MemoryError:  # what the estimates of pyro_vae.limits did not foresee
+    except MemoryError:  # what the estimates of pyro_vae.runtime.limits did not foresee
         _fail("out of memory; lower the sizes (--hidden, --latent-dim, --batch-size, --particles, -n)", 1)
     except RuntimeError as exc:
         if not _is_out_of_memory(exc):

@@ -10,25 +10,25 @@ the modules you name, by :mod:`pyro_vae.rebuild`), size checks before allocation
 the run folder's lock in :mod:`pyro_vae.run_lock`, clean stops on SIGINT/SIGTERM in :mod:`pyro_vae.stopping`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .analytic import analytic_elbo, analytic_loss  # noqa: E402
-from .data import DataConfig, VAEData  # noqa: E402
-from .fast_svi import FastSVI, make_adam  # noqa: E402
-from .bounds import Evaluation, evaluate, iwae_bound, log_weights  # noqa: E402
-from .latents import active_units, posterior_moments  # noqa: E402
-from .guides import DiagonalGaussianGuide, FullCovGaussianGuide, Guide, IAFGuide  # noqa: E402
-from .likelihoods import (  # noqa: E402
+from .inference.analytic import analytic_elbo, analytic_loss  # noqa: E402
+from .data.mnist import DataConfig, VAEData  # noqa: E402
+from .inference.fast_svi import FastSVI, make_adam  # noqa: E402
+from .inference.bounds import Evaluation, evaluate, iwae_bound, log_weights  # noqa: E402
+from .inference.latents import active_units, posterior_moments  # noqa: E402
+from .model.guides import DiagonalGaussianGuide, FullCovGaussianGuide, Guide, IAFGuide  # noqa: E402
+from .model.likelihoods import (  # noqa: E402
     Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace, Likelihood,
 )  # fmt: skip
-from .networks import NetConfig  # noqa: E402
+from .model.networks import NetConfig  # noqa: E402
 from .pipeline import (  # noqa: E402
     encode_checkpoint, evaluate_checkpoint, load_model, plot_checkpoint, resume_run, sample_checkpoint, start_run,
     write_samples,
 )  # fmt: skip
-from .priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal, VampPrior  # noqa: E402
-from .train import TrainConfig, Trainer  # noqa: E402
-from .vae import VAE  # noqa: E402
+from .model.priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal, VampPrior  # noqa: E402
+from .training.trainer import TrainConfig, Trainer  # noqa: E402
+from .model.vae import VAE  # noqa: E402
 
 __all__ = [
     "VAE", "NetConfig", "DataConfig", "VAEData", "TrainConfig", "Trainer", "FastSVI", "make_adam",

@@ -15,21 +15,21 @@ import pyro
 import torch
 from torch import Tensor
 
-from .checkpoint import load_checkpoint, stored_config, vae_from_checkpoint, vae_from_config
-from .data import CLASS_NAMES, DATASETS, DataConfig, VAEData
-from .devices import peak_memory_mib, reset_peak_memory, resolve_device
+from .training.checkpoint import load_checkpoint, stored_config, vae_from_checkpoint, vae_from_config
+from .data.mnist import CLASS_NAMES, DATASETS, DataConfig, VAEData
+from .runtime.devices import peak_memory_mib, reset_peak_memory, resolve_device
 from .errors import ConfigError
-from .bounds import Evaluation, evaluate, iwae_chunk
-from .guides import Guide
-from .latents import posterior_moments
-from .atomic import atomic_path
-from .limits import check_disk, check_fits, check_vae_fits, chunk_size
-from .likelihoods import Likelihood
-from .networks import DATA_DIM, IMAGE_SHAPE, NetConfig
-from .priors import Prior
-from .run_lock import RunFolderLock
-from .train import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, Trainer, read_metrics
-from .vae import VAE
+from .inference.bounds import Evaluation, evaluate, iwae_chunk
+from .model.guides import Guide
+from .inference.latents import posterior_moments
+from .runtime.atomic import atomic_path
+from .runtime.limits import check_disk, check_fits, check_vae_fits, chunk_size
+from .model.likelihoods import Likelihood
+from .model.networks import DATA_DIM, IMAGE_SHAPE, NetConfig
+from .model.priors import Prior
+from .training.run_lock import RunFolderLock
+from .training.trainer import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, Trainer, read_metrics
+from .model.vae import VAE
 
 SAMPLE_PIECE_BYTES = 1 << 28  # decoded at once by sample/write_samples (85,000 Bernoulli images)
 

@@ -18,11 +18,11 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from .atomic import atomic_path
+from .runtime.atomic import atomic_path
 from .errors import ConfigError
-from .latents import posterior_moments
-from .networks import IMAGE_SHAPE
-from .vae import VAE
+from .inference.latents import posterior_moments
+from .model.networks import IMAGE_SHAPE
+from .model.vae import VAE
 
 PAD_VALUE = 0.5  # grey lines between tiles: visible against black backgrounds and white strokes
 

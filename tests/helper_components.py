@@ -3,7 +3,7 @@
 import torch
 
 from pyro_vae import Bernoulli, StandardNormal
-from pyro_vae.guides import IAFGuide
+from pyro_vae.model.guides import IAFGuide
 
 
 class WrongKLPrior(StandardNormal):

@@ -9,8 +9,8 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from conftest import small_run
 from pyro_vae import VAE, Bernoulli, ContinuousBernoulli, Gaussian, NetConfig, StandardNormal, analytic_loss, evaluate
 from pyro_vae.errors import AgreementError
-from pyro_vae.likelihoods import Beta, DiscretizedLogistic, Laplace
-from pyro_vae.bounds import iwae_bound, log_weights
+from pyro_vae.model.likelihoods import Beta, DiscretizedLogistic, Laplace
+from pyro_vae.inference.bounds import iwae_bound, log_weights
 
 LIKELIHOODS = {
     "bernoulli": (Bernoulli, {}, "dynamic"),
@@ -66,7 +66,7 @@ def test_iwae_bound_is_the_same_in_particle_chunks(test_images, monkeypatch):
     vae = _vae("bernoulli")
     torch.manual_seed(0)
     whole = iwae_bound(vae, x, 50)
-    monkeypatch.setattr("pyro_vae.bounds._ELEMENTS_PER_CHUNK", 16 * 784 * 7)  # 7 particles per chunk
+    monkeypatch.setattr("pyro_vae.inference.bounds._ELEMENTS_PER_CHUNK", 16 * 784 * 7)  # 7 particles per chunk
     torch.manual_seed(0)
     chunked = iwae_bound(vae, x, 50)
     assert chunked.shape == whole.shape == (16,)

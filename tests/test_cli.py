@@ -10,8 +10,8 @@ import pytest
 import torch
 from helper_components import WrongKLPrior
 
-from cli.main import main
-from pyro_vae.checkpoint import vae_from_config
+from pyro_vae.cli.main import main
+from pyro_vae.training.checkpoint import vae_from_config
 from conftest import small_run
 
 TINY = ["--train-limit", "500", "--val-size", "200", "--hidden", "32", "--latent-dim", "4", "--batch-size", "100",
@@ -245,7 +245,7 @@ def test_checkpoint_from_version_0_1_still_loads(cli_run, tmp_path, data_dir, ca
     code, out, err = run_cli(["elbo", "--checkpoint", tmp_path / "old.pt", "--data-dir", data_dir, "--limit", "100",
                               "--iw-samples", "0", "--json"], capsys)  # fmt: skip
     assert code == 0, err
-    assert json.loads(out)["guide"] == "pyro_vae.guides:DiagonalGaussianGuide"
+    assert json.loads(out)["guide"] == "pyro_vae.model.guides:DiagonalGaussianGuide"
     code, _, err = run_cli(["train", "--resume", tmp_path / "old.pt", "--epochs", "2", "--data-dir", data_dir,
                             "--out", tmp_path / "resumed", "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err

@@ -5,11 +5,11 @@ import math
 import pytest
 
 from pyro_vae import DataConfig, NetConfig, TrainConfig, Trainer, VAEData
-from pyro_vae.guides import GUIDES
-from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.model.guides import GUIDES
+from pyro_vae.model.likelihoods import LIKELIHOODS
 from pyro_vae.pipeline import evaluate_checkpoint
-from pyro_vae.priors import PRIORS, FlowPrior, MixtureOfGaussians, VampPrior
-from pyro_vae.vae import VAE
+from pyro_vae.model.priors import PRIORS, FlowPrior, MixtureOfGaussians, VampPrior
+from pyro_vae.model.vae import VAE
 
 D = 4
 NET = NetConfig(latent_dim=D, hidden=(32,))

@@ -10,8 +10,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vae import VAE, Bernoulli, NetConfig, analytic_elbo, analytic_loss, evaluate
 from pyro_vae.errors import AgreementError
-from pyro_vae.guides import GUIDES, DiagonalGaussianGuide, FullCovGaussianGuide, IAFGuide
-from pyro_vae.priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
+from pyro_vae.model.guides import GUIDES, DiagonalGaussianGuide, FullCovGaussianGuide, IAFGuide
+from pyro_vae.model.priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
 
 D = 4
 PRIORS = {

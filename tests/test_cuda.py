@@ -5,7 +5,7 @@ import torch
 
 from conftest import small_run
 from pyro_vae import TrainConfig, evaluate
-from pyro_vae.devices import resolve_device
+from pyro_vae.runtime.devices import resolve_device
 from pyro_vae.pipeline import evaluate_checkpoint, load_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -8,9 +8,9 @@ import pyro
 import pytest
 import torch
 
-import pyro_vae.bounds as bounds
+import pyro_vae.inference.bounds as bounds
 from pyro_vae import Bernoulli, FullCovGaussianGuide, IAFGuide, NetConfig, StandardNormal, VAE, evaluate
-from pyro_vae.latents import active_units, latent_variances, posterior_moments
+from pyro_vae.inference.latents import active_units, latent_variances, posterior_moments
 from test_cli import assert_one_line_error, run_cli
 
 

@@ -13,10 +13,10 @@ import torch
 from pyro.infer import SVI
 
 from pyro_vae import Bernoulli, FlowPrior, MixtureOfGaussians, NetConfig, StandardNormal, TrainConfig, VAE, VampPrior
-from pyro_vae.checkpoint import adam_state_from_pyro
+from pyro_vae.training.checkpoint import adam_state_from_pyro
 from pyro_vae.errors import ConfigError
-from pyro_vae.fast_svi import FastSVI, make_adam
-from pyro_vae.guides import FullCovGaussianGuide, IAFGuide
+from pyro_vae.inference.fast_svi import FastSVI, make_adam
+from pyro_vae.model.guides import FullCovGaussianGuide, IAFGuide
 
 NET = NetConfig(latent_dim=4, hidden=(32,))
 

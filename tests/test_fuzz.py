@@ -1,6 +1,6 @@
 """Fuzz: generated bad inputs across every subcommand each end in one error line and a non-zero exit.
 
-Each case runs the command in-process (``cli.main.main``): an exception that escaped as a traceback
+Each case runs the command in-process (``pyro_vae.cli.main.main``): an exception that escaped as a traceback
 would fail the test. Cases are generated from tables of options and bad values (negative, zero, huge,
 NaN, wrong types, bad paths) and of damaged files of every kind the tool reads (checkpoints, idx data,
 metrics). Only values that must be refused are listed: a huge ``--epochs`` is a long run, not an error.

@@ -8,9 +8,9 @@ import torch
 
 from pyro_vae import Bernoulli, ContinuousBernoulli, Gaussian, StandardNormal
 from pyro_vae.errors import DataError
-from pyro_vae.distributions import continuous_bernoulli_log_normaliser as _log_cb_normaliser
-from pyro_vae.likelihoods import Beta, DiscretizedLogistic, Laplace
-from pyro_vae.priors import LearnedGaussian
+from pyro_vae.model.distributions import continuous_bernoulli_log_normaliser as _log_cb_normaliser
+from pyro_vae.model.likelihoods import Beta, DiscretizedLogistic, Laplace
+from pyro_vae.model.priors import LearnedGaussian
 
 LIKELIHOODS = {
     "bernoulli": lambda: Bernoulli(),
@@ -98,7 +98,7 @@ def test_likelihood_mean_is_the_distribution_mean(name):
 @pytest.mark.parametrize("loc", [-0.3, 0.0, 0.004, 0.5, 0.999, 1.4])
 @pytest.mark.parametrize("scale", [1e-3, 0.02, 0.3, 5.0])
 def test_discretized_logistic_sums_to_one_over_the_256_levels(loc, scale):
-    from pyro_vae.distributions import DiscretizedLogistic as DL
+    from pyro_vae.model.distributions import DiscretizedLogistic as DL
 
     d = DL(torch.tensor([loc], dtype=torch.float64), torch.tensor([scale], dtype=torch.float64))
     assert d.level_log_probs().exp().sum().item() == pytest.approx(1.0, abs=1e-9)
@@ -113,7 +113,7 @@ def test_discretized_logistic_sums_to_one_over_the_256_levels(loc, scale):
 
 
 def test_discretized_logistic_bits_per_dim_match_its_nats():
-    from pyro_vae.bounds import Evaluation
+    from pyro_vae.inference.bounds import Evaluation
 
     nats = torch.tensor([-1000.0, -1200.0])
     ev = Evaluation(nats, nats, nats, nats * 0, nats, 1, 10, "analytic", 0, data_dim=784, discrete=True)
@@ -184,7 +184,7 @@ def test_standard_normal_kl_matches_monte_carlo():
 def test_continuous_bernoulli_stays_exact_for_saturated_logits():
     """A trained decoder reaches logits near -150 on MNIST's empty border; torch's normaliser, computed
     from clamped probabilities, is 2 nats too small there, which the agreement check caught."""
-    from pyro_vae.distributions import ContinuousBernoulli
+    from pyro_vae.model.distributions import ContinuousBernoulli
 
     logits = torch.tensor([-150.0, -40.0, -17.0, 17.0, 40.0, 150.0])
     x = torch.tensor([0.0, 0.01, 0.2, 0.8, 0.99, 1.0])
@@ -197,7 +197,7 @@ def test_continuous_bernoulli_stays_exact_for_saturated_logits():
 
 def test_continuous_bernoulli_density_is_bounded_on_constant_pixels():
     """An all-zero pixel cannot push the log-density to infinity: it is capped at log C(max_logit)."""
-    from pyro_vae.likelihoods import ContinuousBernoulli as CB
+    from pyro_vae.model.likelihoods import ContinuousBernoulli as CB
 
     lik = CB(max_logit=15.0)
     raw = torch.tensor([-1e4, -300.0, -150.0, -15.0, 0.0, 5.0]).view(6, 1, 1)  # batch x num_params x pixels
@@ -210,7 +210,7 @@ def test_continuous_bernoulli_density_is_bounded_on_constant_pixels():
 
 def test_independent_bernoulli_equals_torch_bernoulli_to_event():
     """The Bernoulli likelihood's distribution (sum before negation) against torch's own, with particles."""
-    from pyro_vae.distributions import IndependentBernoulli
+    from pyro_vae.model.distributions import IndependentBernoulli
 
     logits = 4 * torch.randn(3, 5, 784)  # particles x batch x pixels
     x = torch.bernoulli(torch.rand(5, 784))

@@ -9,7 +9,7 @@ from pyro_vae import (
     LearnedGaussian, MixtureOfGaussians, NetConfig, StandardNormal, VampPrior, bounds, evaluate, pipeline,
 )  # fmt: skip
 from pyro_vae.errors import ConfigError
-from pyro_vae.limits import check_vae_fits, meta_module, tensor_bytes
+from pyro_vae.runtime.limits import check_vae_fits, meta_module, tensor_bytes
 
 PRIORS = [StandardNormal, LearnedGaussian, MixtureOfGaussians, VampPrior, FlowPrior,
           lambda d: FlowPrior(d, transform="spline")]  # fmt: skip

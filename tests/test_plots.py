@@ -9,7 +9,7 @@ from matplotlib.image import imread
 
 from conftest import small_run
 from pyro_vae import NetConfig, plots
-from pyro_vae.latents import posterior_moments
+from pyro_vae.inference.latents import posterior_moments
 from pyro_vae.pipeline import plot_checkpoint
 from test_cli import assert_one_line_error, run_cli
 
@@ -124,7 +124,7 @@ def test_training_curves_show_beta_only_when_annealing(trained, trained_z2, tmp_
 
 
 def test_training_curves_take_the_last_record_of_a_repeated_epoch(trained, data_dir, tmp_path):
-    from pyro_vae.train import read_metrics
+    from pyro_vae.training.trainer import read_metrics
 
     lines = [json.dumps(m) for m in trained.metrics]
     (tmp_path / "metrics.jsonl").write_text("\n".join([lines[0], lines[1], lines[1].replace('"epoch": 2', '"epoch": 1')]))

@@ -9,7 +9,7 @@ import torch
 
 from conftest import SMALL_NET, small_run
 from pyro_vae import NetConfig, TrainConfig, evaluate
-from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
+from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError
 from pyro_vae.pipeline import load_model, resume_run
 
@@ -42,7 +42,7 @@ def test_checkpoint_is_plain_data_and_loads_weights_only(trained):
     _assert_plain(ckpt)
     assert ckpt["epoch"] == 2 and len(ckpt["metrics"]) == 2
     assert set(ckpt["config"]) == {"model", "data", "train"}
-    assert ckpt["config"]["model"]["prior"]["target"] == "pyro_vae.priors:StandardNormal"
+    assert ckpt["config"]["model"]["prior"]["target"] == "pyro_vae.model.priors:StandardNormal"
     assert set(ckpt["versions"]) >= {"pyro_vae", "pyro", "torch"}
     assert ckpt["optim_state"], "optimizer state is stored"
     assert set(ckpt["rng"]) == {"torch", "cuda", "numpy", "python"}

@@ -7,7 +7,7 @@ import torch
 from test_cli import assert_one_line_error, run_cli
 
 from pyro_vae.errors import CheckpointError
-from pyro_vae.rebuild import build
+from pyro_vae.model.rebuild import build
 
 
 def _crafted(trained, tmp_path, site: str, target_spec: dict):
@@ -87,12 +87,12 @@ def test_untrusted_module_is_not_even_imported(user_module, trained, tmp_path, d
 @pytest.mark.parametrize(
     "target, message",
     [
-        ("pyro_vae.data:os.system", "not a Prior, Likelihood or Guide class"),  # reached through a module attribute
-        ("pyro_vae.priors:torch.load", "not a Prior, Likelihood or Guide class"),
-        ("pyro_vae.networks:MLPEncoder", "not a Prior, Likelihood or Guide class"),  # ours, but not a component
-        ("pyro_vae.priors:Prior.__subclasses__", "is not 'module:ClassName'"),
-        ("pyro_vae.priors:Bernoulli", "not a Prior, Likelihood or Guide class"),  # no such name there
-        ("pyro_vae:StandardNormal", "defined in pyro_vae.priors"),  # a re-export, not where it is defined
+        ("pyro_vae.data.mnist:os.system", "not a Prior, Likelihood or Guide class"),  # reached through a module attribute
+        ("pyro_vae.model.priors:torch.load", "not a Prior, Likelihood or Guide class"),
+        ("pyro_vae.model.networks:MLPEncoder", "not a Prior, Likelihood or Guide class"),  # ours, but not a component
+        ("pyro_vae.model.priors:Prior.__subclasses__", "is not 'module:ClassName'"),
+        ("pyro_vae.model.priors:Bernoulli", "not a Prior, Likelihood or Guide class"),  # no such name there
+        ("pyro_vae:StandardNormal", "defined in pyro_vae.model.priors"),  # a re-export, not where it is defined
         ("..priors:StandardNormal", "is not 'module:ClassName'"),
         ("os", "is not 'module:ClassName'"),
         ("__main__:MyPrior", "defined in a script"),
@@ -105,10 +105,10 @@ def test_targets_that_resolve_to_anything_but_a_component_class(target, message)
 
 def test_arguments_must_be_plain_data():
     with pytest.raises(CheckpointError, match="not plain data"):
-        build({"target": "pyro_vae.priors:StandardNormal", "args": [torch.tensor(3)], "kwargs": {}})
+        build({"target": "pyro_vae.model.priors:StandardNormal", "args": [torch.tensor(3)], "kwargs": {}})
     with pytest.raises(CheckpointError, match="cannot rebuild"):
-        build({"target": "pyro_vae.priors:StandardNormal", "args": [], "kwargs": {"command": "rm -rf /"}})
-    assert build({"target": "pyro_vae.priors:StandardNormal", "args": [3], "kwargs": {}}).latent_dim == 3
+        build({"target": "pyro_vae.model.priors:StandardNormal", "args": [], "kwargs": {"command": "rm -rf /"}})
+    assert build({"target": "pyro_vae.model.priors:StandardNormal", "args": [3], "kwargs": {}}).latent_dim == 3
 
 
 def test_trust_module_names_are_checked(trained, capsys):

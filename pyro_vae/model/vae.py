@@ -25,7 +25,7 @@ from pyro.params import param_with_module_name
 from torch import Tensor, nn
 
 from .components import spec
-from .errors import ConfigError
+from ..errors import ConfigError
 from .guides import DiagonalGaussianGuide, Guide
 from .likelihoods import Likelihood
 from .networks import NetConfig, make_decoder, make_encoder

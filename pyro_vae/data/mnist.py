@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, DataError
-from .networks import IMAGE_SHAPE
+from ..errors import ConfigError, DataError
+from ..model.networks import IMAGE_SHAPE
 
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 BINARIZATIONS = ("none", "dynamic", "static")

@@ -46,16 +46,16 @@ import torch
 from pyro.infer import ELBO, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path, remove_temporaries
-from .bounds import evaluate
+from ..runtime.atomic import atomic_path, remove_temporaries
+from ..inference.bounds import evaluate
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, plain, rng_state, save_checkpoint, set_rng_state
-from .data import VAEData
-from .errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingError
-from .fast_svi import FastSVI, make_adam
-from .limits import check_step_fits
+from ..data.mnist import VAEData
+from ..errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingError
+from ..inference.fast_svi import FastSVI, make_adam
+from ..runtime.limits import check_step_fits
 from .run_lock import RunFolderLock
 from .stopping import StopRequest, stop_requests
-from .vae import VAE
+from ..model.vae import VAE
 
 OBJECTIVES = ("trace", "meanfield", "iwae")
 LR_SCHEDULES = ("constant", "iwae")
@@ -297,7 +297,7 @@ class Trainer:
     def plot_snapshot(self) -> list[Path]:
         """Reconstructions of 32 fixed images (validation, else training) and 64 prior samples from fixed
         draws, as ``OUT/plots/{reconstructions,samples}_epochNNN.png``; training's random state is untouched."""
-        from . import plots
+        from .. import plots
 
         split = "val" if self.data.images.get("val") is not None and len(self.data.images["val"]) >= 32 else "train"
         x = self.data.observed(split)[:32]  # (the training set's fixed binarization when there is no val split)

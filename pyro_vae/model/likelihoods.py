@@ -28,7 +28,7 @@ from .distributions import ContinuousBernoulli as ContinuousBernoulliDist
 from .distributions import DiscretizedLogistic as DiscretizedLogisticDist
 from .distributions import IndependentBernoulli
 from .distributions import continuous_bernoulli_log_normaliser
-from .errors import DataError
+from ..errors import DataError
 
 
 class Likelihood(Component, nn.Module):

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .components import check_plain
-from .errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError
 from .guides import Guide
 from .likelihoods import Likelihood
 from .priors import Prior

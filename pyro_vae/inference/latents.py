@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .vae import VAE
+from ..model.vae import VAE
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 MONTE_CARLO_SAMPLES = 256  # per image, for guide families without closed-form moments

@@ -39,7 +39,7 @@ import torch
 from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from torch import Tensor, nn
 
-from .errors import ConfigError, TrainingError
+from ..errors import ConfigError, TrainingError
 
 
 def make_adam(params: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:

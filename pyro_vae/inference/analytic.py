@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .vae import VAE
+from ..model.vae import VAE
 
 
 @dataclass

@@ -29,12 +29,12 @@ import numpy as np
 import pyro
 import torch
 
-from . import __version__
-from .atomic import atomic_path
-from .errors import CheckpointError, ConfigError
-from .networks import NetConfig
-from .rebuild import build_all
-from .vae import VAE
+from .. import __version__
+from ..runtime.atomic import atomic_path
+from ..errors import CheckpointError, ConfigError
+from ..model.networks import NetConfig
+from ..model.rebuild import build_all
+from ..model.vae import VAE
 
 FORMAT = "pyro-vae-checkpoint"
 FORMAT_VERSION = 1

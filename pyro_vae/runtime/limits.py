@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 USABLE_FRACTION = 0.9  # leave room for the interpreter, the data and the allocator's slack
 TRAINING_COPIES = 4  # weights, gradients, Adam's first and second moments

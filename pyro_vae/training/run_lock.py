@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from .errors import RunInUseError
+from ..errors import RunInUseError
 
 try:
     import fcntl

@@ -28,9 +28,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .analytic import AnalyticELBO, analytic_elbo
-from .errors import AgreementError
+from ..errors import AgreementError
 from .latents import ACTIVE_UNIT_THRESHOLD, active_units, latent_variances, posterior_moments
-from .vae import VAE
+from ..model.vae import VAE
 
 AGREEMENT_Z_LIMIT = 4.0
 ROUNDING = 1e-6  # relative float32 error of a sum over ~1000 pixels: differences below it are not disagreement

@@ -1,0 +1,1 @@
+"""What the process runs on: devices, size checks before allocation, atomic file writes."""
