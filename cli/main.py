@@ -13,25 +13,16 @@ import sys
 from pathlib import Path
 
 import click
-import pyro
 from click.core import ParameterSource
 
-from pyro_vae.data.mnist import BINARIZATIONS, CLASS_NAMES, DATASETS, DataConfig
-from pyro_vae.runtime.devices import resolve_device
-from pyro_vae.errors import AgreementError, PyroVAEError, RunInterrupted
-from pyro_vae.model.guides import GUIDES, IAFGuide
-from pyro_vae.model.likelihoods import LIKELIHOODS, Gaussian, Laplace
-from pyro_vae.runtime.limits import check_vae_fits
-from pyro_vae.model.networks import ACTIVATIONS, NetConfig
-from pyro_vae.model.priors import FLOW_TRANSFORMS, PRIORS, FlowPrior, MixtureOfGaussians, VampPrior
+from pyro_vae.config import CONFIG_NAME, RunConfig, read_table, settings, with_overrides
+from pyro_vae.data.mnist import CLASS_NAMES
+from pyro_vae.errors import AgreementError, ConfigError, PyroVAEError, RunInterrupted
 from pyro_vae.model.rebuild import trusted_module_names
-from pyro_vae.training.trainer import LR_SCHEDULES, OBJECTIVES, TrainConfig
-from pyro_vae.model.vae import VAE
+from pyro_vae.options import Setting, coerce
 
 POSITIVE = click.IntRange(min=1)
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy, and so pyro.set_rng_seed, accepts
-MAX_FLOW_STEPS = 1000  # each step is a network of its own: more would take hours to build
-MAX_HIDDEN_LAYERS = 100
 
 
 def _module_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -41,207 +32,95 @@ def _module_names(ctx: click.Context, param: click.Parameter, value: tuple[str, 
         raise click.BadParameter(str(exc)) from None
 
 
-# The one way a checkpoint gets to import code outside pyro_vae (see pyro_vae/rebuild.py).
+# The one way a checkpoint or a config file gets to import code outside pyro_vae (pyro_vae/model/rebuild.py).
 trust_module_option = click.option(
     "--trust-module", "trust_modules", multiple=True, metavar="MODULE", callback=_module_names,
-    help="let the checkpoint rebuild components from MODULE (your own code; repeat per module). "
-         "Without it only pyro_vae's classes are rebuilt and no other module is imported")  # fmt: skip
-
-
-class FiniteFloat(click.FloatRange):
-    """A float in a range that is also finite (click lets "nan" and "inf" through a FloatRange)."""
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
-POSITIVE_FLOAT = FiniteFloat(min=0, min_open=True)
-
-
-class HiddenSizes(click.ParamType):
-    """``400`` or ``512,256``: hidden layer widths, each positive."""
-
-    name = "N[,N...]"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            sizes = tuple(int(v) for v in str(value).split(","))
-        except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
-        if not sizes or min(sizes) < 1:
-            self.fail(f"hidden sizes must be positive, got {value!r}", param, ctx)
-        if len(sizes) > MAX_HIDDEN_LAYERS:
-            self.fail(f"at most {MAX_HIDDEN_LAYERS} hidden layers, got {len(sizes)}", param, ctx)
-        return sizes
+    help="let the checkpoint (or --config file) build components from MODULE (your own code; repeat per module). "
+         "Without it only pyro_vae's classes are built and no other module is imported")  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="pyro-vae")
+@click.version_option(package_name="pyro-vae", message="%(prog)s %(version)s")
 def cli() -> None:
     """Variational autoencoders as Pyro model/guide pairs, trained with SVI."""
 
 
-# Component options, and the (option, choices) they apply to.
-APPLIES_TO = {
-    "sigma": [("likelihood", ("gaussian", "laplace"))],
-    "learn_sigma": [("likelihood", ("gaussian", "laplace"))],
-    "prior_components": [("prior", ("mog", "vamp"))],
-    "flow_transform": [("prior", ("flow",))],
-    "flow_steps": [("prior", ("flow",)), ("guide", ("iaf",))],
-}
+def _param_name(setting: Setting) -> str:
+    return "setting__" + setting.key.replace(".", "__")
 
 
-def _check_component_options(ctx: click.Context, opts: dict) -> None:
-    """Refuse an explicitly given option that the chosen components would ignore, and impossible pairs."""
-    for option, users in APPLIES_TO.items():
-        used = any(opts[kind] in names for kind, names in users)
-        if not used and ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
-            targets = " or ".join(f"--{kind} {' or '.join(names)}" for kind, names in users)
-            raise click.UsageError(f"--{option.replace('_', '-')} only applies to {targets}")
-    if opts["prior"] == "vamp" and opts["guide"] == "iaf":
-        raise click.UsageError(
-            "--prior vamp with --guide iaf would invert the flow for every pseudo-input at every step; "
-            "use --guide diagonal or full-cov with the VampPrior"
-        )
+def _click_option(setting: Setting) -> click.Option:
+    """The command-line option of a run setting. Values stay text (booleans are flags) and are checked by
+    the library, so the command line and a config file give the same message for the same mistake."""
+    if setting.type is bool:
+        flags = f"{setting.flag}/--no-{setting.flag[2:]}"
+        return click.Option([flags, _param_name(setting)], default=None, help=setting.help_text())
+    return click.Option([setting.flag, _param_name(setting)], default=None, metavar=setting.metavar(),
+                        help=setting.help_text())  # fmt: skip
 
 
-def _components(opts: dict):
-    """The prior, likelihood and guide family named by the options."""
-    d = opts["latent_dim"]
-    if opts["prior"] in ("mog", "vamp"):
-        prior_cls = MixtureOfGaussians if opts["prior"] == "mog" else VampPrior
-        k = opts["prior_components"]
-        prior = prior_cls(d) if k is None else prior_cls(d, num_components=k)
-    elif opts["prior"] == "flow":
-        prior = FlowPrior(d, num_flows=opts["flow_steps"], transform=opts["flow_transform"])
-    else:
-        prior = PRIORS[opts["prior"]](d)
-    if opts["likelihood"] in ("gaussian", "laplace"):
-        cls = Gaussian if opts["likelihood"] == "gaussian" else Laplace
-        likelihood = cls(sigma=opts["sigma"], learn_sigma=opts["learn_sigma"])
-    else:
-        likelihood = LIKELIHOODS[opts["likelihood"]]()
-    guide = IAFGuide(d, num_flows=opts["flow_steps"]) if opts["guide"] == "iaf" else GUIDES[opts["guide"]](d)
-    return prior, likelihood, guide
+class RunCommand(click.Command):
+    """A command whose run options are generated when it runs, from :func:`pyro_vae.config.settings`: every
+    config field and every registered component's options, so a component class defined before the call
+    brings its own options."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return [*(_click_option(s) for s in settings()), *super().get_params(ctx)]
 
 
-# Options that may differ on --resume; every other option is fixed by the checkpoint.
-RESUMABLE = {"resume", "epochs", "out", "data_dir", "device", "progress", "plot_every", "trust_modules"}
+def _overrides(opts: dict) -> dict:
+    """``{key: value}`` for the run settings given on the command line, each checked as a config value is."""
+    found = {}
+    for setting in settings():
+        value = opts.pop(_param_name(setting), None)
+        if value is not None:
+            found[setting.key] = coerce(setting, value, text=setting.type is not bool)
+    return found
 
 
-@cli.command()
-@click.option("--dataset", type=click.Choice(list(DATASETS)), default="mnist", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="torchvision root holding the dataset [default: $PYRO_VAE_DATA or ~/.cache/pyro-vae/data, "
-                   "downloaded there if missing]")
-@click.option("--binarize", type=click.Choice(BINARIZATIONS), default="dynamic", show_default=True)
-@click.option("--val-size", type=click.IntRange(min=0), default=5000, show_default=True,
-              help="validation images carved from the end of the training set")
-@click.option("--train-limit", type=POSITIVE, default=None, help="use only the first N training images")
-@click.option("--likelihood", type=click.Choice(list(LIKELIHOODS)), default="bernoulli", show_default=True)
-@click.option("--sigma", type=POSITIVE_FLOAT, default=0.1, show_default=True,
-              help="gaussian/laplace likelihood: the fixed scale (or the initial one with --learn-sigma)")
-@click.option("--learn-sigma", is_flag=True, help="gaussian/laplace likelihood: learn one scale per pixel")
-@click.option("--prior", type=click.Choice(list(PRIORS)), default="standard-normal", show_default=True)
-@click.option("--prior-components", type=POSITIVE, default=None,
-              help="mog: mixture components [default 10]; vamp: pseudo-inputs [default 500]")
-@click.option("--flow-steps", type=click.IntRange(1, MAX_FLOW_STEPS), default=2, show_default=True,
-              help="autoregressive transforms in --prior flow / --guide iaf")
-@click.option("--flow-transform", type=click.Choice(list(FLOW_TRANSFORMS)), default="affine", show_default=True,
-              help="--prior flow: Pyro's affine or spline autoregressive transform")
-@click.option("--guide", type=click.Choice(list(GUIDES)), default="diagonal", show_default=True,
-              help="q(z|x): diagonal Gaussian, full-covariance Gaussian, or inverse autoregressive flow")
-@click.option("--net", type=click.Choice(["mlp", "conv"]), default="mlp", show_default=True)
-@click.option("--latent-dim", type=POSITIVE, default=20, show_default=True)
-@click.option("--hidden", type=HiddenSizes(), default="400", show_default=True,
-              help="MLP hidden widths (e.g. 512,256); for conv, the dense layer's width")
-@click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="relu", show_default=True)
-@click.option("--epochs", type=POSITIVE, default=10, show_default=True, help="total epochs (also on --resume)")
-@click.option("--batch-size", type=POSITIVE, default=128, show_default=True)
-@click.option("--lr", type=POSITIVE_FLOAT, default=1e-3, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
-              help="iwae: Burda et al. 2016's, stage i=0..7 lasts 3^i epochs at lr*10^(-i/7) (3280 epochs)")
-@click.option("--jit/--no-jit", default=True, show_default=True,
-              help="--objective trace: trace the ELBO once per batch shape and replay it (JitTrace_ELBO); "
-                   "falls back to eager Pyro, with a note, if the model cannot be traced")
-@click.option("--adam-eps", type=POSITIVE_FLOAT, default=1e-8, show_default=True,
-              help="Adam's epsilon (the IWAE paper used 1e-4)")
-@click.option("--objective", type=click.Choice(OBJECTIVES), default="trace", show_default=True,
-              help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (closed-form KL where one exists); "
-                   "iwae: RenyiELBO(alpha=0), the IWAE bound with --particles samples")
-@click.option("--particles", type=POSITIVE, default=1, show_default=True,
-              help="samples per image in the objective (vectorised)")
-@click.option("--beta", type=POSITIVE_FLOAT, default=1.0, show_default=True,
-              help="KL weight (beta-VAE); the target of the warm-up")
-@click.option("--warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="ramp the KL weight linearly from --warmup-start to --beta over N epochs")
-@click.option("--warmup-start", type=FiniteFloat(min=0), default=0.0, show_default=True,
-              help="KL weight the warm-up starts from")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@cli.command(cls=RunCommand)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help=f"a run config (TOML: OUT/{CONFIG_NAME}, configs/*.toml); options given here override it")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
-              help="run folder for ckpt.pt and metrics.jsonl")
-@click.option("--checkpoint-every", type=POSITIVE, default=1, show_default=True, help="epochs between checkpoints")
+              help=f"run folder for ckpt.pt, metrics.jsonl and {CONFIG_NAME}")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="continue the run in this checkpoint (to --epochs in total)")
 @click.option("--overwrite", is_flag=True, help="replace a run already in --out")
-@click.option("--plot-every", type=click.IntRange(min=0), default=0, show_default=True,
-              help="write reconstruction and sample grids to OUT/plots every N epochs (0: never)")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
 @trust_module_option
 @click.pass_context
 def train(ctx: click.Context, **opts) -> None:
-    """Train a VAE with SVI; writes OUT/ckpt.pt and OUT/metrics.jsonl."""
+    """Train a VAE with SVI; writes OUT/ckpt.pt, OUT/metrics.jsonl and OUT/config.toml.
+
+    Each run option has a key in the config file (shown in its help); options given here override --config."""
     from pyro_vae import pipeline
 
     log = lambda message: click.echo(message, err=True)  # noqa: E731
+    overrides = _overrides(opts)
     if opts["resume"]:
-        fixed = [name for name in opts if name not in RESUMABLE
-                 and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]  # fmt: skip
-        if fixed:
-            names = ", ".join("--" + n.replace("_", "-") for n in fixed)
+        fixed = [s.flag for s in settings() if s.key in overrides and not s.option.resumable]
+        if fixed or opts["config_file"]:
+            names = ", ".join(fixed or ["--config"])
             raise click.UsageError(f"{names} cannot change on --resume (the checkpoint fixes them)")
         explicit_out = ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE
         trainer = pipeline.resume_run(
-            opts["resume"], out_dir=opts["out"] if explicit_out else None, data_dir=opts["data_dir"],
+            opts["resume"], out_dir=opts["out"] if explicit_out else None, data_dir=overrides.get("data.root"),
             device=opts["device"], progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
-            epochs=opts["epochs"] if ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None,
-            plot_every=opts["plot_every"] if ctx.get_parameter_source("plot_every") == ParameterSource.COMMANDLINE
-            else None,
+            epochs=overrides.get("schedule.epochs"), plot_every=overrides.get("schedule.plot_every"),
         )  # fmt: skip
         log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
     else:
-        if opts["trust_modules"]:
-            raise click.UsageError("--trust-module only applies to --resume (a new run builds pyro_vae's components)")
-        _check_component_options(ctx, opts)
-        if opts["warmup_epochs"] == 0 and ctx.get_parameter_source("warmup_start") == ParameterSource.COMMANDLINE:
-            raise click.UsageError("--warmup-start needs --warmup-epochs")
-        net = NetConfig(opts["net"], opts["latent_dim"], opts["hidden"], opts["activation"])
-        train_config = TrainConfig(
-            opts["epochs"], opts["batch_size"], opts["lr"], opts["seed"], opts["objective"], opts["checkpoint_every"],
-            opts["particles"], opts["beta"], opts["warmup_epochs"], opts["warmup_start"], opts["lr_schedule"],
-            opts["adam_eps"], opts["jit"], opts["plot_every"],
-        )  # fmt: skip
-        train_config.validate()  # a bad combination fails before any data is read
-        check_vae_fits(lambda: VAE(net, *_components(opts)), resolve_device(opts["device"]), training=True)
-        pyro.set_rng_seed(opts["seed"])  # mixture means, pseudo-inputs and flows start from the seed too
-        prior, likelihood, guide = _components(opts)
-        trainer = pipeline.start_run(
-            DataConfig(opts["dataset"], opts["binarize"], opts["val_size"], opts["train_limit"]),
-            net, prior, likelihood, train_config,
-            opts["out"], guide=guide, data_dir=opts["data_dir"], device=opts["device"], overwrite=opts["overwrite"],
-            progress=opts["progress"], log=log,
-        )  # fmt: skip
+        table = read_table(opts["config_file"]) if opts["config_file"] else {}
+        config = RunConfig.from_dict(with_overrides(table, overrides), opts["config_file"] or "", opts["trust_modules"])
+        trainer = config.build(opts["out"], device=opts["device"], overwrite=opts["overwrite"],
+                               progress=opts["progress"], log=log, trust_modules=opts["trust_modules"])  # fmt: skip
     log(f"training on {trainer.data.device}: {trainer.data.config.describe()}, "
         f"{trainer.data.images['train'].shape[0]} training images")  # fmt: skip
     trainer.fit()
-    plots = f" and pictures in {trainer.out_dir / 'plots'}" if trainer.config.plot_every else ""
-    log(f"wrote {trainer.checkpoint_path} and {trainer.out_dir / 'metrics.jsonl'}{plots}")
+    plots = f" and pictures in {trainer.out_dir / 'plots'}" if trainer.config.schedule.plot_every else ""
+    log(f"wrote {trainer.checkpoint_path}, {trainer.out_dir / 'metrics.jsonl'} and {trainer.out_dir / CONFIG_NAME}"
+        f"{plots}")  # fmt: skip
 
 
 def _format_table(info: dict, s: dict) -> str:
@@ -431,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="pyro-vae", standalone_mode=False)
     except click.UsageError as exc:
         _fail(exc.format_message(), 2)
+    except ConfigError as exc:  # a run option, config value or combination that cannot be
+        _fail(str(exc), 2)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except (click.Abort, KeyboardInterrupt):

@@ -14,7 +14,11 @@ class CheckpointError(PyroVAEError):
 
 
 class ConfigError(PyroVAEError):
-    """An option or a combination of options that cannot work."""
+    """An option, a config value or a combination of them that cannot work (the command line exits 2)."""
+
+
+class ResourceError(PyroVAEError):
+    """What was asked for does not fit in the memory or on the disk there is."""
 
 
 class TrainingError(PyroVAEError):

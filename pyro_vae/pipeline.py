@@ -15,71 +15,20 @@ import pyro
 import torch
 from torch import Tensor
 
-from .training.checkpoint import load_checkpoint, stored_config, vae_from_checkpoint, vae_from_config
-from .data.mnist import CLASS_NAMES, DATASETS, DataConfig, VAEData
-from .runtime.devices import peak_memory_mib, reset_peak_memory, resolve_device
+from .config import RunConfig, locked
+from .data.mnist import CLASS_NAMES, VAEData
 from .errors import ConfigError
 from .inference.bounds import Evaluation, evaluate, iwae_chunk
-from .model.guides import Guide
 from .inference.latents import posterior_moments
-from .runtime.atomic import atomic_path
-from .runtime.limits import check_disk, check_fits, check_vae_fits, chunk_size
-from .model.likelihoods import Likelihood
-from .model.networks import DATA_DIM, IMAGE_SHAPE, NetConfig
-from .model.priors import Prior
-from .training.run_lock import RunFolderLock
-from .training.trainer import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, Trainer, read_metrics
+from .model.networks import DATA_DIM, IMAGE_SHAPE
 from .model.vae import VAE
+from .runtime.atomic import atomic_path
+from .runtime.devices import peak_memory_mib, reset_peak_memory, resolve_device
+from .runtime.limits import check_disk, check_fits, check_vae_fits, chunk_size
+from .training.checkpoint import load_checkpoint, load_weights
+from .training.trainer import METRICS_NAME, Trainer, read_metrics
 
 SAMPLE_PIECE_BYTES = 1 << 28  # decoded at once by sample/write_samples (85,000 Bernoulli images)
-
-
-def start_run(
-    data_config: DataConfig,
-    net: NetConfig,
-    prior: Prior,
-    likelihood: Likelihood,
-    train_config: TrainConfig,
-    out_dir: str | Path,
-    *,
-    guide: Guide | None = None,
-    data_dir: str | Path | None = None,
-    device: str = "auto",
-    overwrite: bool = False,
-    progress: bool | None = None,
-    log: Callable[[str], None] | None = None,
-) -> Trainer:
-    """A :class:`Trainer` for a new run in ``out_dir`` (which must not hold a checkpoint unless ``overwrite``).
-
-    The networks are initialised from ``train_config.seed``; components with random initial values
-    (mixture means, pseudo-inputs, flows) are built by the caller, so seed before building them.
-    """
-    train_config.validate()
-    data_config.validate()
-    net.validate()
-    out_dir = Path(out_dir)
-    with _locked(out_dir) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
-        if (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
-            raise ConfigError(
-                f"{out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with --resume "
-                f"{out_dir / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"
-            )
-        dev = resolve_device(device)
-        data = VAEData(data_config, data_dir, dev, splits=("train", "val"))
-        pyro.set_rng_seed(train_config.seed)  # the initial weights depend on the seed alone
-        vae = VAE(net, prior, likelihood, guide).to(dev)
-        return Trainer(vae, data, train_config, out_dir, progress=progress, log=log, lock=lock)
-
-
-@contextmanager
-def _locked(out_dir: Path) -> Iterator[RunFolderLock]:
-    """The run folder's lock, for a Trainer to adopt; released if building the Trainer fails."""
-    lock = RunFolderLock(out_dir).acquire()
-    try:
-        yield lock
-    except BaseException:
-        lock.release()
-        raise
 
 
 def resume_run(
@@ -95,46 +44,43 @@ def resume_run(
     trust_modules: Iterable[str] = (),
 ) -> Trainer:
     """A :class:`Trainer` that continues the run stored in ``checkpoint`` (to ``epochs`` in total;
-    ``plot_every``, when given, replaces the stored picture interval; ``trust_modules``: modules besides
-    ``pyro_vae`` whose components the checkpoint may rebuild, see :mod:`pyro_vae.rebuild`)."""
+    ``plot_every``, when given, replaces the stored picture interval; ``data_dir`` replaces the recorded data
+    folder; ``trust_modules``: modules besides ``pyro_vae`` whose components the checkpoint may rebuild, see
+    :mod:`pyro_vae.model.rebuild`)."""
     ckpt = load_checkpoint(checkpoint)
-    train_config = stored_config(ckpt, "train", TrainConfig)
+    config = RunConfig.from_checkpoint(ckpt, trust_modules)
     if epochs is not None:
-        train_config.epochs = epochs
+        config.schedule.epochs = epochs
     if plot_every is not None:
-        train_config.plot_every = plot_every
-    if train_config.epochs < ckpt["epoch"]:
-        raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {train_config.epochs} is fewer")
-    with _locked(Path(out_dir or Path(checkpoint).parent)) as lock:
+        config.schedule.plot_every = plot_every
+    config.schedule.validate()
+    if config.schedule.epochs < ckpt["epoch"]:
+        raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {config.schedule.epochs} is fewer")
+    with locked(Path(out_dir or Path(checkpoint).parent)) as lock:
         dev = resolve_device(device)
-        data = VAEData(stored_config(ckpt, "data", DataConfig), recorded_data_dir(ckpt, data_dir), dev,
-                       splits=("train", "val"))  # fmt: skip
-        model_config = ckpt["config"]["model"]
-        check_vae_fits(lambda: vae_from_config(model_config, trust_modules), dev, training=True)
-        vae = vae_from_config(model_config, trust_modules).to(dev)
-        trainer = Trainer(vae, data, train_config, lock.folder, progress=progress, log=log, lock=lock)
+        data = VAEData(config.data, data_dir, dev, splits=("train", "val"))
+        check_vae_fits(lambda: config.model.build(trust_modules), dev, training=True)
+        vae = config.model.build(trust_modules).to(dev)
+        trainer = Trainer(vae, data, config, lock.folder, progress=progress, log=log, lock=lock)
         trainer.load_state(ckpt)
         return trainer
-
-
-def recorded_data_dir(ckpt: dict, data_dir: str | Path | None) -> str | Path | None:
-    """``data_dir`` if given, else the data folder the run was trained from, if it still holds the dataset."""
-    recorded, dataset = ckpt.get("data_dir"), ckpt["config"]["data"].get("dataset")
-    if data_dir is None and isinstance(recorded, str) and dataset in DATASETS:
-        if (Path(recorded) / DATASETS[dataset]).is_dir():
-            return recorded
-    return data_dir
 
 
 def load_model(
     checkpoint: str | Path, device: str = "auto", trust_modules: Iterable[str] = ()
 ) -> tuple[VAE, dict]:
     """The trained model in ``checkpoint`` on ``device``, and the checkpoint itself. Components from
-    modules other than ``pyro_vae`` are rebuilt only from ``trust_modules`` (see :mod:`pyro_vae.rebuild`)."""
+    modules other than ``pyro_vae`` are rebuilt only from ``trust_modules`` (see :mod:`pyro_vae.model.rebuild`)."""
+    vae, _, ckpt = _load(checkpoint, device, trust_modules)
+    return vae, ckpt
+
+
+def _load(checkpoint: str | Path, device: str, trust_modules: Iterable[str]) -> tuple[VAE, RunConfig, dict]:
     ckpt = load_checkpoint(checkpoint)
+    config = RunConfig.from_checkpoint(ckpt, trust_modules)
     dev = resolve_device(device)
-    check_vae_fits(lambda: vae_from_config(ckpt["config"]["model"], trust_modules), dev)
-    return vae_from_checkpoint(ckpt, dev, trust_modules), ckpt
+    check_vae_fits(lambda: config.model.build(trust_modules), dev)
+    return load_weights(config.model.build(trust_modules), ckpt).to(dev), config, ckpt
 
 
 def evaluate_checkpoint(
@@ -156,9 +102,9 @@ def evaluate_checkpoint(
     (what was evaluated, the IWAE chunk size, the seconds taken and the peak memory)."""
     if num_particles < 1 or iw_samples < 0 or batch_size < 1 or (limit is not None and limit < 1):
         raise ConfigError("--num-particles, --batch-size and --limit must be positive, --iw-samples >= 0")
-    vae, ckpt = load_model(checkpoint, device, trust_modules)
+    vae, config, ckpt = _load(checkpoint, device, trust_modules)
     device_ = next(vae.parameters()).device
-    x, labels, data_config = _checkpoint_data(ckpt, split, data_dir, device_, limit)
+    x, labels, data_config = _checkpoint_data(config, split, data_dir, device_, limit)
     vae.likelihood.check_data(x)
     reset_peak_memory(device_)
     start = time.perf_counter()
@@ -173,9 +119,9 @@ def evaluate_checkpoint(
         "binarize": data_config.binarize,
         "data": data_config.describe(),
         "split": split,
-        "likelihood": ckpt["config"]["model"]["likelihood"]["target"],
-        "prior": ckpt["config"]["model"]["prior"]["target"],
-        "guide": ckpt["config"]["model"].get("guide", {"target": "pyro_vae.guides:DiagonalGaussianGuide"})["target"],
+        "likelihood": _describe(config.model.likelihood),
+        "prior": _describe(config.model.prior),
+        "guide": _describe(config.model.guide),
         "device": str(device_),
         "torch_threads": torch.get_num_threads(),
         "iwae_chunk": iwae_chunk(min(batch_size, x.shape[0]), x.shape[-1], iw_samples) if iw_samples else None,
@@ -186,16 +132,22 @@ def evaluate_checkpoint(
     return result, info
 
 
-def _checkpoint_data(ckpt: dict, split: str, data_dir, device: torch.device, limit: int | None):
-    """The observed images and labels of ``split`` for the checkpoint's dataset and binarization."""
-    data_config = stored_config(ckpt, "data", DataConfig)
-    data = VAEData(data_config, recorded_data_dir(ckpt, data_dir), device, splits=(split,))
+def _describe(component) -> str:
+    """``mog(num_components=10)``."""
+    options = ", ".join(f"{k}={v}" for k, v in component.options.items() if v is not None)
+    module = f"{component.module}:" if component.module else ""
+    return f"{module}{component.name}" + (f"({options})" if options else "")
+
+
+def _checkpoint_data(config: RunConfig, split: str, data_dir, device: torch.device, limit: int | None):
+    """The observed images and labels of ``split`` for the run's dataset and binarization."""
+    data = VAEData(config.data, data_dir, device, splits=(split,))
     x, labels = data.observed(split), data.labels[split]
     if limit is not None:
         x, labels = x[:limit], labels[:limit]
     if x.shape[0] == 0:
-        raise ConfigError(f"the {split} split is empty for this run (val_size={data_config.val_size})")
-    return x, labels, data_config
+        raise ConfigError(f"the {split} split is empty for this run (val_size={config.data.val_size})")
+    return x, labels, config.data
 
 
 def sample_checkpoint(
@@ -273,8 +225,8 @@ def encode_checkpoint(
 ) -> dict[str, Tensor | str]:
     """Posterior means and marginal scales ``(n, d)`` and labels ``(n,)`` of a split, on the CPU, with the
     dataset, binarization and split they came from."""
-    vae, ckpt = load_model(checkpoint, device, trust_modules)
-    x, labels, data_config = _checkpoint_data(ckpt, split, data_dir, next(vae.parameters()).device, limit)
+    vae, config, _ = _load(checkpoint, device, trust_modules)
+    x, labels, data_config = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device, limit)
     torch.manual_seed(seed)  # only guides without closed-form moments (IAF) draw samples
     means, scales = posterior_moments(vae.eval(), x, batch_size=batch_size)
     return {"means": means.cpu(), "scales": scales.cpu(), "labels": labels.cpu(), "dataset": data_config.dataset,
@@ -303,9 +255,9 @@ def plot_checkpoint(
 
     if num_points < 16:
         raise ConfigError(f"--num-points must be at least 16 (the interpolations use 16 images), got {num_points}")
-    vae, ckpt = load_model(checkpoint, device, trust_modules)
+    vae, config, ckpt = _load(checkpoint, device, trust_modules)
     vae.eval()
-    x, labels, data_config = _checkpoint_data(ckpt, split, data_dir, next(vae.parameters()).device, num_points)
+    x, labels, data_config = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device, num_points)
     if x.shape[0] < 16:
         raise ConfigError(f"the {split} split has {x.shape[0]} images; the pictures need at least 16")
     vae.likelihood.check_data(x)
@@ -321,15 +273,15 @@ def plot_checkpoint(
                           out_dir / "latent_scatter.png"),
     ]  # fmt: skip
     skipped = {}
-    if vae.net_config.latent_dim == 2:
+    if vae.latent_dim == 2:
         written.append(plots.save_figure(plots.manifold_figure(vae), out_dir / "manifold.png"))
     else:
-        skipped["manifold"] = f"needs a 2-D latent space (this model has {vae.net_config.latent_dim})"
+        skipped["manifold"] = f"needs a 2-D latent space (this model has {vae.latent_dim})"
     written.append(plots.save_grid(plots.interpolation_grid(vae, x[:8], x[8:16]), out_dir / "interpolations.png"))
     metrics_path = Path(checkpoint).parent / METRICS_NAME
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else list(ckpt["metrics"])
     if metrics:
-        objective = ckpt["config"]["train"].get("objective", "trace")
+        objective = config.objective.kind
         written.append(plots.save_figure(plots.training_curves(metrics, objective), out_dir / "training_curves.png"))
     else:
         skipped["training_curves"] = "no metrics recorded"

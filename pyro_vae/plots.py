@@ -97,8 +97,8 @@ def manifold_values(n: int = 20, lowest: float = 0.05) -> Tensor:
 def manifold_grid(vae: VAE, n: int = 20) -> tuple[Tensor, Tensor]:
     """The decoder over an ``n`` x ``n`` grid of :func:`manifold_values` (z=2 only): the image grid, with
     :math:`z_1` increasing to the right and :math:`z_2` upwards, and the values used."""
-    if vae.net_config.latent_dim != 2:
-        raise ConfigError(f"the manifold plot needs a 2-D latent space; this model has {vae.net_config.latent_dim}")
+    if vae.latent_dim != 2:
+        raise ConfigError(f"the manifold plot needs a 2-D latent space; this model has {vae.latent_dim}")
     values = manifold_values(n)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")  # row 0 is the top: largest z2
     device = next(vae.parameters()).device

@@ -25,7 +25,7 @@ LIKELIHOODS = {
 
 def _vae(name, kind="mlp"):
     cls, kwargs, _ = LIKELIHOODS[name]
-    return VAE(NetConfig(kind=kind, latent_dim=8, hidden=(64,)), StandardNormal(8), cls(**kwargs))
+    return VAE(NetConfig(kind=kind, hidden=(64,)), StandardNormal(8), cls(**kwargs))
 
 
 @pytest.mark.parametrize("kind", ["mlp", "conv"])

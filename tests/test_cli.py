@@ -11,7 +11,7 @@ import torch
 from helper_components import WrongKLPrior
 
 from pyro_vae.cli.main import main
-from pyro_vae.training.checkpoint import vae_from_config
+from pyro_vae import RunConfig
 from conftest import small_run
 
 TINY = ["--train-limit", "500", "--val-size", "200", "--hidden", "32", "--latent-dim", "4", "--batch-size", "100",
@@ -94,11 +94,12 @@ def _corrupt_checkpoints(tmp_path, cli_run):
     torch.save({"weights": torch.ones(3)}, foreign)
     missing_module = tmp_path / "missing_module.pt"
     ckpt = torch.load(cli_run / "ckpt.pt", weights_only=True)
-    ckpt["config"]["model"]["prior"]["target"] = "no_such_module:MyPrior"
+    ckpt["config"]["model"]["prior"] = {"name": "my-prior", "module": "no_such_module"}
     torch.save(ckpt, missing_module)
     incomplete = tmp_path / "incomplete.pt"
     torch.save({k: v for k, v in ckpt.items() if k != "model_state"}, incomplete)
-    return {"garbage": (garbage, "not a readable checkpoint"), "text": (text, "not a readable checkpoint"),
+    return {"garbage": (garbage, "not a checkpoint (not a file written by torch.save)"),
+            "text": (text, "not a checkpoint (not a file written by torch.save)"),
             "incomplete": (incomplete, "missing model_state"), "truncated": (truncated, "not a readable checkpoint"),
             "foreign": (foreign, "not a pyro-vae checkpoint"),
             "missing_module": (missing_module, "--trust-module no_such_module"),
@@ -112,29 +113,37 @@ def test_bad_checkpoints(kind, cli_run, tmp_path, data_dir, capsys):
     assert_one_line_error(code, err, message)
 
 
-BAD_TRAIN_OPTIONS = {
-    "unknown likelihood": (["--likelihood", "poisson"], "Invalid value for '--likelihood'"),
-    "zero epochs": (["--epochs", "0"], "--epochs"),
-    "negative batch": (["--batch-size", "-5"], "--batch-size"),
-    "zero latent": (["--latent-dim", "0"], "--latent-dim"),
-    "zero hidden": (["--hidden", "0"], "hidden sizes must be positive"),
-    "junk hidden": (["--hidden", "4x"], "not a comma-separated list"),
-    "zero lr": (["--lr", "0"], "--lr"),
+BAD_TRAIN_OPTIONS = {  # every one a bad run description: exit 2, the same message a config file's value gets
+    "unknown likelihood": (["--likelihood", "poisson"], "model.likelihood.name (--likelihood) must be one of"),
+    "zero epochs": (["--epochs", "0"], "schedule.epochs (--epochs) must be >= 1"),
+    "negative batch": (["--batch-size", "-5"], "optimizer.batch_size (--batch-size) must be >= 1"),
+    "zero latent": (["--latent-dim", "0"], "model.latent_dim (--latent-dim) must be >= 1"),
+    "zero hidden": (["--hidden", "0"], "model.net.hidden (--hidden) must be >= 1"),
+    "junk hidden": (["--hidden", "4x"], "must be a list of integers"),
+    "zero lr": (["--lr", "0"], "optimizer.lr (--lr) must be > 0"),
+    "nan lr": (["--lr", "nan"], "not finite"),
     "bernoulli on grey": (["--binarize", "none"], "needs binary pixels"),
-    "sigma on bernoulli": (["--learn-sigma"], "--learn-sigma only applies"),
+    "sigma on bernoulli": (["--likelihood-learn-sigma"], "(--likelihood-learn-sigma) does not apply to --likelihood "
+                                                         "bernoulli (it applies to --likelihood gaussian or laplace)"),
     "bad device": (["--device", "tpu"], "device"),
-    "components on standard normal": (["--prior-components", "5"], "--prior-components only applies to --prior mog or vamp"),
-    "flow steps unused": (["--flow-steps", "3"], "--flow-steps only applies"),
-    "spline without flow": (["--flow-transform", "spline"], "--flow-transform only applies"),
-    "vamp with iaf": (["--prior", "vamp", "--guide", "iaf"], "use --guide diagonal or full-cov"),
-    "sigma on beta": (["--likelihood", "beta", "--binarize", "none", "--sigma", "0.2"], "--sigma only applies"),
+    "components on standard normal": (["--prior-num-components", "5"],
+                                      "does not apply to --prior standard-normal (it applies to --prior mog or vamp)"),
+    "flow steps unused": (["--prior-num-flows", "3"], "(--prior-num-flows) does not apply"),
+    "spline without flow": (["--prior-transform", "spline"], "(--prior-transform) does not apply"),
+    "vamp with iaf": (["--prior", "vamp", "--guide", "iaf"], "choose a guide with a one-pass density (diagonal, full-cov)"),
+    "sigma on beta": (["--likelihood", "beta", "--binarize", "none", "--likelihood-sigma", "0.2"], "does not apply"),
+    "learned sigma below its floor": (["--likelihood", "gaussian", "--binarize", "none", "--likelihood-learn-sigma",
+                                       "--likelihood-sigma", "0.005"], "model.likelihood (gaussian): sigma must be"),
     "beta with iwae": (["--objective", "iwae", "--beta", "2"], "--beta and --warmup-epochs apply"),
     "warmup with iwae": (["--objective", "iwae", "--warmup-epochs", "2"], "--beta and --warmup-epochs apply"),
-    "warmup start alone": (["--warmup-start", "0.1"], "--warmup-start needs --warmup-epochs"),
-    "warmup start above beta": (["--warmup-epochs", "1", "--warmup-start", "2"], "warm-up start <= beta"),
-    "zero beta": (["--beta", "0"], "--beta"),
-    "zero particles": (["--particles", "0"], "--particles"),
-    "unknown guide": (["--guide", "planar"], "Invalid value for '--guide'"),
+    "warmup start alone": (["--warmup-start", "0.1"], "(--warmup-start) needs objective.warmup_epochs"),
+    "warmup start above beta": (["--warmup-epochs", "1", "--warmup-start", "2"], "is above beta"),
+    "zero beta": (["--beta", "0"], "objective.beta (--beta) must be > 0"),
+    "zero particles": (["--particles", "0"], "(--particles) must be >= 1"),
+    "unknown guide": (["--guide", "planar"], "(--guide) must be one of diagonal, full-cov, iaf"),
+    "huge seed": (["--seed", str(2**32)], "seed (--seed) must be >= 0 and <= 4294967295"),
+    "too many flows": (["--prior", "flow", "--prior-num-flows", "1001"], "must be >= 1 and <= 1000"),
+    "unknown option": (["--sigma", "0.1"], "No such option '--sigma'"),
 }
 
 
@@ -143,6 +152,7 @@ def test_bad_train_options(case, tmp_path, data_dir, capsys):
     extra, message = BAD_TRAIN_OPTIONS[case]
     code, _, err = run_cli(["train", "--data-dir", data_dir, "--out", tmp_path / "r", *TINY, *extra], capsys)
     assert_one_line_error(code, err, message)
+    assert code == 2
     assert not (tmp_path / "r" / "ckpt.pt").exists()
 
 
@@ -207,20 +217,21 @@ def test_edge_sizes(tmp_path, data_dir, capsys):
 def test_swapped_components_round_trip_through_the_cli(tmp_path, data_dir, capsys):
     out = tmp_path / "mog"
     code, _, err = run_cli(["train", "--data-dir", data_dir, "--epochs", "2", "--out", out, *TINY,
-                            "--prior", "mog", "--prior-components", "3", "--guide", "full-cov",
+                            "--prior", "mog", "--prior-num-components", "3", "--guide", "full-cov",
                             "--likelihood", "discretized-logistic", "--binarize", "none",
                             "--objective", "meanfield", "--particles", "2", "--warmup-epochs", "2"], capsys)  # fmt: skip
     assert code == 0, err
+    assert "beta 0.5" in err  # the KL weight is in the log
     betas = [json.loads(line)["beta"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert betas == [0.5, 1.0]
     ckpt = torch.load(out / "ckpt.pt", weights_only=True)
-    assert ckpt["config"]["model"]["prior"]["kwargs"] == {"num_components": 3}
-    assert ckpt["config"]["train"]["objective"] == "meanfield"
-    code, table, err = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--limit", "200",
-                                "--iw-samples", "5"], capsys)  # fmt: skip
+    assert ckpt["config"]["model"]["prior"] == {"name": "mog", "num_components": 3}
+    assert ckpt["config"]["objective"]["kind"] == "meanfield"
+    code, table, err = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--limit", "200", "--iw-samples", "5"],
+                               capsys)  # fmt: skip  (the data folder is the recorded one)
     assert code == 0, err
     assert "[monte-carlo]" in table and "no closed-form KL" in table and "bits/dim" in table
-    assert "MixtureOfGaussians" in table and "FullCovGaussianGuide" in table
+    assert "prior mog(num_components=3)" in table and "guide full-cov" in table
     code, out_json, _ = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--limit", "200",
                                  "--iw-samples", "5", "--json"], capsys)  # fmt: skip
     result = json.loads(out_json)
@@ -228,27 +239,56 @@ def test_swapped_components_round_trip_through_the_cli(tmp_path, data_dir, capsy
     assert result["elbo_bits_per_dim"] == pytest.approx(-result["elbo"] / (784 * math.log(2)))
 
 
-def test_checkpoint_from_version_0_1_still_loads(cli_run, tmp_path, data_dir, capsys):
-    """Before guide families, checkpoints had no guide entry and called the objective "elbo"."""
-    ckpt = torch.load(cli_run / "ckpt.pt", weights_only=True)
-    del ckpt["config"]["model"]["guide"]
-    ckpt["config"]["train"]["elbo"] = ckpt["config"]["train"].pop("objective")
-    for key in ("particles", "beta", "warmup_epochs", "warmup_start", "lr_schedule", "adam_eps"):
-        del ckpt["config"]["train"][key]
-    # ... and stored pyro.optim.Adam's state: one torch Adam per parameter, keyed by param-store name.
-    vae = vae_from_config(ckpt["config"]["model"])
-    state = ckpt["optim_state"]
+def version_0_1_checkpoint(new: dict) -> dict:
+    """A format-2 checkpoint of the standard-normal/Bernoulli/diagonal model in version 0.1's layout: format 1,
+    no guide entry, the objective called "elbo", module:Class targets in the flat package, pyro.optim's state."""
+    old = {**new, "format_version": 1, "data_dir": new["config"]["data"].pop("root")}
+    model = new["config"]["model"]
+    old["config"] = {
+        "model": {"net": {**model["net"], "latent_dim": model["latent_dim"]},
+                  "prior": {"target": "pyro_vae.priors:StandardNormal", "args": [model["latent_dim"]], "kwargs": {}},
+                  "likelihood": {"target": "pyro_vae.likelihoods:Bernoulli", "args": [], "kwargs": {}}},
+        "data": new["config"]["data"],
+        "train": {"epochs": 1, "batch_size": 100, "lr": 1e-3, "seed": 0, "elbo": "trace", "checkpoint_every": 1},
+    }  # fmt: skip
+    vae = RunConfig.from_dict(new["config"]).model.build()
+    state = new["optim_state"]
     group = {**state["param_groups"][0], "params": [0]}
-    ckpt["optim_state"] = {name: {"state": {0: state["state"][i]}, "param_groups": [group]}
-                           for i, name in enumerate(vae.pyro_named_parameters())}  # fmt: skip
-    torch.save(ckpt, tmp_path / "old.pt")
-    code, out, err = run_cli(["elbo", "--checkpoint", tmp_path / "old.pt", "--data-dir", data_dir, "--limit", "100",
-                              "--iw-samples", "0", "--json"], capsys)  # fmt: skip
+    old["optim_state"] = {name: {"state": {0: state["state"][i]}, "param_groups": [group]}
+                          for i, name in enumerate(vae.pyro_named_parameters())}  # fmt: skip
+    return old
+
+
+def test_checkpoint_from_version_0_1_still_loads(cli_run, tmp_path, data_dir, capsys):
+    new = torch.load(cli_run / "ckpt.pt", weights_only=True)
+    torch.save(version_0_1_checkpoint(new), tmp_path / "old.pt")
+    args = ["--limit", "100", "--iw-samples", "0", "--json"]
+    code, out, err = run_cli(["elbo", "--checkpoint", tmp_path / "old.pt", *args], capsys)
     assert code == 0, err
-    assert json.loads(out)["guide"] == "pyro_vae.model.guides:DiagonalGaussianGuide"
-    code, _, err = run_cli(["train", "--resume", tmp_path / "old.pt", "--epochs", "2", "--data-dir", data_dir,
-                            "--out", tmp_path / "resumed", "--no-progress"], capsys)  # fmt: skip
+    assert json.loads(out)["guide"] == "diagonal"
+    code, same, err = run_cli(["elbo", "--checkpoint", cli_run / "ckpt.pt", *args], capsys)
+    assert json.loads(out)["elbo"] == json.loads(same)["elbo"]
+    code, _, err = run_cli(["train", "--resume", tmp_path / "old.pt", "--epochs", "2", "--out", tmp_path / "resumed",
+                            "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
-    resumed = torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)["optim_state"]
-    steps = {s["step"].item() for s in resumed["state"].values()}
-    assert len(steps) == 1 and steps.pop() > {s["step"].item() for s in state["state"].values()}.pop()
+    resumed = torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)
+    assert resumed["format_version"] == 2 and resumed["config"]["objective"]["kind"] == "trace"
+    steps = {s["step"].item() for s in resumed["optim_state"]["state"].values()}
+    assert len(steps) == 1 and steps.pop() > {s["step"].item() for s in new["optim_state"]["state"].values()}.pop()
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["v1_mog_gaussian_fullcov.pt", "v1_flow_iaf.pt"])
+def test_format_1_checkpoints_written_by_0_1_give_the_same_bounds(name, data_dir, tmp_path, capsys):
+    """Real checkpoints written by pyro-vae 0.1 (tests/fixtures, made by the command in v1_bounds.json) convert
+    to a RunConfig and reproduce the bounds 0.1 printed, to the last digit."""
+    expected = json.loads((FIXTURES / "v1_bounds.json").read_text())[name]
+    code, out, err = run_cli(["elbo", "--checkpoint", FIXTURES / name, "--data-dir", data_dir, "--limit", "200",
+                              "--iw-samples", "10", "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert {key: result[key] for key in expected} == expected
+    config = RunConfig.from_checkpoint(torch.load(FIXTURES / name, weights_only=True))
+    assert config.model.latent_dim == 4 and config.optimizer.batch_size == 100

@@ -10,8 +10,11 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vae import VAE, Bernoulli, NetConfig, analytic_elbo, analytic_loss, evaluate
 from pyro_vae.errors import AgreementError
-from pyro_vae.model.guides import GUIDES, DiagonalGaussianGuide, FullCovGaussianGuide, IAFGuide
+from pyro_vae.model.components import REGISTRY
+from pyro_vae.model.guides import DiagonalGaussianGuide, FullCovGaussianGuide, IAFGuide
 from pyro_vae.model.priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
+
+GUIDES = {name: cls for name, cls in REGISTRY["guide"].items() if cls.__module__.startswith("pyro_vae")}
 
 D = 4
 PRIORS = {
@@ -23,7 +26,7 @@ PRIORS = {
     "flow-spline": lambda: FlowPrior(D, transform="spline"),
 }
 PAIRS = [(p, g) for p in PRIORS for g in GUIDES if not (p == "vamp" and g == "iaf")]
-NET = NetConfig(latent_dim=D, hidden=(64,))
+NET = NetConfig(hidden=(64,))
 
 
 def _vae(prior: str, guide: str) -> VAE:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import small_run
-from pyro_vae import TrainConfig, evaluate
+from pyro_vae import ObjectiveConfig, evaluate
 from pyro_vae.runtime.devices import resolve_device
 from pyro_vae.pipeline import evaluate_checkpoint, load_model
 
@@ -47,8 +47,8 @@ def test_fast_svi_matches_stock_svi_on_gpu():
     stock, fast = t.make_vae().cuda(), t.make_vae().cuda()
     fast.load_state_dict(stock.state_dict())
     xs = [x.cuda() for x in t.batches(3)]
-    stock_losses, _ = t.run_stock(stock, TrainConfig().make_objective(), xs)
-    fast_losses = t.run_fast(fast, TrainConfig().make_objective(), xs)  # fused Adam on the GPU
+    stock_losses, _ = t.run_stock(stock, ObjectiveConfig().make(), xs)
+    fast_losses = t.run_fast(fast, ObjectiveConfig().make(), xs)  # fused Adam on the GPU
     assert fast_losses == pytest.approx(stock_losses, rel=1e-4)
     t.assert_same_weights(stock, fast)
 

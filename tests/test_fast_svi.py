@@ -12,13 +12,14 @@ import pytest
 import torch
 from pyro.infer import SVI
 
-from pyro_vae import Bernoulli, FlowPrior, MixtureOfGaussians, NetConfig, StandardNormal, TrainConfig, VAE, VampPrior
+from pyro_vae import ScheduleConfig
+from pyro_vae import Bernoulli, FlowPrior, MixtureOfGaussians, NetConfig, ObjectiveConfig, StandardNormal, VAE, VampPrior
 from pyro_vae.training.checkpoint import adam_state_from_pyro
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference.fast_svi import FastSVI, make_adam
 from pyro_vae.model.guides import FullCovGaussianGuide, IAFGuide
 
-NET = NetConfig(latent_dim=4, hidden=(32,))
+NET = NetConfig(hidden=(32,))
 
 
 def batches(n: int, seed: int = 0) -> list[torch.Tensor]:
@@ -81,16 +82,16 @@ def test_fast_svi_takes_the_same_steps_as_stock_svi(objective, particles, prior,
     and traced graphs order their arithmetic differently), which moves a loss of ~9,000 nats by up to
     ~2e-5 of itself through the flows; one Adam step moves it by ~3%.
     """
-    config = TrainConfig(objective=objective, particles=particles, jit=jit)
+    config = ObjectiveConfig(kind=objective, particles=particles, jit=jit)
     torch.manual_seed(0)
     prior, guide = prior and prior(), guide and guide()
     stock, fast = make_vae(copy.deepcopy(prior), copy.deepcopy(guide)), make_vae(prior, guide)
     fast.load_state_dict(stock.state_dict())
     xs = batches(4) + [batches(1, seed=1)[0][:7]]
     betas = [1.0] * 5 if objective == "iwae" else [0.2, 0.4, 0.6, 0.8, 1.0]
-    stock_losses, _ = run_stock(stock, TrainConfig(objective=objective, particles=particles, jit=False).make_objective(),
+    stock_losses, _ = run_stock(stock, ObjectiveConfig(kind=objective, particles=particles, jit=False).make(),
                                 xs, betas)  # fmt: skip
-    svi = FastSVI(fast.model, fast.guide, make_adam(fast.parameters(), 1e-2), config.make_objective())
+    svi = FastSVI(fast.model, fast.guide, make_adam(fast.parameters(), 1e-2), config.make())
     fast_losses = run_fast(fast, None, xs, betas, svi=svi)
     assert svi.jit == jit and svi.jit_disabled_reason is None
     assert fast_losses[0] == pytest.approx(stock_losses[0], rel=1e-6)  # the same weights: only rounding
@@ -107,14 +108,14 @@ def test_validation_runs_on_the_first_step_only():
         seen.append(pyro.infer.util.is_validation_enabled())
         vae.model(x, beta)
 
-    svi = FastSVI(model, vae.guide, make_adam(vae.parameters(), 1e-3), TrainConfig(jit=False).make_objective())
+    svi = FastSVI(model, vae.guide, make_adam(vae.parameters(), 1e-3), ObjectiveConfig(jit=False).make())
     with pyro.get_param_store().scope():
         for x in batches(3):
             svi.step(x, 1.0)
     assert seen == [True, False, False, False]  # step 1 runs the model twice: the validated check, then the step
     assert pyro.infer.util.is_validation_enabled()  # restored after each step
     # ... and the first step's checks are real: grey-level pixels under a Bernoulli fail them.
-    svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-3), TrainConfig().make_objective())
+    svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-3), ObjectiveConfig().make())
     with pyro.get_param_store().scope(), pytest.raises(ValueError, match="support"):
         svi.step(torch.rand(4, 784), 1.0)
 
@@ -126,7 +127,7 @@ def test_a_parameter_outside_the_optimizer_is_refused():
         pyro.param("stray", torch.zeros(2))
         vae.guide(x, beta)
 
-    svi = FastSVI(vae.model, guide, make_adam(vae.parameters(), 1e-3), TrainConfig().make_objective())
+    svi = FastSVI(vae.model, guide, make_adam(vae.parameters(), 1e-3), ObjectiveConfig().make())
     with pyro.get_param_store().scope(), pytest.raises(ConfigError, match="stray"):
         svi.step(batches(1)[0], 1.0)
 
@@ -135,23 +136,23 @@ def test_pyro_optimizer_state_carries_over():
     """A version-0.1 checkpoint's pyro.optim.Adam state continues exactly as stock SVI would."""
     stock, fast = make_vae(), make_vae()
     xs = batches(6)
-    _, state = run_stock(stock, TrainConfig(jit=False).make_objective(), xs[:3])
+    _, state = run_stock(stock, ObjectiveConfig(jit=False).make(), xs[:3])
     fast.load_state_dict(stock.state_dict())
-    run_stock(stock, TrainConfig(jit=False).make_objective(), xs[3:], state=copy.deepcopy(state))  # steps in place
+    run_stock(stock, ObjectiveConfig(jit=False).make(), xs[3:], state=copy.deepcopy(state))  # steps in place
     optimizer = make_adam(fast.parameters(), 1e-2)
     optimizer.load_state_dict(adam_state_from_pyro(state, fast, optimizer))
     assert all(s["step"].item() == 3 for s in optimizer.state.values())
-    run_fast(fast, TrainConfig().make_objective(), xs[3:], optimizer=optimizer)
+    run_fast(fast, ObjectiveConfig().make(), xs[3:], optimizer=optimizer)
     assert_same_weights(stock, fast)
 
 
 def test_iwae_lr_schedule():
     """Burda et al. 2016: stage i lasts 3**i epochs at lr * 10**(-i/7); 3280 epochs in all."""
-    config = TrainConfig(lr=1e-3, lr_schedule="iwae")
+    schedule = ScheduleConfig(lr_schedule="iwae")
     stage_of = {1: 0, 2: 1, 4: 1, 5: 2, 13: 2, 14: 3, 40: 3, 41: 4, 121: 4, 122: 5, 1093: 6, 1094: 7, 3280: 7, 4000: 7}
     for epoch, stage in stage_of.items():
-        assert config.lr_at(epoch) == pytest.approx(1e-3 * 10 ** (-stage / 7)), epoch
-    assert TrainConfig(lr=2e-3).lr_at(500) == 2e-3
+        assert schedule.lr_at(epoch, 1e-3) == pytest.approx(1e-3 * 10 ** (-stage / 7)), epoch
+    assert ScheduleConfig().lr_at(500, 2e-3) == 2e-3
 
 
 def test_fast_svi_works_with_a_pyro_distribution_site():
@@ -163,7 +164,7 @@ def test_fast_svi_works_with_a_pyro_distribution_site():
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
 
-    svi = FastSVI(model, lambda x: None, make_adam([loc], 0.1), TrainConfig().make_objective())
+    svi = FastSVI(model, lambda x: None, make_adam([loc], 0.1), ObjectiveConfig().make())
     with pyro.get_param_store().scope():
         for _ in range(200):
             svi.step(torch.full((10,), 3.0))
@@ -182,7 +183,7 @@ def test_a_model_that_cannot_be_traced_trains_eagerly_and_says_why():
         traced_vae.model(x, beta * len(calls))
 
     svi = FastSVI(model, traced_vae.guide, make_adam(traced_vae.parameters(), 1e-2),
-                  TrainConfig(jit=True).make_objective())  # fmt: skip
+                  ObjectiveConfig(jit=True).make())  # fmt: skip
     losses = run_fast(traced_vae, None, batches(3), svi=svi)
     assert not svi.jit and "differs from the eager" in svi.jit_disabled_reason
     assert all(math.isfinite(loss) for loss in losses)

@@ -6,9 +6,9 @@ import torch
 
 from pyro_vae import (
     VAE, Bernoulli, DiagonalGaussianGuide, DiscretizedLogistic, FlowPrior, FullCovGaussianGuide, Gaussian, IAFGuide,
-    LearnedGaussian, MixtureOfGaussians, NetConfig, StandardNormal, VampPrior, bounds, evaluate, pipeline,
+    LearnedGaussian, MixtureOfGaussians, NetConfig, StandardNormal, VampPrior, evaluate, pipeline,
 )  # fmt: skip
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ResourceError
 from pyro_vae.runtime.limits import check_vae_fits, meta_module, tensor_bytes
 
 PRIORS = [StandardNormal, LearnedGaussian, MixtureOfGaussians, VampPrior, FlowPrior,
@@ -20,7 +20,7 @@ GUIDES = [DiagonalGaussianGuide, FullCovGaussianGuide, IAFGuide]
 @pytest.mark.parametrize("make_guide", GUIDES)
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 def test_the_meta_estimate_is_the_real_size(make_prior, make_guide, kind):
-    net = NetConfig(kind=kind, latent_dim=6, hidden=(300,))
+    net = NetConfig(kind=kind, hidden=(300,))
     make = lambda: VAE(net, make_prior(6), DiscretizedLogistic(), make_guide(6))  # noqa: E731
     state = torch.get_rng_state()
     estimate = meta_module(make)
@@ -29,8 +29,8 @@ def test_the_meta_estimate_is_the_real_size(make_prior, make_guide, kind):
 
 
 def test_an_impossible_model_is_refused_without_allocating():
-    huge = lambda: VAE(NetConfig(latent_dim=10**8, hidden=(10**5,)), StandardNormal(10**8), Bernoulli())  # noqa: E731
-    with pytest.raises(ConfigError, match=r"the model \(109.1 TiB of parameters\) needs 436.6 TiB .* lower --hidden"):
+    huge = lambda: VAE(NetConfig(hidden=(10**5,)), StandardNormal(10**8), Bernoulli())  # noqa: E731
+    with pytest.raises(ResourceError, match=r"the model \(109.1 TiB of parameters\) needs 436.6 TiB .* lower --hidden"):
         check_vae_fits(huge, "cpu", training=True)
     check_vae_fits(lambda: VAE(NetConfig(), StandardNormal(20), Gaussian()), "cpu", training=True)
 
@@ -44,7 +44,7 @@ def test_elbo_particles_in_chunks_keep_the_common_random_numbers(trained, test_i
     assert chunked.elbo.mean().item() == pytest.approx(whole.elbo.mean().item(), abs=1.0)
     assert abs(chunked.agreement_z) < 4 and torch.allclose(chunked.kl, whole.kl, atol=1e-4)
     # With a Monte Carlo KL on both sides, pairing makes the two ELBOs equal image by image.
-    mog = VAE(NetConfig(latent_dim=8, hidden=(64,)), MixtureOfGaussians(8), Bernoulli())
+    mog = VAE(NetConfig(hidden=(64,)), MixtureOfGaussians(8), Bernoulli())
     paired = evaluate(mog, x, num_particles=12, iw_samples=0, seed=4)
     assert paired.kl_method == "monte-carlo" and torch.allclose(paired.elbo, paired.elbo_analytic, atol=1e-3)
     # One chunk is exactly the old single pass.

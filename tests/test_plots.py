@@ -19,7 +19,7 @@ TILE = 28 + 2  # make_grid's default padding of 2 pixels
 @pytest.fixture(scope="module")
 def trained_z2(tmp_path_factory, data_dir):
     """A z=2 model, one epoch with a KL warm-up (so the training curves have a β panel)."""
-    trainer = small_run(tmp_path_factory.mktemp("z2"), data_dir, epochs=2, net=NetConfig("mlp", 2, (64,)),
+    trainer = small_run(tmp_path_factory.mktemp("z2"), data_dir, epochs=2, latent_dim=2,
                         warmup_epochs=2)  # fmt: skip
     trainer.fit()
     return trainer

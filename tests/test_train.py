@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import SMALL_NET, small_run
-from pyro_vae import NetConfig, TrainConfig, evaluate
+from pyro_vae import NetConfig, ObjectiveConfig, RunConfig, evaluate
 from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError
 from pyro_vae.pipeline import load_model, resume_run
@@ -90,7 +90,7 @@ def test_training_leaves_the_global_param_store_alone(tmp_path, data_dir):
 
 @pytest.mark.parametrize("kind,elbo", [("conv", "trace"), ("mlp", "meanfield")])
 def test_other_networks_and_elbos_train(kind, elbo, tmp_path, data_dir, test_images):
-    net = NetConfig(kind=kind, latent_dim=4, hidden=(32,), activation="softplus")
+    net = NetConfig(kind=kind, hidden=(32,), activation="softplus")
     trainer = small_run(tmp_path, data_dir, epochs=1, net=net, objective=elbo, train_limit=600)
     metrics = trainer.fit()
     assert math.isfinite(metrics[0]["val_elbo"])
@@ -182,7 +182,7 @@ def test_warmup_schedule_is_logged_per_epoch(tmp_path, data_dir):
     trainer.fit()
     logged = [json.loads(line)["beta"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert logged == pytest.approx([0.5, 1.0, 1.0])
-    config = TrainConfig(warmup_epochs=2, warmup_start=0.2, beta=0.8)
+    config = ObjectiveConfig(warmup_epochs=2, warmup_start=0.2, beta=0.8)
     weights = [config.kl_weight(step, steps_per_epoch=4) for step in range(10)]
     assert weights[0] == pytest.approx(0.2 + 0.6 / 8) and weights[7:] == pytest.approx([0.8] * 3)
     assert all(a < b for a, b in zip(weights[:8], weights[1:8]))
@@ -202,10 +202,12 @@ def test_kl_weight_changes_training(tmp_path, data_dir):
 
 @pytest.mark.parametrize(
     "options,match",
-    [({"objective": "iwae", "beta": 2.0}, "iwae"), ({"objective": "iwae", "warmup_epochs": 2}, "iwae"),
-     ({"beta": 0.0}, "beta"), ({"warmup_start": 2.0}, "warm-up"), ({"particles": 0}, "particles"),
-     ({"objective": "elbo"}, "objective")],
+    [({"objective.kind": "iwae", "objective.beta": 2.0}, "iwae"),
+     ({"objective.kind": "iwae", "objective.warmup_epochs": 2}, "iwae"),
+     ({"objective.beta": 0.0}, "beta"), ({"objective.warmup_start": 2.0}, "warmup_start"),
+     ({"objective.particles": 0}, "particles"), ({"objective.kind": "elbo"}, "objective.kind"),
+     ({"seed": 2**32}, "seed"), ({"schedule.epochs": 0}, "epochs"), ({"optimizer.lr": float("inf")}, "lr")],
 )  # fmt: skip
 def test_impossible_training_options_are_refused(options, match):
     with pytest.raises(ConfigError, match=match):
-        TrainConfig(**options).validate()
+        RunConfig().updated(options)

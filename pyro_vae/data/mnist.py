@@ -15,12 +15,14 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
+from ..options import Option, check_fields
 from ..model.networks import IMAGE_SHAPE
 
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -36,20 +38,20 @@ FIXED_BINARIZATION_SEED = 1234
 
 @dataclass
 class DataConfig:
-    """Which images, binarized how, split how."""
+    """Which images, from where, binarized how, split how."""
 
-    dataset: str = "mnist"
-    binarize: str = "dynamic"
-    val_size: int = 5000
-    train_limit: int | None = None  # use only the first N training images (quick experiments)
+    KEY: ClassVar[str] = "data"
+    dataset: Annotated[Literal[tuple(DATASETS)], Option("which images")] = "mnist"
+    binarize: Annotated[Literal[BINARIZATIONS], Option(
+        "none: grey levels; static: threshold 0.5; dynamic: a fresh Bernoulli sample per use")] = "dynamic"
+    val_size: Annotated[int, Option("validation images carved from the end of the training set", min=0)] = 5000
+    train_limit: Annotated[int | None, Option("use only the first N training images", min=1)] = None
+    root: Annotated[str | None, Option(
+        "torchvision root holding the dataset [default: $PYRO_VAE_DATA or ~/.cache/pyro-vae/data, downloaded there "
+        "if missing]", flag="--data-dir", resumable=True)] = None  # fmt: skip
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r} (choose from {', '.join(DATASETS)})")
-        if self.binarize not in BINARIZATIONS:
-            raise ConfigError(f"unknown binarization {self.binarize!r} (choose from {', '.join(BINARIZATIONS)})")
-        if self.val_size < 0 or (self.train_limit is not None and self.train_limit < 1):
-            raise ConfigError("val_size must be >= 0 and train_limit >= 1")
+        check_fields(self)
 
     def describe(self) -> str:
         how = {"none": "grey levels in [0,1]", "static": "static binarization (threshold 0.5)",
@@ -80,6 +82,14 @@ def check_idx_file(path: Path) -> None:
         )
 
 
+def _recorded_root(config: DataConfig) -> Path:
+    """``config.root`` while it still holds the dataset (a checkpoint or config file from another machine
+    may name a folder that is not here), else the default folder."""
+    if config.root is not None and (Path(config.root) / DATASETS[config.dataset]).is_dir():
+        return Path(config.root)
+    return default_data_dir()
+
+
 def _check_raw_files(dataset: str, root: Path, train: bool) -> None:
     """The idx files torchvision will read for this split, if present, are whole (torchvision itself
     reports a truncated file as a missing dataset)."""
@@ -100,7 +110,7 @@ def _read_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[
         ds = cls(str(root), train=train, download=download)
     except RuntimeError as exc:  # torchvision: "Dataset not found. You can use download=True ..."
         hint = "" if download else " (omit --data-dir to download it, or point --data-dir at a torchvision root)"
-        raise DataError(f"no {DATASETS[dataset]} dataset under {root}{hint}: {exc}") from None
+        raise DataError(f"no {DATASETS[dataset]} dataset under {root}{hint}") from None
     except OSError as exc:  # a failed download or unreadable file
         raise DataError(f"could not read or download {DATASETS[dataset]} into {root}: {exc}") from None
     if ds.data.shape[0] != ds.targets.shape[0] or tuple(ds.data.shape[1:]) != IMAGE_SHAPE[1:]:
@@ -126,7 +136,7 @@ class VAEData:
     def __init__(
         self,
         config: DataConfig,
-        root: str | Path | None = None,
+        root: str | Path | None = None,  # overrides config.root
         device: torch.device | str = "cpu",
         splits: tuple[str, ...] = SPLITS,
         download: bool | None = None,
@@ -134,7 +144,7 @@ class VAEData:
         config.validate()
         self.config = config
         self.device = torch.device(device)
-        root = Path(root) if root is not None else default_data_dir()
+        root = Path(root) if root is not None else _recorded_root(config)
         if download is None:
             download = root == default_data_dir()
         self.root = root.resolve()  # recorded in checkpoints: a resumed run finds its data again

@@ -47,7 +47,7 @@ def analytic_elbo(
     """
     params = vae.encoder(x)
     if eps is None:
-        shape = (num_particles, *params.shape[:-1], vae.net_config.latent_dim)
+        shape = (num_particles, *params.shape[:-1], vae.latent_dim)
         eps = torch.randn(shape, dtype=params.dtype, device=params.device)
     z, log_q = vae.guide_family.rsample_with_log_q(params, eps)
     recon = vae.likelihood.log_prob(vae.decoder(z), x).mean(0)

@@ -1,22 +1,54 @@
-"""Swappable components that a checkpoint can rebuild from plain data.
+"""Swappable components (priors, likelihoods, guide families): each class declares itself, once.
 
-A :class:`Component` remembers the arguments it was constructed with. Its *spec* is
-``{"target": "package.module:ClassName", "args": [...], "kwargs": {...}}``: plain data, stored in the
-checkpoint. :func:`pyro_vae.rebuild.build` turns a spec back into a component, importing a module
-other than ``pyro_vae`` only when the user trusts it.
+A component class states its ``name`` (what a config file and ``--prior``/``--likelihood``/``--guide``
+call it) and its options as typed constructor parameters (see :mod:`pyro_vae.options`)::
+
+    class MixtureOfGaussians(Prior):
+        name = "mog"
+        def __init__(self, latent_dim: int, num_components: Annotated[int, Option("...", min=1)] = 10): ...
+
+Defining the class registers it: the command line gets ``--prior mog`` and ``--prior-num-components``,
+config files accept ``[model.prior] name = "mog"``, and a setting given to a component that does not
+take it is refused with a message naming the components that do. Parameters named in :data:`SHARED`
+(the latent size, the image size) are not options: the model passes them down.
+
+A component also remembers the arguments it was built with, so a trained model can state its own
+configuration (:func:`options_of`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, ClassVar
 
 from ..errors import ConfigError
+from ..options import Setting, parameter_settings
 
-_PLAIN = (type(None), bool, int, float, str)
+SHARED = frozenset({"latent_dim", "data_dim"})  # given once by the model, passed to the components that take them
+RESERVED = frozenset({"name", "module"})  # keys of a component's config table
+REGISTRY: dict[str, dict[str, type]] = {"prior": {}, "likelihood": {}, "guide": {}}
 
 
 class Component:
-    """Mixin that records constructor arguments (put it before ``nn.Module`` in the bases)."""
+    """Mixin that registers named subclasses and records constructor arguments (put it before
+    ``nn.Module`` in the bases). A base class sets ``kind``; a concrete class sets ``name``."""
+
+    kind: ClassVar[str]
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            return
+        clash = set(inspect.signature(cls.__init__).parameters) & RESERVED
+        if clash:
+            raise TypeError(f"{cls.__qualname__}: {', '.join(sorted(clash))} cannot be an option name")
+        registered = REGISTRY[cls.kind].get(cls.name)
+        if registered is not None and (registered.__module__, registered.__qualname__) != (
+            cls.__module__, cls.__qualname__,
+        ):  # fmt: skip
+            raise TypeError(f"{cls.kind} name {cls.name!r} is taken by {registered.__module__}.{registered.__qualname__}")
+        REGISTRY[cls.kind][cls.name] = cls
 
     def __new__(cls, *args: Any, **kwargs: Any):
         obj = super().__new__(cls)
@@ -24,33 +56,30 @@ class Component:
         object.__setattr__(obj, "_component_args", (args, dict(kwargs)))
         return obj
 
+    @classmethod
+    def settings(cls, prefix: str = "") -> list[Setting]:
+        """The options this class declares (its constructor's parameters, except the shared values)."""
+        return parameter_settings(cls.__init__, prefix, cls.kind, SHARED)
 
-def check_plain(value: Any, where: str) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is plain data: None, bools, numbers, strings, lists,
-    string-keyed dicts (what a checkpoint stores and :func:`pyro_vae.rebuild.build` accepts)."""
-    if isinstance(value, _PLAIN):
-        return
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            check_plain(item, where)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigError(f"{where}: dictionary keys must be strings, got {key!r}")
-            check_plain(item, where)
-        return
-    raise ConfigError(
-        f"{where}: constructor argument {value!r} is not plain data (numbers, strings, lists, dicts), "
-        "so a checkpoint could not rebuild it"
-    )
+    @classmethod
+    def shared_values(cls) -> frozenset[str]:
+        """Which of :data:`SHARED` the constructor takes."""
+        return SHARED & set(inspect.signature(cls.__init__).parameters)
 
 
-def spec(component: Component) -> dict:
-    """The plain-data recipe that rebuilds ``component``: import path plus constructor arguments."""
-    cls = type(component)
-    target = f"{cls.__module__}:{cls.__qualname__}"
+def component_class(kind: str, name: str) -> type:
+    """The registered ``kind`` class called ``name``, or a :class:`ConfigError` listing the names there are."""
+    classes = REGISTRY[kind]
+    if name not in classes:
+        raise ConfigError(f"model.{kind}.name (--{kind}) must be one of {', '.join(classes)}, got {name!r}")
+    return classes[name]
+
+
+def options_of(component: Component) -> dict[str, Any]:
+    """The options ``component`` was constructed with (defaults filled in, shared values left out)."""
     args, kwargs = getattr(component, "_component_args", ((), {}))
-    check_plain(list(args), target)
-    check_plain(kwargs, target)
-    return {"target": target, "args": list(args), "kwargs": dict(kwargs)}
+    signature = inspect.signature(type(component).__init__)
+    bound = signature.bind(component, *args, **kwargs)
+    bound.apply_defaults()
+    variadic = {p.name for p in signature.parameters.values() if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return {k: v for k, v in list(bound.arguments.items())[1:] if k not in SHARED | variadic}

@@ -15,13 +15,16 @@ The protocol a guide family follows (subclass :class:`Guide`), mirroring :mod:`p
 from __future__ import annotations
 
 import math
+from typing import Annotated, ClassVar
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 from torch import Tensor, nn
 
+from ..options import Option
 from .components import Component
+from .priors import MAX_FLOWS
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -34,7 +37,10 @@ def standard_normal_log_density(eps: Tensor) -> Tensor:
 class Guide(Component, nn.Module):
     """Base class: encoder output ``batch + (num_params,)`` -> distribution over ``z``."""
 
+    kind = "guide"
     num_params: int
+    # log q(z|x) of any z in one pass (an IAF samples in one pass but needs inverting for a given z)
+    one_pass_log_density: ClassVar[bool] = True
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -53,6 +59,8 @@ class Guide(Component, nn.Module):
 class DiagonalGaussianGuide(Guide):
     r""":math:`q(z \mid x) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)`; the encoder predicts
     :math:`\mu` and :math:`\log \sigma^2` (the log-var trick keeps :math:`\sigma` positive)."""
+
+    name = "diagonal"
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
@@ -78,6 +86,8 @@ class FullCovGaussianGuide(Guide):
     r""":math:`q(z \mid x) = \mathcal N(\mu, L L^\top)` with a full lower-triangular :math:`L`: the
     encoder predicts :math:`\mu`, :math:`\log L_{jj}^2` and the :math:`D(D-1)/2` entries below the
     diagonal, so the posterior can capture correlations between latent coordinates."""
+
+    name = "full-cov"
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
@@ -118,7 +128,16 @@ class IAFGuide(Guide):
     images (the amortised part is the Gaussian); each has its own random variable order.
     """
 
-    def __init__(self, latent_dim: int, num_flows: int = 2, hidden: int | None = None) -> None:
+    name = "iaf"
+    one_pass_log_density = False
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_flows: Annotated[int, Option("inverse autoregressive transforms", min=1, max=MAX_FLOWS)] = 2,
+        hidden: Annotated[int | None, Option("width of each transform's network [default: 4 x latent_dim]", min=1)]
+        = None,
+    ) -> None:  # fmt: skip
         super().__init__(latent_dim)
         if num_flows < 1:
             raise ValueError(f"num_flows must be positive, got {num_flows}")
@@ -137,6 +156,3 @@ class IAFGuide(Guide):
             log_q = log_q - flow.log_abs_det_jacobian(z, z_next)
             z = z_next
         return z, log_q
-
-
-GUIDES: dict[str, type[Guide]] = {"diagonal": DiagonalGaussianGuide, "full-cov": FullCovGaussianGuide, "iaf": IAFGuide}

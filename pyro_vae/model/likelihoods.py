@@ -16,6 +16,7 @@ The protocol a likelihood follows (subclass :class:`Likelihood`):
 from __future__ import annotations
 
 import math
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,19 +24,22 @@ from torch import Tensor, nn
 
 import pyro.distributions as dist
 
+from ..errors import DataError
+from ..options import Option
 from .components import Component
 from .distributions import ContinuousBernoulli as ContinuousBernoulliDist
 from .distributions import DiscretizedLogistic as DiscretizedLogisticDist
 from .distributions import IndependentBernoulli
 from .distributions import continuous_bernoulli_log_normaliser
-from ..errors import DataError
 
 
 class Likelihood(Component, nn.Module):
     """Base class: turns decoder output of shape ``batch + (num_params, D)`` into a distribution over x."""
 
+    kind = "likelihood"
     num_params: int = 1
-    discrete: bool = False  # a probability mass over pixel values (then bits/dim are meaningful)
+    discrete: ClassVar[bool] = False  # a probability mass over pixel values (then bits/dim are meaningful)
+    binary_data: ClassVar[bool] = False  # only for pixels that are 0 or 1 (binarized data)
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -62,7 +66,9 @@ class Bernoulli(Likelihood):
     r"""Independent Bernoulli pixels for binary data, parameterised by logits :math:`\ell`:
     :math:`\log p(x) = \sum_i x_i \ell_i - \mathrm{softplus}(\ell_i)`."""
 
+    name = "bernoulli"
     discrete = True
+    binary_data = True
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:
         return IndependentBernoulli(dist.Bernoulli(logits=params[..., 0, :]), 1)
@@ -91,7 +97,9 @@ class ContinuousBernoulli(Likelihood):
     :class:`Gaussian` does. The distribution is :class:`pyro_vae.distributions.ContinuousBernoulli`,
     whose normaliser is exact at any logit (torch's is not beyond :math:`|\ell| \approx 16`)."""
 
-    def __init__(self, max_logit: float = 15.0) -> None:
+    name = "continuous-bernoulli"
+
+    def __init__(self, max_logit: Annotated[float, Option("soft bound M on the logits", min=0, min_open=True)] = 15.0):
         super().__init__()
         if not max_logit > 0:
             raise ValueError(f"max_logit must be positive, got {max_logit}")
@@ -122,7 +130,11 @@ class _SigmoidMeanLikelihood(Likelihood):
     family: type[dist.TorchDistribution]
 
     def __init__(
-        self, sigma: float = 0.1, learn_sigma: bool = False, data_dim: int = 784, min_sigma: float = 1e-2
+        self,
+        sigma: Annotated[float, Option("the fixed scale (the initial one when learned)", min=0, min_open=True)] = 0.1,
+        learn_sigma: Annotated[bool, Option("learn one scale per pixel")] = False,
+        data_dim: int = 784,
+        min_sigma: Annotated[float, Option("floor of a learned scale", min=0, min_open=True)] = 1e-2,
     ) -> None:
         super().__init__()
         if sigma <= 0 or (learn_sigma and sigma <= min_sigma):
@@ -160,6 +172,7 @@ class Gaussian(_SigmoidMeanLikelihood):
     - \log \sigma - \tfrac12 \log 2\pi` (with fixed ``sigma``: the tutorials' weighted squared error,
     with its normalising constant)."""
 
+    name = "gaussian"
     family = dist.Normal
 
     def pixel_log_density(self, x: Tensor, loc: Tensor, sigma: Tensor) -> Tensor:
@@ -170,6 +183,7 @@ class Laplace(_SigmoidMeanLikelihood):
     r"""Laplace pixels (an L1 reconstruction error with its normaliser), ``sigma`` being the scale
     :math:`b`: :math:`\log p(x_i) = -|x_i - \mu_i| / b - \log 2b`."""
 
+    name = "laplace"
     family = dist.Laplace
 
     def pixel_log_density(self, x: Tensor, loc: Tensor, sigma: Tensor) -> Tensor:
@@ -186,9 +200,11 @@ class Beta(Likelihood):
     :math:`\epsilon = 1/512` puts the 256 pixel levels :math:`k/255` at the bin centres :math:`(k + \tfrac12)/256`.
     """
 
+    name = "beta"
     num_params = 2
 
-    def __init__(self, eps: float = 1 / 512) -> None:
+    def __init__(self, eps: Annotated[float, Option("squeeze of [0, 1] into (eps, 1 - eps)", min=0, min_open=True,
+                                                    max=0.49)] = 1 / 512) -> None:  # fmt: skip
         super().__init__()
         if not 0 < eps < 0.5:
             raise ValueError(f"eps must be in (0, 0.5), got {eps}")
@@ -226,10 +242,15 @@ class DiscretizedLogistic(Likelihood):
     scale :math:`s_{min} + \mathrm{softplus}(\cdot)`.
     """
 
+    name = "discretized-logistic"
     num_params = 2
     discrete = True
 
-    def __init__(self, levels: int = 256, min_scale: float = 1e-3) -> None:
+    def __init__(
+        self,
+        levels: Annotated[int, Option("pixel levels k/(levels-1)", min=2, max=65536)] = 256,
+        min_scale: Annotated[float, Option("floor of the logistic scale", min=0, min_open=True)] = 1e-3,
+    ) -> None:
         super().__init__()
         if levels < 2 or min_scale <= 0:
             raise ValueError("levels must be >= 2 and min_scale positive")
@@ -263,13 +284,3 @@ class DiscretizedLogistic(Likelihood):
                 f"the discretized logistic likelihood needs pixels on the {self.levels} levels k/{self.levels - 1}; "
                 "this data is not quantised that way"
             )
-
-
-LIKELIHOODS: dict[str, type[Likelihood]] = {
-    "bernoulli": Bernoulli,
-    "continuous-bernoulli": ContinuousBernoulli,
-    "beta": Beta,
-    "gaussian": Gaussian,
-    "laplace": Laplace,
-    "discretized-logistic": DiscretizedLogistic,
-}

@@ -8,10 +8,11 @@ An *encoder* maps a flattened image batch ``(..., D)`` to the guide family's par
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..options import Option, check_fields
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -23,24 +24,21 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 IMAGE_SHAPE = (1, 28, 28)  # MNIST and Fashion-MNIST
 DATA_DIM = 784
+MAX_HIDDEN_LAYERS = 100
 
 
 @dataclass
 class NetConfig:
-    """Architecture of the encoder/decoder pair."""
+    """Architecture of the encoder/decoder pair (the latent size is the model's, see :class:`ModelConfig`)."""
 
-    kind: str = "mlp"  # "mlp" or "conv"
-    latent_dim: int = 20
-    hidden: tuple[int, ...] = (400,)  # MLP hidden widths; for conv, the width of the dense layer
-    activation: str = "relu"
+    KEY: ClassVar[str] = "model.net"
+    kind: Annotated[Literal["mlp", "conv"], Option("encoder/decoder architecture", flag="--net")] = "mlp"
+    hidden: Annotated[tuple[int, ...], Option("MLP hidden widths (e.g. 512,256); for conv, the dense layer's width",
+                                              min=1, max_items=MAX_HIDDEN_LAYERS)] = (400,)  # fmt: skip
+    activation: Annotated[Literal[tuple(ACTIVATIONS)], Option("nonlinearity between layers")] = "relu"
 
     def validate(self) -> None:
-        if self.kind not in ("mlp", "conv"):
-            raise ConfigError(f"unknown network kind {self.kind!r} (choose mlp or conv)")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r} (choose from {', '.join(ACTIVATIONS)})")
-        if self.latent_dim < 1 or not self.hidden or min(self.hidden) < 1:
-            raise ConfigError("latent dimension and hidden sizes must be positive integers")
+        check_fields(self)
 
 
 def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -121,8 +119,8 @@ def make_encoder(config: NetConfig, num_params: int) -> nn.Module:
     return ConvEncoder(num_params, config.hidden[0], config.activation)
 
 
-def make_decoder(config: NetConfig, num_params: int) -> nn.Module:
-    """The decoder for ``config``, producing ``num_params`` likelihood parameters per pixel."""
+def make_decoder(config: NetConfig, latent_dim: int, num_params: int) -> nn.Module:
+    """The decoder for ``config``, from ``latent_dim`` to ``num_params`` likelihood parameters per pixel."""
     if config.kind == "mlp":
-        return MLPDecoder(config.latent_dim, config.hidden, config.activation, num_params)
-    return ConvDecoder(config.latent_dim, config.hidden[0], config.activation, num_params)
+        return MLPDecoder(latent_dim, config.hidden, config.activation, num_params)
+    return ConvDecoder(latent_dim, config.hidden[0], config.activation, num_params)

@@ -10,8 +10,11 @@ The protocol a prior follows (subclass :class:`Prior`):
   a Monte Carlo KL and says so). A diagonal guide passes :math:`L = \mathrm{diag}\,\sigma`.
 * ``prior.log_density(z)``: :math:`\log p(z)` for that Monte Carlo KL; override it with a
   hand-written formula where one exists (the default is the distribution's own ``log_prob``).
-* ``prior.attach(vae)`` is called once by the :class:`~pyro_vae.vae.VAE` that owns the prior (the
-  VampPrior uses it to reach the encoder).
+* ``prior.attach(posterior)`` is called once by the :class:`~pyro_vae.model.vae.VAE` that owns the prior,
+  with its map from images to :math:`q(z \mid x)` (the VampPrior evaluates it at its pseudo-inputs).
+
+A prior class declares its ``name`` and its options as typed constructor parameters
+(:mod:`pyro_vae.model.components`); ``latent_dim`` (and ``data_dim``) are passed down by the model.
 
 Trainable priors register their parameters as ordinary ``nn.Parameter``\ s; the model hands the
 prior to ``pyro.module`` so SVI trains them.
@@ -20,7 +23,8 @@ prior to ``pyro.module`` so SVI trains them.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,10 +32,8 @@ from torch import Tensor, nn
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
+from ..options import Option
 from .components import Component
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .vae import VAE
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -52,6 +54,11 @@ def gaussian_kl(q_loc: Tensor, q_scale_tril: Tensor, p_loc: Tensor, p_scale: Ten
 class Prior(Component, nn.Module):
     """Base class: a distribution over ``z`` in :math:`\\mathbb R^{latent\\_dim}`."""
 
+    kind = "prior"
+    # True when the prior evaluates the guide's density at points of its own (the VampPrior), which a guide
+    # without a one-pass log-density (the IAF) can only do by inverting its flow.
+    uses_guide_density: ClassVar[bool] = False
+
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = latent_dim
@@ -67,8 +74,8 @@ class Prior(Component, nn.Module):
         """:math:`\\log p(z)` (for the Monte Carlo KL); the distribution's own unless overridden."""
         return self().log_prob(z)
 
-    def attach(self, vae: VAE) -> None:
-        """Called by the VAE that owns this prior; most priors need nothing from it."""
+    def attach(self, posterior: Callable[[Tensor], dist.TorchDistribution]) -> None:
+        """Called by the VAE that owns this prior with its ``x -> q(z | x)``; most priors need nothing from it."""
 
 
 class StandardNormal(Prior):
@@ -76,6 +83,8 @@ class StandardNormal(Prior):
 
     .. math:: \mathrm{KL}(q \,\|\, p) = \tfrac12 \sum_j \left(\mu_j^2 + \sigma_j^2 - 1 - \log \sigma_j^2\right).
     """
+
+    name = "standard-normal"
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
@@ -93,6 +102,8 @@ class StandardNormal(Prior):
 class LearnedGaussian(Prior):
     r""":math:`p(z) = \mathcal N(m, \mathrm{diag}\, s^2)` with trainable :math:`m` and :math:`\log s`
     (started at the standard normal); the KL is :func:`gaussian_kl`."""
+
+    name = "learned-gaussian"
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
@@ -119,7 +130,11 @@ class MixtureOfGaussians(Prior):
     standard-normal draws so the components are distinct. No closed-form KL: the cross-check uses
     a Monte Carlo KL with the hand-written mixture density."""
 
-    def __init__(self, latent_dim: int, num_components: int = 10) -> None:
+    name = "mog"
+
+    def __init__(
+        self, latent_dim: int, num_components: Annotated[int, Option("mixture components", min=1)] = 10
+    ) -> None:
         super().__init__(latent_dim)
         if num_components < 1:
             raise ValueError(f"num_components must be positive, got {num_components}")
@@ -145,28 +160,34 @@ class VampPrior(Prior):
     are stored once, in the VAE). No closed-form KL: the cross-check uses a Monte Carlo KL.
     """
 
-    def __init__(self, latent_dim: int, num_components: int = 500, data_dim: int = 784) -> None:
+    name = "vamp"
+    uses_guide_density = True
+
+    def __init__(
+        self, latent_dim: int, num_components: Annotated[int, Option("pseudo-inputs", min=1)] = 500,
+        data_dim: int = 784,
+    ) -> None:  # fmt: skip
         super().__init__(latent_dim)
         if num_components < 1:
             raise ValueError(f"num_components must be positive, got {num_components}")
         self.pseudo_logits = nn.Parameter(math.log(0.05 / 0.95) + 0.1 * torch.randn(num_components, data_dim))
-        self._owner: list = []  # [vae], a list so nn.Module does not register the VAE as a child
+        self._posterior: list = []  # [the VAE's x -> q(z|x)]; a list, so nn.Module registers nothing
 
-    def attach(self, vae: VAE) -> None:
-        self._owner[:] = [vae]
+    def attach(self, posterior: Callable[[Tensor], dist.TorchDistribution]) -> None:
+        self._posterior[:] = [posterior]
 
     def pseudo_inputs(self) -> Tensor:
         return torch.sigmoid(self.pseudo_logits)
 
     def forward(self) -> dist.TorchDistribution:
-        if not self._owner:
+        if not self._posterior:
             raise RuntimeError("a VampPrior must belong to a VAE (it uses the VAE's encoder)")
-        vae = self._owner[0]
-        components = vae.guide_family(vae.encoder(self.pseudo_inputs()))  # batch (K,), event (D,)
+        components = self._posterior[0](self.pseudo_inputs())  # batch (K,), event (D,)
         weights = dist.Categorical(logits=self.pseudo_logits.new_zeros(self.pseudo_logits.shape[0]))
         return dist.MixtureSameFamily(weights, components)
 
 
+MAX_FLOWS = 1000  # each transform is a network of its own: more would take hours to build
 FLOW_TRANSFORMS = {"affine": T.affine_autoregressive, "spline": T.spline_autoregressive}
 
 
@@ -181,7 +202,17 @@ class FlowPrior(Prior):
     sequential direction. No closed-form KL: the cross-check uses a Monte Carlo KL.
     """
 
-    def __init__(self, latent_dim: int, num_flows: int = 2, transform: str = "affine", hidden: int | None = None):
+    name = "flow"
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_flows: Annotated[int, Option("autoregressive transforms", min=1, max=MAX_FLOWS)] = 2,
+        transform: Annotated[Literal[tuple(FLOW_TRANSFORMS)], Option("Pyro's affine or spline autoregressive transform")]
+        = "affine",
+        hidden: Annotated[int | None, Option("width of each transform's network [default: 4 x latent_dim]", min=1)]
+        = None,
+    ) -> None:  # fmt: skip
         super().__init__(latent_dim)
         if transform not in FLOW_TRANSFORMS or num_flows < 1:
             raise ValueError(f"transform must be one of {', '.join(FLOW_TRANSFORMS)} and num_flows positive")
@@ -194,12 +225,3 @@ class FlowPrior(Prior):
         base = dist.Normal(self.loc, self.scale).to_event(1)
         # z = f^{-1}(u): listed from u to z, so the flows appear inverted and in reverse order.
         return dist.TransformedDistribution(base, [flow.inv for flow in reversed(self.flows)])
-
-
-PRIORS: dict[str, type[Prior]] = {
-    "standard-normal": StandardNormal,
-    "learned-gaussian": LearnedGaussian,
-    "mog": MixtureOfGaussians,
-    "vamp": VampPrior,
-    "flow": FlowPrior,
-}

@@ -16,7 +16,6 @@ computes the KL in closed form (it takes the scale from the guide's site).
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict
 
 import pyro
 import pyro.distributions as dist
@@ -24,7 +23,6 @@ import pyro.poutine as poutine
 from pyro.params import param_with_module_name
 from torch import Tensor, nn
 
-from .components import spec
 from ..errors import ConfigError
 from .guides import DiagonalGaussianGuide, Guide
 from .likelihoods import Likelihood
@@ -40,22 +38,25 @@ def _kl_weight(kl_scale: float | Tensor):
 
 class VAE(nn.Module):
     """A VAE built from a network config, a :class:`Prior`, a :class:`Likelihood` and a :class:`Guide`
-    family (default: diagonal Gaussian)."""
+    family (default: diagonal Gaussian). The latent size is the prior's.
+
+    :meth:`pyro_vae.model.config.ModelConfig.build` builds one from a config, passing the latent size to
+    every component; a VAE put together by hand is checked to have one latent size throughout."""
 
     def __init__(self, net: NetConfig, prior: Prior, likelihood: Likelihood, guide: Guide | None = None) -> None:
         super().__init__()
         net.validate()
-        guide = guide if guide is not None else DiagonalGaussianGuide(net.latent_dim)
-        for name, part in (("prior", prior), ("guide", guide)):
-            if getattr(part, "latent_dim", net.latent_dim) != net.latent_dim:
-                raise ConfigError(f"{name} has latent_dim={part.latent_dim} but the networks use {net.latent_dim}")
+        self.latent_dim = prior.latent_dim
+        guide = guide if guide is not None else DiagonalGaussianGuide(self.latent_dim)
+        if guide.latent_dim != self.latent_dim:
+            raise ConfigError(f"the guide has latent_dim={guide.latent_dim} but the prior {self.latent_dim}")
         self.net_config = net
         self.encoder = make_encoder(net, guide.num_params)
-        self.decoder = make_decoder(net, likelihood.num_params)
+        self.decoder = make_decoder(net, self.latent_dim, likelihood.num_params)
         self.prior = prior
         self.likelihood = likelihood
         self.guide_family = guide
-        prior.attach(self)
+        prior.attach(self.posterior)
         self._pyro_modules = {"encoder": self.encoder, "decoder": self.decoder, "prior": prior,
                               "likelihood": likelihood, "guide": guide}  # fmt: skip
         self._pyro_params = {
@@ -92,8 +93,3 @@ class VAE(nn.Module):
     def pyro_named_parameters(self) -> dict[str, nn.Parameter]:
         """Each trainable parameter under its param-store name (``"decoder$$$net.0.weight"``)."""
         return {full_name: p for pairs in self._pyro_params.values() for full_name, p in pairs}
-
-    def config(self) -> dict:
-        """Plain data that rebuilds this model's architecture (see :mod:`pyro_vae.checkpoint`)."""
-        return {"net": asdict(self.net_config), "prior": spec(self.prior), "likelihood": spec(self.likelihood),
-                "guide": spec(self.guide_family)}  # fmt: skip

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import ConfigError
+from ..errors import ResourceError
 
 USABLE_FRACTION = 0.9  # leave room for the interpreter, the data and the allocator's slack
 TRAINING_COPIES = 4  # weights, gradients, Adam's first and second moments
@@ -78,20 +78,20 @@ def _cgroup_available() -> int | None:
 
 
 def check_fits(nbytes: float, what: str, lower: str, device: torch.device | str = "cpu") -> None:
-    """Raise :class:`ConfigError` if ``nbytes`` exceed the usable free memory of ``device``."""
+    """Raise :class:`ResourceError` if ``nbytes`` exceed the usable free memory of ``device``."""
     free = available_bytes(device)
     if nbytes > USABLE_FRACTION * free:
         where = "this machine" if torch.device(device).type == "cpu" else str(device)
-        raise ConfigError(f"{what} needs {human_bytes(nbytes)} but {where} has {human_bytes(free)} free; {lower}")
+        raise ResourceError(f"{what} needs {human_bytes(nbytes)} but {where} has {human_bytes(free)} free; {lower}")
 
 
 def check_disk(nbytes: float, path: str | Path, what: str, lower: str) -> None:
-    """Raise :class:`ConfigError` if the file system holding ``path`` has less than ``nbytes`` free."""
+    """Raise :class:`ResourceError` if the file system holding ``path`` has less than ``nbytes`` free."""
     import shutil
 
     free = shutil.disk_usage(Path(path).parent if not Path(path).is_dir() else path).free
     if nbytes > free:
-        raise ConfigError(f"{what} needs {human_bytes(nbytes)} but {Path(path).parent} has {human_bytes(free)} free; "
+        raise ResourceError(f"{what} needs {human_bytes(nbytes)} but {Path(path).parent} has {human_bytes(free)} free; "
                           f"{lower}")  # fmt: skip
 
 
@@ -141,7 +141,7 @@ def step_activation_bytes(vae: nn.Module, data_dim: int, batch_size: int, partic
     """The activations one training step keeps (see the module docstring), for a :class:`~pyro_vae.vae.VAE`."""
     net = vae.net_config
     per_image = (data_dim * (1 + vae.likelihood.num_params) + 2 * sum(net.hidden) + vae.guide_family.num_params
-                 + net.latent_dim)  # fmt: skip
+                 + vae.latent_dim)  # fmt: skip
     return 3 * 4 * particles * batch_size * per_image
 
 

@@ -2,8 +2,9 @@
 
 Layout (a dict)::
 
-    format        "pyro-vae-checkpoint", format_version 1
-    config        {"model": VAE.config(), "data": DataConfig, "train": TrainConfig}  (plain data)
+    format        "pyro-vae-checkpoint", format_version 2
+    config        the run's RunConfig as plain data (pyro_vae.config; format 1 held {"model", "data", "train"},
+                  converted when read by RunConfig.from_checkpoint)
     model_state   the VAE's state_dict
     optim_state   the torch.optim.Adam state dict (version 0.1: pyro.optim.Adam's, per parameter name)
     epoch         epochs completed
@@ -12,7 +13,7 @@ Layout (a dict)::
     versions      pyro-vae, pyro-ppl, torch, python
 
 It is read with ``torch.load(weights_only=True)`` (no pickled code runs) and the model is rebuilt from
-``config``; writes go to a temporary file that is renamed over the target, so a crash never leaves a
+``config`` (:meth:`pyro_vae.config.RunConfig.from_checkpoint`); writes go to a temporary file that is renamed over the target, so a crash never leaves a
 half-written checkpoint.
 """
 
@@ -21,8 +22,6 @@ from __future__ import annotations
 import platform
 import random
 import warnings
-from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +30,12 @@ import torch
 
 from .. import __version__
 from ..runtime.atomic import atomic_path
-from ..errors import CheckpointError, ConfigError
-from ..model.networks import NetConfig
-from ..model.rebuild import build_all
+from ..errors import CheckpointError
 from ..model.vae import VAE
 
 FORMAT = "pyro-vae-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("config", "model_state", "optim_state", "epoch", "rng", "metrics")
 
 
@@ -82,6 +80,10 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch.save's zip archive, or its legacy pickle
+        raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save)")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it refuses anyway; the error says why
             warnings.simplefilter("ignore")
@@ -93,8 +95,9 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {reason[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro-vae checkpoint")
-    if ckpt.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {ckpt.get('format_version')}, expected {FORMAT_VERSION}")
+    if ckpt.get("format_version") not in READABLE_VERSIONS:
+        raise CheckpointError(f"{path} has checkpoint format {ckpt.get('format_version')!r}; this pyro-vae reads "
+                              f"formats {' and '.join(map(str, READABLE_VERSIONS))}")  # fmt: skip
     missing = [key for key in REQUIRED_KEYS if key not in ckpt]
     if missing:
         raise CheckpointError(f"{path} is an incomplete checkpoint (missing {', '.join(missing)})")
@@ -106,7 +109,7 @@ def _check_layout(ckpt: dict, path: Path) -> None:
     """The types the rest of the code relies on, so that a damaged or crafted file fails here, in one line."""
     config = ckpt["config"]
     problems = [
-        not (isinstance(config, dict) and all(isinstance(config.get(k), dict) for k in ("model", "data", "train"))),
+        not (isinstance(config, dict) and all(isinstance(config.get(k), dict) for k in ("model", "data"))),
         not (isinstance(ckpt["model_state"], dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                            for k, v in ckpt["model_state"].items())),
         not isinstance(ckpt["optim_state"], dict),
@@ -121,43 +124,13 @@ def _check_layout(ckpt: dict, path: Path) -> None:
         raise CheckpointError(f"{path} is a damaged checkpoint (malformed {', '.join(bad)})")
 
 
-def vae_from_config(model_config: dict, trust_modules: Iterable[str] = ()) -> VAE:
-    """Rebuild the architecture (untrained) from ``VAE.config()``; components from modules other than
-    ``pyro_vae`` are imported only when listed in ``trust_modules`` (see :mod:`pyro_vae.rebuild`)."""
-    try:
-        net = NetConfig(**{**model_config["net"], "hidden": tuple(model_config["net"]["hidden"])})
-        # Checkpoints written before guide families existed used the diagonal Gaussian.
-        specs = [model_config["prior"], model_config["likelihood"]]
-        if "guide" in model_config:
-            specs.append(model_config["guide"])
-        return VAE(net, *build_all(specs, trust_modules))
-    except (TypeError, KeyError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"the stored config cannot rebuild the model: {type(exc).__name__}: {exc}") from None
-
-
-def stored_config(ckpt: dict, key: str, cls):
-    """``cls(**ckpt["config"][key])`` (DataConfig, TrainConfig), or a :class:`CheckpointError`."""
-    try:
-        fields = dict(ckpt["config"][key])
-        if "elbo" in fields:  # version 0.1 called TrainConfig.objective "elbo"
-            fields["objective"] = fields.pop("elbo")
-        config = cls(**fields)
-        config.validate()
-        return config
-    except ConfigError as exc:
-        raise CheckpointError(f"the checkpoint's {key} config is unusable: {exc}") from None
-    except (TypeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"the checkpoint's {key} config is unusable: {type(exc).__name__}: {exc}") from None
-
-
-def vae_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", trust_modules: Iterable[str] = ()) -> VAE:
-    """The trained model stored in ``ckpt``, on ``device``."""
-    vae = vae_from_config(ckpt["config"]["model"], trust_modules)
+def load_weights(vae: VAE, ckpt: dict) -> VAE:
+    """``vae`` (rebuilt from the checkpoint's config) with the checkpoint's trained weights."""
     try:
         vae.load_state_dict(ckpt["model_state"])
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint weights do not fit the stored architecture: {exc}") from None
-    return vae.to(device)
+    return vae
 
 
 def adam_state_from_pyro(pyro_state: dict, vae: VAE, optimizer: torch.optim.Optimizer) -> dict:
@@ -178,8 +151,3 @@ def adam_state_from_pyro(pyro_state: dict, vae: VAE, optimizer: torch.optim.Opti
 def is_pyro_optim_state(optim_state: dict) -> bool:
     """True for ``pyro.optim`` state (keyed by parameter name), false for a torch optimizer's state dict."""
     return set(optim_state) != {"state", "param_groups"}
-
-
-def plain(dataclass_obj) -> dict:
-    """A dataclass as plain data (tuples as lists), for the checkpoint's config."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(dataclass_obj).items()}

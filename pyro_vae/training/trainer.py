@@ -1,31 +1,17 @@
-r"""Training: ``pyro.infer.SVI`` with Adam and one of three objectives.
+r"""The training loop: SVI with Adam on the objective of a :class:`~pyro_vae.config.RunConfig`.
 
-* ``trace``: ``Trace_ELBO`` (Monte Carlo KL);
-* ``meanfield``: ``TraceMeanField_ELBO`` (closed-form KL where torch has one, else Monte Carlo);
-* ``iwae``: ``RenyiELBO(alpha=0)``, the importance-weighted bound with ``particles`` samples per image
-  (Burda et al. 2016), particles vectorised.
+The step is :class:`~pyro_vae.inference.fast_svi.FastSVI`: ``SVI.step``'s update (the ELBO's own
+``loss_and_grads``, see :mod:`pyro_vae.inference.objectives`) with one fused ``torch.optim.Adam`` and Pyro
+validation on the first step only.
 
-``particles`` > 1 averages that many samples (vectorised) for the ELBO objectives. ``beta`` weights
-the KL (β-VAE); ``warmup_epochs`` ramps the weight linearly, step by step, from ``warmup_start`` to
-``beta`` over that many epochs (reaching it at the last warm-up step). The weight is applied with
-``poutine.scale`` on the latent site (see :mod:`pyro_vae.vae`); each epoch's final weight is logged.
-
-The step is :class:`~pyro_vae.fast_svi.FastSVI`: ``SVI.step``'s update (the ELBO's own
-``loss_and_grads``) with one fused ``torch.optim.Adam`` and Pyro validation on the first step only;
-for the ``trace`` objective the ELBO is ``JitTrace_ELBO`` (``jit=True``, the default): traced once per
-batch shape, checked against the eager ``Trace_ELBO`` on the same draws, replayed without Python.
-
-``lr_schedule="iwae"`` is Burda et al. (2016)'s: stage :math:`i = 0..7` lasts :math:`3^i` epochs at
-learning rate :math:`\mathrm{lr} \cdot 10^{-i/7}` (3280 epochs in all).
-
-:class:`Trainer` owns one run folder, under an exclusive lock (:mod:`pyro_vae.run_lock`) while it
+:class:`Trainer` owns one run folder, under an exclusive lock (:mod:`pyro_vae.training.run_lock`) while it
 exists or trains. Each epoch it writes ``ckpt.pt`` (every ``checkpoint_every`` epochs and at the end),
 *then* ``metrics.jsonl``, one JSON line per epoch, both atomically. On (re)start ``metrics.jsonl`` is
 rewritten from the checkpoint's own records, so whatever moment a run was killed at, the file holds
 epochs 1..E exactly once. Each epoch is seeded from ``(seed, epoch)`` (shuffling, dynamic
 binarization, the guide's samples), so a run resumed from a checkpoint continues exactly as the
 uninterrupted run would have. SIGINT/SIGTERM stop it after the current step with a checkpoint that
-records the step (:mod:`pyro_vae.stopping`); a non-finite loss or gradient stops it before the
+records the step (:mod:`pyro_vae.training.stopping`); a non-finite loss or gradient stops it before the
 optimiser uses it, keeping the last good checkpoint.
 """
 
@@ -38,100 +24,32 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+import dataclasses
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import pyro
 import torch
-from pyro.infer import ELBO, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
 from ..runtime.atomic import atomic_path, remove_temporaries
 from ..inference.bounds import evaluate
-from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, plain, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, save_checkpoint, set_rng_state
 from ..data.mnist import VAEData
 from ..errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingError
 from ..inference.fast_svi import FastSVI, make_adam
 from ..runtime.limits import check_step_fits
 from .run_lock import RunFolderLock
 from .stopping import StopRequest, stop_requests
+from ..model.config import ModelConfig
 from ..model.vae import VAE
 
-OBJECTIVES = ("trace", "meanfield", "iwae")
-LR_SCHEDULES = ("constant", "iwae")
-IWAE_STAGES = 8  # Burda et al. 2016: stages i = 0..7 of 3**i epochs each
+if TYPE_CHECKING:  # pragma: no cover - the RunConfig sits above the trainer
+    from ..config import RunConfig
+
 CHECKPOINT_NAME = "ckpt.pt"
 METRICS_NAME = "metrics.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings of one run."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    objective: str = "trace"  # "trace" (Trace_ELBO), "meanfield" (TraceMeanField_ELBO) or "iwae" (RenyiELBO(0))
-    checkpoint_every: int = 1
-    particles: int = 1  # samples per image in the objective (K of the IWAE bound)
-    beta: float = 1.0  # KL weight (after warm-up)
-    warmup_epochs: int = 0  # linear KL warm-up from warmup_start to beta over this many epochs
-    warmup_start: float = 0.0
-    lr_schedule: str = "constant"  # "constant" or "iwae" (Burda et al. 2016, see the module docstring)
-    adam_eps: float = 1e-8  # Adam's epsilon (the IWAE paper used 1e-4)
-    jit: bool = True  # objective "trace": trace the ELBO once per batch shape (JitTrace_ELBO), see FastSVI
-    plot_every: int = 0  # write reconstruction and prior-sample grids to OUT/plots every N epochs (0: never)
-
-    def validate(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"unknown objective {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
-        if min(self.epochs, self.batch_size, self.checkpoint_every, self.particles) < 1:
-            raise ConfigError("epochs, batch size, particles and checkpoint interval must be positive")
-        if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed must be in 0..2**32-1, got {self.seed}")
-        if self.plot_every < 0:
-            raise ConfigError(f"plot_every must be >= 0 (0: no plots), got {self.plot_every}")
-        if not all(math.isfinite(v) for v in (self.lr, self.adam_eps, self.beta, self.warmup_start)):
-            raise ConfigError("learning rate, Adam epsilon, beta and warm-up start must be finite numbers")
-        if not self.lr > 0 or not self.adam_eps > 0:
-            raise ConfigError(f"learning rate and Adam epsilon must be positive, got {self.lr} and {self.adam_eps}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"unknown lr schedule {self.lr_schedule!r} (choose from {', '.join(LR_SCHEDULES)})")
-        if not self.beta > 0 or self.warmup_epochs < 0 or not 0 <= self.warmup_start <= self.beta:
-            raise ConfigError("beta must be positive, warm-up epochs >= 0 and 0 <= warm-up start <= beta")
-        if self.objective == "iwae" and (self.beta != 1 or self.warmup_epochs):
-            raise ConfigError(
-                "the iwae objective is a bound on log p(x) with no separate KL term: "
-                "--beta and --warmup-epochs apply to the trace and meanfield objectives"
-            )
-
-    def kl_weight(self, step: int, steps_per_epoch: int) -> float:
-        """β at (0-based) optimisation ``step``: linear warm-up over ``warmup_epochs``, then ``beta``."""
-        warmup_steps = self.warmup_epochs * steps_per_epoch
-        if step + 1 >= warmup_steps:
-            return self.beta
-        return self.warmup_start + (self.beta - self.warmup_start) * (step + 1) / warmup_steps
-
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate during (1-based) ``epoch``."""
-        if self.lr_schedule == "constant":
-            return self.lr
-        stage, last_epoch = 0, 1
-        while epoch > last_epoch and stage < IWAE_STAGES - 1:
-            stage += 1
-            last_epoch += 3**stage
-        return self.lr * 10 ** (-stage / 7)
-
-    def make_objective(self) -> ELBO:
-        """The Pyro loss for SVI."""
-        vectorize = self.particles > 1 or self.objective == "iwae"
-        kwargs = {"num_particles": self.particles, "vectorize_particles": vectorize, "max_plate_nesting": 1}
-        if self.objective == "iwae":
-            return RenyiELBO(alpha=0, **kwargs)
-        if self.objective == "meanfield":  # (JitTraceMeanField_ELBO re-traces every step in pyro 1.9.2)
-            return TraceMeanField_ELBO(**kwargs)
-        return JitTrace_ELBO(ignore_jit_warnings=True, **kwargs) if self.jit else Trace_ELBO(**kwargs)
+CONFIG_NAME = "config.toml"
 
 
 @contextmanager
@@ -192,27 +110,32 @@ class Trainer:
         self,
         vae: VAE,
         data: VAEData,
-        config: TrainConfig,
+        config: RunConfig,
         out_dir: str | Path,
         *,
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
         lock: RunFolderLock | None = None,
     ) -> None:
-        """``progress``: show a progress bar (``None``: only when stderr is a terminal). The run folder's
-        lock is taken here (or ``lock``, already taken, is adopted) and released when :meth:`fit` ends."""
-        config.validate()
+        """``config`` gives the objective, optimiser, schedule and seed; the checkpoint stores it with the model
+        and data parts describing ``vae`` and ``data``. ``progress``: show a progress bar (``None``: only when
+        stderr is a terminal). The run folder's lock is taken here (or ``lock``, already taken, is adopted)
+        and released when :meth:`fit` ends."""
+        for part in (config.objective, config.optimizer, config.schedule):
+            part.validate()
         vae.likelihood.check_data(data.observed("train"))
         train_images = data.images["train"]
-        check_step_fits(vae, train_images.shape[-1], min(config.batch_size, train_images.shape[0]), config.particles,
-                        data.device)  # fmt: skip
-        self.vae, self.data, self.config = vae, data, config
+        check_step_fits(vae, train_images.shape[-1], min(config.optimizer.batch_size, train_images.shape[0]),
+                        config.objective.particles, data.device)  # fmt: skip
+        recorded_data = dataclasses.replace(data.config, root=str(data.root))  # a resumed run finds its data again
+        self.config = dataclasses.replace(config, model=ModelConfig.of(vae), data=recorded_data)
+        self.vae, self.data = vae, data
         self.out_dir = Path(out_dir)
         self.lock = (lock or RunFolderLock(self.out_dir)).acquire()
         self.progress = progress
         self.log = log or (lambda message: None)
-        self.optimizer = make_adam(vae.parameters(), config.lr, config.adam_eps)
-        self.svi = FastSVI(vae.model, vae.guide, self.optimizer, config.make_objective())
+        self.optimizer = make_adam(vae.parameters(), config.optimizer.lr, config.optimizer.adam_eps)
+        self.svi = FastSVI(vae.model, vae.guide, self.optimizer, config.objective.make())
         self._said_no_jit = False
         self.epoch = 0
         self.metrics: list[dict] = []
@@ -254,13 +177,14 @@ class Trainer:
         """Train until ``config.epochs`` epochs are done; returns the per-epoch metrics."""
         self.lock.acquire()
         try:
-            remove_temporaries(self.out_dir, (CHECKPOINT_NAME, METRICS_NAME))  # left by a killed writer
+            remove_temporaries(self.out_dir, (CHECKPOINT_NAME, METRICS_NAME, CONFIG_NAME))  # left by a killed writer
+            self.config.write_toml(self.out_dir / CONFIG_NAME)  # the run, repeatable with train --config
             write_metrics(self.out_dir / METRICS_NAME, self.metrics)  # exactly the checkpoint's epochs
             if self._pending_rng is not None:
                 set_rng_state(self._pending_rng)
             # A scoped param store: nothing leaks in from (or out to) other models in this process.
             with pyro.get_param_store().scope(), stop_requests() as stop, _no_pyro_nan_warnings():
-                for epoch in range(self.epoch + 1, self.config.epochs + 1):
+                for epoch in range(self.epoch + 1, self.config.schedule.epochs + 1):
                     self._fit_epoch(epoch, stop)
         finally:
             self.lock.release()
@@ -276,16 +200,18 @@ class Trainer:
         self.metrics.append(record)
         self.epoch = epoch
         val = "n/a" if record["val_elbo"] is None else f"{record['val_elbo']:.2f}"
+        objective, schedule = self.config.objective, self.config.schedule
+        beta = f"  beta {record['beta']:.3g}" if objective.beta != 1 or objective.warmup_epochs else ""
         self.log(
-            f"epoch {epoch}/{self.config.epochs}  train loss {record['train_loss']:.2f}  "
-            f"val ELBO {val}  {record['images_per_s']:.0f} img/s"
+            f"epoch {epoch}/{schedule.epochs}  train loss {record['train_loss']:.2f}  "
+            f"val ELBO {val}{beta}  {record['images_per_s']:.0f} img/s"
         )
-        if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs or stop.signum:
+        if epoch % schedule.checkpoint_every == 0 or epoch == schedule.epochs or stop.signum:
             self.save()  # the checkpoint first: the metrics never list an epoch it lacks
         self._write(self.out_dir / METRICS_NAME, lambda: write_metrics(self.out_dir / METRICS_NAME, self.metrics))
-        if self.config.plot_every and epoch % self.config.plot_every == 0:
+        if schedule.plot_every and epoch % schedule.plot_every == 0:
             self.plot_snapshot()
-        if stop.signum and epoch < self.config.epochs:
+        if stop.signum and epoch < schedule.epochs:
             raise self._interrupted(stop, f"after epoch {epoch}")
 
     def _interrupted(self, stop: StopRequest, where: str) -> RunInterrupted:
@@ -316,25 +242,26 @@ class Trainer:
         ``stop`` was raised before the last step (the position is kept for :meth:`save` in ``_partial``)."""
         cfg = self.config
         seed = epoch_seed(cfg.seed, epoch)
+        batch_size, epochs = cfg.optimizer.batch_size, cfg.schedule.epochs
         partial, self._partial = self._partial, None
         if partial is None or partial["epoch"] != epoch:
             partial = {"step": 0, "loss_sum": 0.0, "seen": 0, "seconds": 0.0}
             pyro.set_rng_seed(seed)  # (a resumed partial epoch continues from the checkpoint's RNG states)
         self.vae.train()
-        lr = cfg.lr_at(epoch)
+        lr = cfg.schedule.lr_at(epoch, cfg.optimizer.lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         n_train = self.data.images["train"].shape[0]
-        steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-        total, seen, beta = partial["loss_sum"], partial["seen"], cfg.beta
+        steps_per_epoch = math.ceil(n_train / batch_size)
+        total, seen, beta = partial["loss_sum"], partial["seen"], cfg.objective.beta
         start = time.perf_counter() - partial["seconds"]
         disable = None if self.progress is None else not self.progress  # None: only on a terminal
-        bar = tqdm(total=n_train, initial=seen, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False,
+        bar = tqdm(total=n_train, initial=seen, desc=f"epoch {epoch}/{epochs}", unit="img", leave=False,
                    disable=disable, mininterval=0.5)  # fmt: skip
-        batches = self.data.train_batches(cfg.batch_size, seed, skip=partial["step"])
+        batches = self.data.train_batches(batch_size, seed, skip=partial["step"])
         with _gc_skips_older_objects(), bar:
             for step, x in enumerate(batches, start=partial["step"]):
-                beta = cfg.kl_weight((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
+                beta = cfg.objective.kl_weight((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
                 total += self._step(x, beta, epoch, step)  # the negative objective summed over the batch
                 seen += x.shape[0]
                 bar.update(x.shape[0])
@@ -374,14 +301,13 @@ class Trainer:
     def save(self) -> None:
         """Write the checkpoint atomically; on failure (a full disk) the previous one stays as it was."""
         payload = {
-            "config": {"model": self.vae.config(), "data": plain(self.data.config), "train": plain(self.config)},
+            "config": self.config.to_dict(),
             "model_state": self.vae.state_dict(),
             "optim_state": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "rng": rng_state(),
             "metrics": self.metrics,
             "partial_epoch": self._partial,
-            "data_dir": str(self.data.root),
         }
         self._write(self.checkpoint_path, lambda: save_checkpoint(self.checkpoint_path, payload))
 

@@ -1,0 +1,152 @@
+"""The model's part of a run's config: the latent size, the networks and the three components.
+
+In a config file::
+
+    [model]
+    latent_dim = 20
+    [model.net]
+    kind = "mlp"
+    hidden = [400]
+    [model.prior]
+    name = "mog"
+    num_components = 10
+    [model.likelihood]
+    name = "bernoulli"
+    [model.guide]
+    name = "diagonal"
+
+``latent_dim`` is stated once, here; :meth:`ModelConfig.build_components` passes it (and the image size)
+to each component whose constructor takes it. A component from outside pyro-vae also records its
+``module``, which is imported only when trusted (:mod:`pyro_vae.model.rebuild`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar
+
+from ..errors import ConfigError
+from ..options import Option, check_fields, coerce
+from .components import REGISTRY, options_of
+from .guides import Guide
+from .likelihoods import Likelihood
+from .networks import DATA_DIM, NetConfig
+from .priors import Prior
+from .rebuild import is_trusted, resolve
+from .vae import VAE
+
+KINDS = ("prior", "likelihood", "guide")
+MAX_LATENT_DIM = 1_000_000
+
+
+@dataclass
+class ComponentConfig:
+    """A component by ``name`` with its ``options`` (``module``: where a component from outside pyro-vae lives)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    module: str | None = None
+
+    def to_dict(self) -> dict:
+        extra = {} if self.module is None else {"module": self.module}
+        return {"name": self.name, **extra, **{k: v for k, v in self.options.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, table: Any, kind: str) -> ComponentConfig:
+        if isinstance(table, str):
+            return cls(table)
+        if not isinstance(table, dict):
+            raise ConfigError(f"model.{kind} must be a table (e.g. name = \"{_DEFAULTS[kind]}\" and its options)")
+        options = {k: v for k, v in table.items() if k not in ("name", "module")}
+        return cls(table.get("name", _DEFAULTS[kind]), options, table.get("module"))
+
+
+_DEFAULTS = {"prior": "standard-normal", "likelihood": "bernoulli", "guide": "diagonal"}
+
+
+@dataclass
+class ModelConfig:
+    """The latent size, the encoder/decoder networks and the prior, likelihood and guide family."""
+
+    KEY: ClassVar[str] = "model"
+    latent_dim: Annotated[int, Option("size of the latent code z", min=1, max=MAX_LATENT_DIM)] = 20
+    net: NetConfig = field(default_factory=NetConfig)
+    prior: ComponentConfig = field(default_factory=lambda: ComponentConfig(_DEFAULTS["prior"]))
+    likelihood: ComponentConfig = field(default_factory=lambda: ComponentConfig(_DEFAULTS["likelihood"]))
+    guide: ComponentConfig = field(default_factory=lambda: ComponentConfig(_DEFAULTS["guide"]))
+
+    def classes(self, trust_modules: Iterable[str] = ()) -> dict[str, type]:
+        """The prior, likelihood and guide classes the config names (see :mod:`pyro_vae.model.rebuild`)."""
+        return {kind: resolve(kind, getattr(self, kind).name, getattr(self, kind).module, trust_modules)
+                for kind in KINDS}  # fmt: skip
+
+    def validate(self, trust_modules: Iterable[str] = ()) -> dict[str, type]:
+        """Check every value and the rules between components; fills in each component's defaults.
+        Returns the component classes."""
+        check_fields(self)
+        self.net.validate()
+        classes = self.classes(trust_modules)
+        for kind, cls in classes.items():
+            part = getattr(self, kind)
+            settings = {s.name: s for s in cls.settings(f"model.{kind}.")}
+            unknown = sorted(set(part.options) - set(settings))
+            if unknown:
+                raise ConfigError(not_an_option(kind, part.name, unknown[0]))
+            part.options = {name: coerce(s, part.options.get(name, s.default)) for name, s in settings.items()}
+        prior, guide = classes["prior"], classes["guide"]
+        if prior.uses_guide_density and not guide.one_pass_log_density:
+            raise ConfigError(
+                f"--prior {self.prior.name} with --guide {self.guide.name}: the prior evaluates q(z|x) at points of "
+                f"its own at every step, which this guide can only do by inverting its flow; choose a guide with "
+                f"a one-pass density ({', '.join(_names('guide', lambda c: c.one_pass_log_density))})"
+            )
+        return classes
+
+    def build_components(self, trust_modules: Iterable[str] = ()) -> tuple[Prior, Likelihood, Guide]:
+        """The prior, likelihood and guide (untrained), each given the shared values it takes."""
+        classes = self.validate(trust_modules)
+        shared = {"latent_dim": self.latent_dim, "data_dim": DATA_DIM}
+        built = []
+        for kind, cls in classes.items():
+            kwargs = {**{k: shared[k] for k in cls.shared_values()}, **getattr(self, kind).options}
+            try:
+                built.append(cls(**kwargs))
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"model.{kind} ({getattr(self, kind).name}): {exc}") from None
+        return tuple(built)
+
+    def build(self, trust_modules: Iterable[str] = ()) -> VAE:
+        """The VAE this config describes, untrained."""
+        return VAE(self.net, *self.build_components(trust_modules))
+
+    @classmethod
+    def of(cls, vae: VAE) -> ModelConfig:
+        """The config that rebuilds ``vae``'s architecture."""
+        parts = {kind: component_config(part) for kind, part in
+                 zip(KINDS, (vae.prior, vae.likelihood, vae.guide_family))}  # fmt: skip
+        return cls(vae.latent_dim, vae.net_config, **parts)
+
+
+def component_config(component: Any) -> ComponentConfig:
+    """The config that rebuilds ``component``: its class's name (and module, outside pyro-vae) and the options
+    it was built with, each checked to be a value a config file can hold."""
+    cls = type(component)
+    module = None if is_trusted(cls.__module__) else cls.__module__
+    name = cls.__dict__.get("name", cls.__qualname__)
+    options = options_of(component)
+    settings = {s.name: s for s in cls.settings(f"model.{cls.kind}.")}
+    return ComponentConfig(name, {k: coerce(settings[k], v) for k, v in options.items()}, module)
+
+
+def _names(kind: str, keep) -> list[str]:
+    return [name for name, cls in REGISTRY[kind].items() if keep(cls)]
+
+
+def not_an_option(kind: str, name: str, option: str) -> str:
+    """The message for an option the chosen component does not take, naming the components that do."""
+    takers = _names(kind, lambda cls: option in {s.name for s in cls.settings()})
+    flag = f"--{kind}-{option.replace('_', '-')}"
+    where = f" (it applies to --{kind} {' or '.join(takers)})" if takers else ""
+    return f"model.{kind}.{option} ({flag}) does not apply to --{kind} {name}{where}"
+
