@@ -5,8 +5,7 @@ VENV ?= .venv
 # A torchvision root with MNIST; when a shared data folder sits beside the checkout it is used,
 # otherwise pyro-vae downloads MNIST to ~/.cache/pyro-vae/data.
 DATA_DIR ?= $(firstword $(wildcard ../shared/data))
-TRAIN_ARGS ?= --dataset mnist --binarize dynamic --likelihood bernoulli --net mlp --hidden 400 \
-	--latent-dim 20 --batch-size 128 --lr 1e-3 --epochs 10 --seed 0 --out runs/mnist-mlp
+TRAIN_ARGS ?= --config configs/mnist-reference.toml --out runs/mnist-mlp
 
 .PHONY: train test clean
 $(VENV)/.installed: pyproject.toml
@@ -17,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 train: $(VENV)/.installed
 	$(VENV)/bin/pyro-vae train $(TRAIN_ARGS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --overwrite
-	$(VENV)/bin/pyro-vae elbo --checkpoint runs/mnist-mlp/ckpt.pt $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(VENV)/bin/pyro-vae elbo --checkpoint runs/mnist-mlp/ckpt.pt
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q

@@ -33,8 +33,8 @@ ROWS: dict[str, tuple[str, list[str], int]] = {
     "iwae-5": ("objective", ["--objective", "iwae", "--particles", "5"], 100),
     "continuous-bernoulli": ("likelihood", ["--likelihood", "continuous-bernoulli", *GREY], 0),
     "beta": ("likelihood", ["--likelihood", "beta", *GREY], 0),
-    "gaussian": ("likelihood", ["--likelihood", "gaussian", "--learn-sigma", *GREY], 0),
-    "laplace": ("likelihood", ["--likelihood", "laplace", "--learn-sigma", *GREY], 0),
+    "gaussian": ("likelihood", ["--likelihood", "gaussian", "--likelihood-learn-sigma", *GREY], 0),
+    "laplace": ("likelihood", ["--likelihood", "laplace", "--likelihood-learn-sigma", *GREY], 0),
     "discretized-logistic": ("likelihood", ["--likelihood", "discretized-logistic", *GREY], 0),
 }
 

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO
 from torch.utils.flop_counter import FlopCounterMode
 
-from pyro_vae import Bernoulli, DataConfig, NetConfig, StandardNormal, TrainConfig, Trainer, VAE, VAEData
+from pyro_vae import Bernoulli, DataConfig, NetConfig, RunConfig, StandardNormal, Trainer, VAE, VAEData
 from pyro_vae.training.trainer import epoch_seed
 
 LOOPS = ("plain", "stock-pyro", "pyro-vae")
@@ -70,7 +70,7 @@ class Loops:
 
     def __init__(self, args: argparse.Namespace, data: VAEData) -> None:
         self.args, self.data = args, data
-        net = NetConfig(args.net, args.latent_dim, tuple(args.hidden))
+        net = NetConfig(args.net, tuple(args.hidden))
         self.models = {}
         for name in LOOPS:
             pyro.set_rng_seed(0)
@@ -78,7 +78,8 @@ class Loops:
         self.plain_optimizer = torch.optim.Adam(self.models["plain"].parameters(), lr=args.lr)
         self.stock_svi = SVI(self.models["stock-pyro"].model, self.models["stock-pyro"].guide,
                              pyro.optim.Adam({"lr": args.lr}), loss=Trace_ELBO())  # fmt: skip
-        config = TrainConfig(batch_size=args.batch_size, lr=args.lr, epochs=10**6)
+        config = RunConfig().updated({"optimizer.batch_size": args.batch_size, "optimizer.lr": args.lr,
+                                      "schedule.epochs": 10**6})  # fmt: skip
         # Nothing is written: the benchmark calls train_epoch, never fit or save.
         run_folder = tempfile.mkdtemp(prefix="throughput-")  # the Trainer locks its folder; it writes nothing here
         self.trainer = Trainer(self.models["pyro-vae"], data, config, run_folder, progress=False)

@@ -15,9 +15,10 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from pyro_vae.config import CONFIG_NAME, RunConfig, read_table, settings, with_overrides
+from pyro_vae.config import RunConfig, read_table, settings, with_overrides
 from pyro_vae.data.mnist import CLASS_NAMES
 from pyro_vae.errors import AgreementError, ConfigError, PyroVAEError, RunInterrupted
+from pyro_vae.training.trainer import CONFIG_NAME
 from pyro_vae.model.rebuild import trusted_module_names
 from pyro_vae.options import Setting, coerce
 
@@ -111,6 +112,8 @@ def train(ctx: click.Context, **opts) -> None:
         )  # fmt: skip
         log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
     else:
+        if opts["trust_modules"] and not opts["config_file"]:
+            raise click.UsageError("--trust-module applies to --resume and --config (files that name components)")
         table = read_table(opts["config_file"]) if opts["config_file"] else {}
         config = RunConfig.from_dict(with_overrides(table, overrides), opts["config_file"] or "", opts["trust_modules"])
         trainer = config.build(opts["out"], device=opts["device"], overwrite=opts["overwrite"],
@@ -226,6 +229,10 @@ def elbo(**opts) -> None:
               help="images in the latent scatter (the first N of the split)")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--manifold-size", type=click.IntRange(2, 100), default=20, show_default=True,
+              help="z=2: decodings per side of the manifold grid (the Keras example's walk is 10)")
+@click.option("--manifold-mass", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+              show_default=True, help="z=2: central prior mass the grid spans per axis (0.99 reaches z = ±2.58)")
 def plot(**opts) -> None:
     """Write PNGs: reconstructions, prior samples, latent scatter, manifold (z=2), interpolations, curves."""
     from pyro_vae import pipeline

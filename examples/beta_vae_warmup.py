@@ -10,7 +10,7 @@ objective is E_q[log p(x|z)] - beta * KL; each epoch's final weight is logged in
 import argparse
 import json
 
-from pyro_vae import VAE, Bernoulli, DataConfig, NetConfig, StandardNormal, TrainConfig, Trainer, VAEData, evaluate
+from pyro_vae import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, VAEData, evaluate
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data-dir", default=None)
@@ -21,11 +21,13 @@ parser.add_argument("--train-limit", type=int, default=None)
 parser.add_argument("--out", default="runs/beta-vae")
 args = parser.parse_args()
 
-data = VAEData(DataConfig("mnist", "dynamic", train_limit=args.train_limit), args.data_dir)
-vae = VAE(NetConfig(latent_dim=10), StandardNormal(10), Bernoulli())
-config = TrainConfig(epochs=args.epochs, beta=args.beta, warmup_epochs=args.warmup_epochs)
-trainer = Trainer(vae, data, config, args.out, log=print)
+data = DataConfig("mnist", "dynamic", train_limit=args.train_limit, root=args.data_dir)
+config = RunConfig(seed=0, data=data, model=ModelConfig(latent_dim=10),
+                   objective=ObjectiveConfig(beta=args.beta, warmup_epochs=args.warmup_epochs))
+config.schedule.epochs = args.epochs
+trainer = config.build(args.out, log=print, overwrite=True)
 trainer.fit()
-result = evaluate(vae, data.images["test"][:1000], iw_samples=0)  # the plain (beta = 1) ELBO
+test_images = VAEData(data, splits=("test",)).images["test"][:1000]
+result = evaluate(trainer.vae, test_images, iw_samples=0)  # the plain (beta = 1) ELBO
 result.check_agreement()
 print(json.dumps({"beta_per_epoch": [m["beta"] for m in trainer.metrics], **result.summary()}))

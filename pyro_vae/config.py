@@ -22,8 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -39,13 +38,13 @@ from .model.config import KINDS, ComponentConfig, ModelConfig
 from .model.networks import NetConfig
 from .model.rebuild import resolve
 from .model.vae import VAE
-from .options import Option, Setting, check_fields, coerce, dataclass_settings, flag_for
+from .options import Option, Setting, check_fields, dataclass_settings, flag_for
 from .runtime.atomic import atomic_path
 from .runtime.devices import resolve_device
 from .runtime.limits import check_vae_fits
-from .training.run_lock import RunFolderLock
+from .training.run_lock import locked
 from .training.schedule import OptimizerConfig, ScheduleConfig
-from .training.trainer import CHECKPOINT_NAME, CONFIG_NAME, Trainer
+from .training.trainer import CHECKPOINT_NAME, Trainer
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "objective": ObjectiveConfig, "optimizer": OptimizerConfig,
             "schedule": ScheduleConfig}  # fmt: skip
@@ -227,17 +226,6 @@ def _from_table(cls: type, table: dict, prefix: str) -> Any:
         else:
             values[name] = value
     return cls(**values)
-
-
-@contextmanager
-def locked(out_dir: Path) -> Iterator[RunFolderLock]:
-    """The run folder's lock, for a Trainer to adopt; released if building the Trainer fails."""
-    lock = RunFolderLock(out_dir).acquire()
-    try:
-        yield lock
-    except BaseException:
-        lock.release()
-        raise
 
 
 # -- every setting, for the command line ------------------------------------------------------------------------

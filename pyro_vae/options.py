@@ -171,7 +171,7 @@ def coerce(setting: Setting, value: Any, *, text: bool = False) -> Any:
     base = _strip_none(tp)
     try:
         result = _convert(base, value, text, setting.option)
-    except (TypeError, ValueError) as exc:
+    except _Refused as exc:
         raise ConfigError(f"{where} must be {_describe(base)}, got {value!r}{': ' + str(exc) if str(exc) else ''}") \
             from None
     _check_bounds(where, setting.option, result)
@@ -186,12 +186,23 @@ def _describe(base: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(base, str(base))
 
 
+class _Refused(ValueError):
+    """A value that is not of the setting's type (the message adds why, when there is more to say)."""
+
+
+def _number(parse: Any, text: str) -> Any:
+    try:
+        return parse(text)
+    except ValueError:
+        raise _Refused("") from None
+
+
 def _convert(base: Any, value: Any, text: bool, option: Option = Option()) -> Any:
     origin = typing.get_origin(base)
     if origin is Literal:
         choices = typing.get_args(base)
         if value not in choices:
-            raise ValueError("")
+            raise _Refused("")
         return value
     if origin is tuple:
         if text:
@@ -199,37 +210,37 @@ def _convert(base: Any, value: Any, text: bool, option: Option = Option()) -> An
         elif isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)) or not value:
-            raise ValueError("")
+            raise _Refused("")
         if option.max_items is not None and len(value) > option.max_items:
-            raise ValueError(f"at most {option.max_items} entries")
+            raise _Refused(f"at most {option.max_items} entries")
         return tuple(_convert(int, v, text) for v in value)
     if base is bool:
         if text and isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
             return value.lower() in ("true", "1", "yes")
         if not isinstance(value, bool):
-            raise ValueError("")
+            raise _Refused("")
         return value
     if base is int:
         if text and isinstance(value, str):
-            return int(value)
+            return _number(int, value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("")
+            raise _Refused("")
         return value
     if base is float:
         if text and isinstance(value, str):
-            number = float(value)
+            number = _number(float, value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError("")
+            raise _Refused("")
         else:
             number = float(value)
         if not math.isfinite(number):
-            raise ValueError("not finite")
+            raise _Refused("not finite")
         return number
     if base is str:
         if not isinstance(value, str):
-            raise ValueError("")
+            raise _Refused("")
         return value
-    raise TypeError(f"unsupported setting type {base!r}")
+    raise TypeError(f"unsupported setting type {base!r}")  # a declaration error, not the user's
 
 
 def _check_bounds(where: str, option: Option, value: Any) -> None:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import pyro
 import torch
 from torch import Tensor
 
-from .config import RunConfig, locked
+from .config import RunConfig
 from .data.mnist import CLASS_NAMES, VAEData
 from .errors import ConfigError
 from .inference.bounds import Evaluation, evaluate, iwae_chunk
@@ -26,6 +24,7 @@ from .runtime.atomic import atomic_path
 from .runtime.devices import peak_memory_mib, reset_peak_memory, resolve_device
 from .runtime.limits import check_disk, check_fits, check_vae_fits, chunk_size
 from .training.checkpoint import load_checkpoint, load_weights
+from .training.run_lock import locked
 from .training.trainer import METRICS_NAME, Trainer, read_metrics
 
 SAMPLE_PIECE_BYTES = 1 << 28  # decoded at once by sample/write_samples (85,000 Bernoulli images)
@@ -243,16 +242,22 @@ def plot_checkpoint(
     seed: int = 0,
     device: str = "auto",
     trust_modules: Iterable[str] = (),
+    manifold_size: int = 20,
+    manifold_mass: float = 0.9,
 ) -> tuple[list[Path], dict[str, str]]:
     """Every picture of :mod:`pyro_vae.plots` for a checkpoint, as PNGs in ``out_dir``.
 
     Reconstructions of the split's first 32 images, 64 prior samples, the latent scatter of the first
-    ``num_points`` images, the manifold (z=2 only), interpolations between images 0-7 and 8-15, and the
+    ``num_points`` images, the manifold (z=2 only: ``manifold_size`` x ``manifold_size`` decodings spanning the
+    central ``manifold_mass`` of the prior on each axis), interpolations between images 0-7 and 8-15, and the
     training curves from ``metrics.jsonl`` beside the checkpoint (else the checkpoint's own copy).
     Returns the files written and, for each picture left out, why.
     """
     from . import plots
 
+    if not (2 <= manifold_size <= 100 and 0 < manifold_mass < 1):
+        raise ConfigError(f"the manifold needs 2..100 points a side and a prior mass in (0, 1), got {manifold_size} "
+                          f"and {manifold_mass}")  # fmt: skip
     if num_points < 16:
         raise ConfigError(f"--num-points must be at least 16 (the interpolations use 16 images), got {num_points}")
     vae, config, ckpt = _load(checkpoint, device, trust_modules)
@@ -265,19 +270,28 @@ def plot_checkpoint(
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     title = f"{data_config.dataset} {split} split, epoch {ckpt['epoch']}"
+    recon_rows = ["input", "reconstruction"] * 4  # reconstruction_grid: each row of inputs above its reconstructions
     written = [
-        plots.save_grid(plots.reconstruction_grid(vae, x[:32]), out_dir / "reconstructions.png"),
-        plots.save_grid(plots.sample_grid(vae, 64), out_dir / "prior_samples.png"),
+        plots.save_figure(plots.grid_figure(plots.reconstruction_grid(vae, x[:32]),
+                                            f"reconstructions (decoder mean at the posterior mean), {title}",
+                                            recon_rows), out_dir / "reconstructions.png"),
+        plots.save_figure(plots.grid_figure(plots.sample_grid(vae, 64),
+                                            f"64 samples: decoder mean E[x|z], z ~ p(z); epoch {ckpt['epoch']}"),
+                          out_dir / "prior_samples.png"),
         plots.save_figure(plots.latent_scatter(posterior_moments(vae, x)[0], labels, CLASS_NAMES[data_config.dataset],
                                                title=f"posterior means: {x.shape[0]} images, {title}"),
                           out_dir / "latent_scatter.png"),
     ]  # fmt: skip
     skipped = {}
     if vae.latent_dim == 2:
-        written.append(plots.save_figure(plots.manifold_figure(vae), out_dir / "manifold.png"))
+        manifold = plots.manifold_figure(vae, manifold_size, mass=manifold_mass)
+        written.append(plots.save_figure(manifold, out_dir / "manifold.png"))
     else:
         skipped["manifold"] = f"needs a 2-D latent space (this model has {vae.latent_dim})"
-    written.append(plots.save_grid(plots.interpolation_grid(vae, x[:8], x[8:16]), out_dir / "interpolations.png"))
+    pairs = [f"images {i}, {i + 8}" for i in range(8)]
+    written.append(plots.save_figure(plots.grid_figure(plots.interpolation_grid(vae, x[:8], x[8:16]),
+                                                       f"image, 10 decodings between posterior means, image; {title}",
+                                                       pairs), out_dir / "interpolations.png"))  # fmt: skip
     metrics_path = Path(checkpoint).parent / METRICS_NAME
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else list(ckpt["metrics"])
     if metrics:

@@ -94,12 +94,13 @@ def manifold_values(n: int = 20, lowest: float = 0.05) -> Tensor:
     return torch.distributions.Normal(0.0, 1.0).icdf(p).float()
 
 
-def manifold_grid(vae: VAE, n: int = 20) -> tuple[Tensor, Tensor]:
-    """The decoder over an ``n`` x ``n`` grid of :func:`manifold_values` (z=2 only): the image grid, with
-    :math:`z_1` increasing to the right and :math:`z_2` upwards, and the values used."""
+def manifold_grid(vae: VAE, n: int = 20, mass: float = 0.9) -> tuple[Tensor, Tensor]:
+    """The decoder over an ``n`` x ``n`` grid of :func:`manifold_values` spanning the central ``mass`` of the
+    prior on each axis (z=2 only): the image grid, with :math:`z_1` increasing to the right and :math:`z_2`
+    upwards, and the values used."""
     if vae.latent_dim != 2:
         raise ConfigError(f"the manifold plot needs a 2-D latent space; this model has {vae.latent_dim}")
-    values = manifold_values(n)
+    values = manifold_values(n, (1 - mass) / 2)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")  # row 0 is the top: largest z2
     device = next(vae.parameters()).device
     images = decode(vae, torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(device))
@@ -120,6 +121,20 @@ def _figure(width: float, height: float):
     from matplotlib.figure import Figure  # imported here: only the plotting commands need matplotlib
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def grid_figure(grid: Tensor, title: str, row_labels: list[str] | None = None):
+    """A ``make_grid`` image with a title and, when given, a label beside each row of tiles."""
+    height, width = grid.shape[1:]
+    fig = _figure(width / 60 + (1.6 if row_labels else 0.4), height / 60 + 0.6)
+    ax = fig.add_subplot()
+    ax.imshow(grid.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    tile = height / len(row_labels) if row_labels else 0
+    ax.set_yticks([tile * (i + 0.5) for i in range(len(row_labels or []))], row_labels or [], fontsize=8)
+    ax.tick_params(length=0)
+    return fig
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -167,9 +182,9 @@ def latent_scatter(means: Tensor, labels: Tensor, class_names: list[str], title:
     return fig
 
 
-def manifold_figure(vae: VAE, n: int = 20, title: str = ""):
+def manifold_figure(vae: VAE, n: int = 20, title: str = "", mass: float = 0.9):
     """:func:`manifold_grid` with its latent values on the axes, so it lines up with the scatter."""
-    grid, values = manifold_grid(vae, n)
+    grid, values = manifold_grid(vae, n, mass)
     fig = _figure(7, 7)
     ax = fig.add_subplot()
     ax.imshow(grid.permute(1, 2, 0).numpy(), extent=(0, n, 0, n), interpolation="nearest")

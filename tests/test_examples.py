@@ -28,8 +28,9 @@ def test_custom_prior_and_likelihood_train_and_reload(tmp_path, data_dir):
     assert summary["kl_method"] == "monte-carlo" and abs(summary["agreement_z"]) < 4
 
     ckpt = torch_load(out / "ckpt.pt")
-    assert ckpt["config"]["model"]["prior"]["target"] == "my_components:LaplacePrior"
-    assert ckpt["config"]["model"]["likelihood"]["kwargs"] == {}
+    assert ckpt["config"]["model"]["prior"] == {"name": "laplace", "module": "my_components"}
+    assert ckpt["config"]["model"]["likelihood"] == {"name": "laplace-one-scale", "module": "my_components",
+                                                     "init_scale": 0.1}
     assert "likelihood.log_scale" in ckpt["model_state"]
 
     args = [SCRIPT, "elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--limit", "300", "--json",
@@ -58,7 +59,7 @@ def test_readme_shows_the_example_verbatim():
     readme = (ROOT / "README.md").read_text()
     for name in ("my_components.py", "train_custom.py", "swap_components.py"):
         body = (EXAMPLES / name).read_text()
-        code = body.split('"""', 2)[2].strip() if name == "train_custom.py" else body.strip()
+        code = body.split('"""', 2)[2].strip() if name in ("train_custom.py", "my_components.py") else body.strip()
         assert code in readme, f"README's copy of examples/{name} is out of date"
 
 

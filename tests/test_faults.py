@@ -144,7 +144,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, data_dir, monkeypat
     errors = [line for line in err.splitlines() if line.startswith("pyro-vae: error: ")]
     assert errors == [err.strip().splitlines()[-1]] and "No space left on device" in errors[0]
     assert (run / "ckpt.pt").read_bytes() == before
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "ckpt.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "ckpt.pt", "config.toml", "metrics.jsonl"]
     assert _epochs(run) == [1]
 
 
@@ -154,7 +154,7 @@ def test_a_non_finite_gradient_or_loss_stops_before_the_update(poison, message, 
     trainer.fit()
     saved = torch.load(trainer.checkpoint_path, weights_only=True)
     trainer.vae.likelihood.poison = poison
-    trainer.config.epochs = 2
+    trainer.config.schedule.epochs = 2
     before = {k: v.clone() for k, v in trainer.vae.state_dict().items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -227,7 +227,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     _assert_same_weights(torch.load(reference / "ckpt.pt", weights_only=True)["model_state"],
                          torch.load(run / "ckpt.pt", weights_only=True)["model_state"])  # fmt: skip
     assert _epochs(run) == list(range(1, 41))
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "ckpt.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "ckpt.pt", "config.toml", "metrics.jsonl"]
 
 
 def test_resume_finds_the_recorded_data_folder(tmp_path, data_dir, capsys):
@@ -235,7 +235,7 @@ def test_resume_finds_the_recorded_data_folder(tmp_path, data_dir, capsys):
     code, _, err = run_cli(["train", "--data-dir", data_dir, "--out", run, "--train-limit", "300", "--val-size", "100",
                             "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
-    assert torch.load(run / "ckpt.pt", weights_only=True)["data_dir"] == str(Path(data_dir).resolve())
+    assert torch.load(run / "ckpt.pt", weights_only=True)["config"]["data"]["root"] == str(Path(data_dir).resolve())
     code, _, err = run_cli(["train", "--resume", run / "ckpt.pt", "--epochs", "2", "--no-progress"], capsys)
     assert code == 0, err
     assert _epochs(run) == [1, 2]

@@ -118,11 +118,13 @@ def damaged(trained, tmp_path_factory, data_dir):
     crafted("bad_dataset", lambda c: c["config"]["data"].update(dataset="imagenet"))
     crafted("val_size_string", lambda c: c["config"]["data"].update(val_size="many"))
     crafted("unknown_data_key", lambda c: c["config"]["data"].update(colour=True))
-    crafted("lr_string", lambda c: c["config"]["train"].update(lr="fast"))
-    crafted("os_system", lambda c: c["config"]["model"].update(prior={"target": "os:system", "args": ["true"]}))
-    crafted("spec_not_dict", lambda c: c["config"]["model"].update(likelihood="bernoulli"))
-    crafted("bad_kwargs", lambda c: c["config"]["model"]["prior"].update(kwargs={"x": 1}))
-    crafted("tensor_args", lambda c: c["config"]["model"]["prior"].update(args=[torch.ones(1)]))
+    crafted("lr_string", lambda c: c["config"]["optimizer"].update(lr="fast"))
+    crafted("unknown_section", lambda c: c["config"].update(callbacks={"run": "rm"}))
+    crafted("os_system", lambda c: c["config"]["model"].update(prior={"name": "system", "module": "os"}))
+    crafted("spec_not_dict", lambda c: c["config"]["model"].update(likelihood=["bernoulli"]))
+    crafted("bad_option", lambda c: c["config"]["model"]["prior"].update(x=1))
+    crafted("tensor_option", lambda c: c["config"]["model"].update(prior={"name": "mog", "num_components": torch.ones(1)}))
+    crafted("old_format_garbage", lambda c: c.update(format_version=1))
     crafted("rng_damaged", lambda c: c.update(rng={"torch": torch.zeros(3)}))
     crafted("optim_damaged", lambda c: c.update(optim_state={"state": {}, "param_groups": [{"params": [99]}]}))
     crafted("partial_damaged", lambda c: c.update(partial_epoch={"epoch": 1}))
@@ -143,7 +145,7 @@ CHECKPOINT_COMMANDS = ["elbo", "sample", "encode", "plot", "resume"]
 DAMAGED = ["empty", "text", "garbage", "truncated", "tail", "one_byte_flipped", "json", "zip_of_nothing",
            "pickle_with_code", "foreign", "future_format", "no_config", "config_not_dict", "epoch_string",
            "negative_epoch", "state_not_tensors", "wrong_shapes", "missing_weights", "huge_network", "bad_net_kind",
-           "hidden_strings", "os_system", "spec_not_dict", "bad_kwargs", "tensor_args", "a_directory", "missing"]
+           "hidden_strings", "os_system", "spec_not_dict", "bad_option", "tensor_option", "unknown_section", "old_format_garbage", "a_directory", "missing"]
 DATA_CONFIG = ["bad_dataset", "val_size_string", "unknown_data_key"]  # read by every command but sample
 RESUME_ONLY = ["lr_string", "rng_damaged", "optim_damaged", "partial_damaged", "metrics_not_list"]
 

@@ -9,6 +9,7 @@ from pyro_vae import (
     LearnedGaussian, MixtureOfGaussians, NetConfig, StandardNormal, VampPrior, evaluate, pipeline,
 )  # fmt: skip
 from pyro_vae.errors import ResourceError
+from pyro_vae.inference import bounds
 from pyro_vae.runtime.limits import check_vae_fits, meta_module, tensor_bytes
 
 PRIORS = [StandardNormal, LearnedGaussian, MixtureOfGaussians, VampPrior, FlowPrior,

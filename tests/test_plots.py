@@ -111,6 +111,13 @@ def test_manifold_decodes_the_inverse_cdf_grid(trained_z2, trained, data_dir, tm
         plots.manifold_grid(trained.vae)
 
 
+def test_the_classic_10_by_10_manifold_with_a_wider_range(trained_z2):
+    """``plot --manifold-size 10 --manifold-mass 0.99``: the Keras example's walk, reaching z = +-2.58."""
+    grid, values = plots.manifold_grid(trained_z2.vae, 10, mass=0.99)
+    assert grid.shape[1:] == (10 * 28, 10 * 28) and len(values) == 10
+    assert values[0] == pytest.approx(-2.5758, abs=1e-4) and values[-1] == pytest.approx(2.5758, abs=1e-4)
+
+
 def test_training_curves_show_beta_only_when_annealing(trained, trained_z2, tmp_path):
     fig = plots.training_curves(trained.metrics)
     assert len(fig.axes) == 1

@@ -1,4 +1,4 @@
-"""A checkpoint is data: it names classes, and only trusted ones are imported and called."""
+"""A checkpoint (or config file) is data: it names components, and only trusted modules are imported."""
 
 import sys
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 from test_cli import assert_one_line_error, run_cli
 
-from pyro_vae.errors import CheckpointError
-from pyro_vae.model.rebuild import build
+from pyro_vae import ComponentConfig, ModelConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.model.rebuild import resolve
 
 
 def _crafted(trained, tmp_path, site: str, target_spec: dict):
@@ -20,10 +21,10 @@ def _crafted(trained, tmp_path, site: str, target_spec: dict):
 
 def _attacks(marker):
     return {
-        "os:system": {"target": "os:system", "args": [f"touch {marker}"], "kwargs": {}},
-        "posix:system": {"target": "posix:system", "args": [f"touch {marker}"], "kwargs": {}},
-        "subprocess:run": {"target": "subprocess:run", "args": [["touch", str(marker)]], "kwargs": {}},
-        "builtins:exec": {"target": "builtins:exec", "args": [f"open({str(marker)!r}, 'w').close()"], "kwargs": {}},
+        "os:system": {"name": "system", "module": "os", "command": f"touch {marker}"},
+        "posix:system": {"name": "system", "module": "posix"},
+        "subprocess:run": {"name": "run", "module": "subprocess", "args": ["touch", str(marker)]},
+        "builtins:exec": {"name": "exec", "module": "builtins"},
     }
 
 
@@ -68,7 +69,7 @@ def user_module(tmp_path, monkeypatch):
 
 def test_untrusted_module_is_not_even_imported(user_module, trained, tmp_path, data_dir, capsys):
     name, marker = user_module
-    path = _crafted(trained, tmp_path, "prior", {"target": f"{name}:SparsePrior", "args": [8], "kwargs": {}})
+    path = _crafted(trained, tmp_path, "prior", {"name": "SparsePrior", "module": name})
     code, _, err = run_cli(["elbo", "--checkpoint", path, "--data-dir", data_dir, "--limit", "50"], capsys)
     assert_one_line_error(code, err, f"pass --trust-module {name}")
     assert name not in sys.modules and not marker.exists()
@@ -82,33 +83,43 @@ def test_untrusted_module_is_not_even_imported(user_module, trained, tmp_path, d
                               "--iw-samples", "0", "--trust-module", name], capsys)  # fmt: skip
     assert code == 0, err
     assert marker.exists() and f"{name}:SparsePrior" in out
+    # The same rules hold for a config file: train --config names the module, and must trust it.
+    config = tmp_path / "config.toml"
+    config.write_text(f'[model.prior]\nname = "SparsePrior"\nmodule = "{name}"\n')
+    sys.modules.pop(name, None)
+    marker.unlink()
+    code, _, err = run_cli(["train", "--config", config, "--data-dir", data_dir, "--out", tmp_path / "r"], capsys)
+    assert_one_line_error(code, err, f"pass --trust-module {name}")
+    assert code == 2 and not marker.exists()
 
 
 @pytest.mark.parametrize(
-    "target, message",
+    "name, module, message",
     [
-        ("pyro_vae.data.mnist:os.system", "not a Prior, Likelihood or Guide class"),  # reached through a module attribute
-        ("pyro_vae.model.priors:torch.load", "not a Prior, Likelihood or Guide class"),
-        ("pyro_vae.model.networks:MLPEncoder", "not a Prior, Likelihood or Guide class"),  # ours, but not a component
-        ("pyro_vae.model.priors:Prior.__subclasses__", "is not 'module:ClassName'"),
-        ("pyro_vae.model.priors:Bernoulli", "not a Prior, Likelihood or Guide class"),  # no such name there
-        ("pyro_vae:StandardNormal", "defined in pyro_vae.model.priors"),  # a re-export, not where it is defined
-        ("..priors:StandardNormal", "is not 'module:ClassName'"),
-        ("os", "is not 'module:ClassName'"),
-        ("__main__:MyPrior", "defined in a script"),
+        ("system", "os", "not trusted"),
+        ("MLPEncoder", "pyro_vae.model.networks", "defines no prior class"),  # ours, but not a component
+        ("os.system", "pyro_vae.data.mnist", "defines no prior class"),  # reached through a module attribute
+        ("Prior.__subclasses__", "pyro_vae.model.priors", "defines no prior class"),
+        ("standard-normal", "pyro_vae.model.likelihoods", "defines no prior class"),  # registered, but elsewhere
+        ("StandardNormal", None, "must be one of standard-normal"),  # pyro-vae's are found by name only
+        ("standard-normal", "..priors", "is not a module name"),
+        ("MyPrior", "__main__", "defined in a script"),
     ],
 )
-def test_targets_that_resolve_to_anything_but_a_component_class(target, message):
-    with pytest.raises(CheckpointError, match=message.replace(".", r"\.").replace("(", r"\(")):
-        build({"target": target, "args": [], "kwargs": {}})
+def test_names_that_resolve_to_anything_but_a_component_class(name, module, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        resolve("prior", name, module)
 
 
-def test_arguments_must_be_plain_data():
-    with pytest.raises(CheckpointError, match="not plain data"):
-        build({"target": "pyro_vae.model.priors:StandardNormal", "args": [torch.tensor(3)], "kwargs": {}})
-    with pytest.raises(CheckpointError, match="cannot rebuild"):
-        build({"target": "pyro_vae.model.priors:StandardNormal", "args": [], "kwargs": {"command": "rm -rf /"}})
-    assert build({"target": "pyro_vae.model.priors:StandardNormal", "args": [3], "kwargs": {}}).latent_dim == 3
+@pytest.mark.parametrize(
+    "options, message",
+    [({"num_components": torch.tensor(3)}, "must be an integer"), ({"command": "rm -rf /"}, "does not apply"),
+     ({"num_components": [3]}, "must be an integer"), ({"latent_dim": 3}, "does not apply")],
+)  # fmt: skip
+def test_options_must_be_declared_plain_values(options, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(prior=ComponentConfig("mog", options)).validate()
+    assert ModelConfig(latent_dim=3, prior=ComponentConfig("mog", {"num_components": 3})).build().prior.latent_dim == 3
 
 
 def test_trust_module_names_are_checked(trained, capsys):

@@ -85,7 +85,7 @@ def elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1, on_chunk: OnChun
 
 
 def analytic_elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1, on_chunk: OnChunk = None) -> AnalyticELBO:
-    """:func:`~pyro_vae.analytic.analytic_elbo` in the same chunks as :func:`elbo_per_image`, so that under
+    """:func:`~pyro_vae.inference.analytic.analytic_elbo` in the same chunks as :func:`elbo_per_image`, so that under
     the same seed both see the same draws."""
     if _one_chunk(x, num_particles):
         return _done(analytic_elbo(vae, x, num_particles), on_chunk, num_particles)

@@ -62,6 +62,11 @@ class Component:
         return parameter_settings(cls.__init__, prefix, cls.kind, SHARED)
 
     @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raise ``ValueError`` for options that are each valid but impossible together (a rule between one
+        component's options; :meth:`ModelConfig.validate` calls it before anything is built)."""
+
+    @classmethod
     def shared_values(cls) -> frozenset[str]:
         """Which of :data:`SHARED` the constructor takes."""
         return SHARED & set(inspect.signature(cls.__init__).parameters)

@@ -59,7 +59,10 @@ class ComponentConfig:
         if not isinstance(table, dict):
             raise ConfigError(f"model.{kind} must be a table (e.g. name = \"{_DEFAULTS[kind]}\" and its options)")
         options = {k: v for k, v in table.items() if k not in ("name", "module")}
-        return cls(table.get("name", _DEFAULTS[kind]), options, table.get("module"))
+        name, module = table.get("name", _DEFAULTS[kind]), table.get("module")
+        if not isinstance(name, str) or not isinstance(module, (str, type(None))):
+            raise ConfigError(f"model.{kind}.name and model.{kind}.module must be text")
+        return cls(name, options, module)
 
 
 _DEFAULTS = {"prior": "standard-normal", "likelihood": "bernoulli", "guide": "diagonal"}
@@ -94,6 +97,10 @@ class ModelConfig:
             if unknown:
                 raise ConfigError(not_an_option(kind, part.name, unknown[0]))
             part.options = {name: coerce(s, part.options.get(name, s.default)) for name, s in settings.items()}
+            try:
+                cls.check_options(part.options)
+            except ValueError as exc:
+                raise ConfigError(f"model.{kind} ({part.name}): {exc}") from None
         prior, guide = classes["prior"], classes["guide"]
         if prior.uses_guide_density and not guide.one_pass_log_density:
             raise ConfigError(

@@ -1,6 +1,6 @@
 r"""Guide families :math:`q(z \mid x)`: how the encoder's output becomes a distribution over ``z``.
 
-The protocol a guide family follows (subclass :class:`Guide`), mirroring :mod:`pyro_vae.likelihoods`:
+The protocol a guide family follows (subclass :class:`Guide`), mirroring :mod:`pyro_vae.model.likelihoods`:
 
 * ``num_params``: how many numbers the encoder must produce per image;
 * ``guide(params)`` returns a Pyro distribution with ``event_shape == (latent_dim,)``; the VAE's

@@ -7,7 +7,7 @@ The protocol a likelihood follows (subclass :class:`Likelihood`):
 * ``likelihood(params)`` returns a Pyro distribution with ``event_shape == (D,)``; the model
   observes the flattened image at it.
 * ``likelihood.log_prob(params, x)``: the same log-density per datapoint written by hand with plain
-  torch, used by the analytic-KL yardstick (:mod:`pyro_vae.analytic`). The default falls back to the
+  torch, used by the analytic-KL yardstick (:mod:`pyro_vae.inference.analytic`). The default falls back to the
   distribution's own ``log_prob``, so a user's likelihood needs only ``forward``.
 * ``likelihood.check_data(x)`` raises :class:`~pyro_vae.errors.DataError` when the data cannot come
   from this likelihood (e.g. grey-level pixels under a Bernoulli).
@@ -94,7 +94,7 @@ class ContinuousBernoulli(Likelihood):
     (:math:`p(0) \approx |\ell|`), and MNIST's border is all zeros; so the logit is the decoder output
     softly bounded to :math:`\pm` ``max_logit``, :math:`\ell = M \tanh(\text{output}/M)`, which caps
     each pixel's log-density at :math:`\log C(M)` (2.7 nats for :math:`M = 15`), as the scale floor of
-    :class:`Gaussian` does. The distribution is :class:`pyro_vae.distributions.ContinuousBernoulli`,
+    :class:`Gaussian` does. The distribution is :class:`pyro_vae.model.distributions.ContinuousBernoulli`,
     whose normaliser is exact at any logit (torch's is not beyond :math:`|\ell| \approx 16`)."""
 
     name = "continuous-bernoulli"
@@ -137,8 +137,7 @@ class _SigmoidMeanLikelihood(Likelihood):
         min_sigma: Annotated[float, Option("floor of a learned scale", min=0, min_open=True)] = 1e-2,
     ) -> None:
         super().__init__()
-        if sigma <= 0 or (learn_sigma and sigma <= min_sigma):
-            raise ValueError(f"sigma must be positive (and above min_sigma={min_sigma} when learned), got {sigma}")
+        self.check_options({"sigma": sigma, "learn_sigma": learn_sigma, "min_sigma": min_sigma})
         self.learn_sigma = learn_sigma
         self.min_sigma = min_sigma
         if learn_sigma:
@@ -146,6 +145,12 @@ class _SigmoidMeanLikelihood(Likelihood):
             self.raw_sigma = nn.Parameter(torch.full((data_dim,), raw))
         else:
             self.register_buffer("fixed_sigma", torch.tensor(float(sigma)))
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        if options["sigma"] <= 0 or (options["learn_sigma"] and options["sigma"] <= options["min_sigma"]):
+            raise ValueError(f"sigma must be positive (and above min_sigma={options['min_sigma']} when learned), "
+                             f"got {options['sigma']}")  # fmt: skip
 
     def sigma(self) -> Tensor:
         if self.learn_sigma:
@@ -237,7 +242,7 @@ class Beta(Likelihood):
 
 class DiscretizedLogistic(Likelihood):
     r"""Discretized logistic over the ``levels`` pixel values :math:`k/(L-1)` (see
-    :mod:`pyro_vae.distributions`): a true discrete likelihood for grey-level images, so its ELBO is
+    :mod:`pyro_vae.model.distributions`): a true discrete likelihood for grey-level images, so its ELBO is
     a bound on :math:`\log P(x)` and converts to bits/dim. Location :math:`\mathrm{sigmoid}(\cdot)`,
     scale :math:`s_{min} + \mathrm{softplus}(\cdot)`.
     """

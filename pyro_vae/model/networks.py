@@ -1,7 +1,7 @@
 r"""Encoder and decoder networks.
 
 An *encoder* maps a flattened image batch ``(..., D)`` to the guide family's parameters, shape
-``(..., num_params)`` (see :mod:`pyro_vae.guides`). A *decoder* maps ``z`` of shape
+``(..., num_params)`` (see :mod:`pyro_vae.model.guides`). A *decoder* maps ``z`` of shape
 ``(..., latent_dim)`` to the likelihood's parameters, shape ``(..., num_params, D)``.
 """
 

@@ -138,7 +138,7 @@ def tensor_bytes(module: nn.Module) -> int:
 
 
 def step_activation_bytes(vae: nn.Module, data_dim: int, batch_size: int, particles: int) -> int:
-    """The activations one training step keeps (see the module docstring), for a :class:`~pyro_vae.vae.VAE`."""
+    """The activations one training step keeps (see the module docstring), for a :class:`~pyro_vae.model.vae.VAE`."""
     net = vae.net_config
     per_image = (data_dim * (1 + vae.likelihood.num_params) + 2 * sum(net.hidden) + vae.guide_family.num_params
                  + vae.latent_dim)  # fmt: skip

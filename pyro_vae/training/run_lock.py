@@ -10,6 +10,8 @@ run never leaves a stale lock behind; the file itself stays (removing it would r
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -64,3 +66,14 @@ class RunFolderLock:
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+@contextmanager
+def locked(folder: str | Path) -> Iterator[RunFolderLock]:
+    """The run folder's lock, taken, for a Trainer to adopt; released if building the Trainer fails."""
+    lock = RunFolderLock(folder).acquire()
+    try:
+        yield lock
+    except BaseException:
+        lock.release()
+        raise

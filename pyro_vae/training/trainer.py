@@ -36,7 +36,7 @@ from ..runtime.atomic import atomic_path, remove_temporaries
 from ..inference.bounds import evaluate
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, save_checkpoint, set_rng_state
 from ..data.mnist import VAEData
-from ..errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingError
+from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError
 from ..inference.fast_svi import FastSVI, make_adam
 from ..runtime.limits import check_step_fits
 from .run_lock import RunFolderLock
