@@ -1,8 +1,10 @@
-"""``pyro-vae``: the command line, a thin shell over :mod:`pyro_vae.pipeline`.
+"""``pyro-vae``: the command line, a thin shell over :mod:`pyro_vae.config` and :mod:`pyro_vae.pipeline`.
 
-Every error caused by input ends as one line on stderr and a non-zero exit: 2 for a bad option,
-1 for a bad file/dataset/combination or a size that cannot fit, 3 when the Pyro and analytic ELBOs
-disagree, 130 on Ctrl-C and 143 on SIGTERM (training saves a checkpoint first).
+``train``'s run options are generated from :func:`pyro_vae.config.settings`, so each is described once, by the
+part that owns it. Every error caused by input ends as one line on stderr and a non-zero exit: 2 when the
+run or command is described wrongly (an option, a config value, a combination: :class:`ConfigError`), 1 when
+the world does not fit the request (a file, the data, memory or disk, a diverging run), 3 when the Pyro and
+analytic ELBOs disagree, 130 on Ctrl-C and 143 on SIGTERM (training saves a checkpoint first).
 """
 
 from __future__ import annotations
