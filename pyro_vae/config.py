@@ -25,7 +25,7 @@ import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import pyro
 import tomli_w
@@ -192,7 +192,8 @@ def with_overrides(table: dict, overrides: dict[str, Any]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{'.'.join(path)} must be a table")
-        if path[:1] == ["model"] and path[1:] in ([k] for k in KINDS) and last == "name" and node.get("name") != value:
+        names_a_component = len(path) == 2 and path[0] == "model" and path[1] in KINDS and last == "name"
+        if names_a_component and node.get("name") != value:
             node.clear()
         node[last] = value
     return table
@@ -236,7 +237,7 @@ def settings() -> list[Setting]:
     every registered component (an option two components share, like mog's and vamp's ``num_components``,
     appears once, with no single default)."""
     found = dataclass_settings(RunConfig)
-    for section, cls in SECTIONS.items():
+    for cls in SECTIONS.values():
         found += dataclass_settings(cls)
         if cls is ModelConfig:
             found += dataclass_settings(NetConfig)
@@ -247,8 +248,6 @@ def settings() -> list[Setting]:
 
 
 def _name_setting(kind: str) -> Setting:
-    from typing import Literal
-
     default = getattr(ModelConfig(), kind).name
     help_text = {"prior": "p(z)", "likelihood": "p(x|z)", "guide": "q(z|x)"}[kind]
     option = Option(help_text, flag=f"--{kind}")

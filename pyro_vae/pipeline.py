@@ -273,10 +273,10 @@ def plot_checkpoint(
     recon_rows = ["input", "reconstruction"] * 4  # reconstruction_grid: each row of inputs above its reconstructions
     written = [
         plots.save_figure(plots.grid_figure(plots.reconstruction_grid(vae, x[:32]),
-                                            f"reconstructions (decoder mean at the posterior mean), {title}",
+                                            f"reconstructions: decoder mean at the posterior mean\n{title}",
                                             recon_rows), out_dir / "reconstructions.png"),
         plots.save_figure(plots.grid_figure(plots.sample_grid(vae, 64),
-                                            f"64 samples: decoder mean E[x|z], z ~ p(z); epoch {ckpt['epoch']}"),
+                                            f"64 samples: decoder mean E[x|z], z ~ p(z)\nepoch {ckpt['epoch']}"),
                           out_dir / "prior_samples.png"),
         plots.save_figure(plots.latent_scatter(posterior_moments(vae, x)[0], labels, CLASS_NAMES[data_config.dataset],
                                                title=f"posterior means: {x.shape[0]} images, {title}"),

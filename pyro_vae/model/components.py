@@ -48,6 +48,7 @@ class Component:
             cls.__module__, cls.__qualname__,
         ):  # fmt: skip
             raise TypeError(f"{cls.kind} name {cls.name!r} is taken by {registered.__module__}.{registered.__qualname__}")
+        cls.settings()  # a declaration the command line cannot offer (an option without a default) fails here
         REGISTRY[cls.kind][cls.name] = cls
 
     def __new__(cls, *args: Any, **kwargs: Any):
