@@ -144,7 +144,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, data_dir, monkeypat
     errors = [line for line in err.splitlines() if line.startswith("pyro-vae: error: ")]
     assert errors == [err.strip().splitlines()[-1]] and "No space left on device" in errors[0]
     assert (run / "ckpt.pt").read_bytes() == before
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "ckpt.pt", "config.toml", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "best.pt", "ckpt.pt", "config.toml", "metrics.jsonl"]
     assert _epochs(run) == [1]
 
 
@@ -227,7 +227,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     _assert_same_weights(torch.load(reference / "ckpt.pt", weights_only=True)["model_state"],
                          torch.load(run / "ckpt.pt", weights_only=True)["model_state"])  # fmt: skip
     assert _epochs(run) == list(range(1, 41))
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "ckpt.pt", "config.toml", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "best.pt", "ckpt.pt", "config.toml", "metrics.jsonl"]
 
 
 def test_resume_finds_the_recorded_data_folder(tmp_path, data_dir, capsys):

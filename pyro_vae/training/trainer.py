@@ -22,7 +22,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 import dataclasses
 from typing import TYPE_CHECKING
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..runtime.atomic import atomic_path, remove_temporaries
 from ..inference.bounds import evaluate
+from .callbacks import BEST_NAME, Callback, default_callbacks
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, save_checkpoint, set_rng_state
 from ..data.mnist import VAEData
 from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError
@@ -116,11 +117,13 @@ class Trainer:
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
         lock: RunFolderLock | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         """``config`` gives the objective, optimiser, schedule and seed; the checkpoint stores it with the model
         and data parts describing ``vae`` and ``data``. ``progress``: show a progress bar (``None``: only when
         stderr is a terminal). The run folder's lock is taken here (or ``lock``, already taken, is adopted)
-        and released when :meth:`fit` ends."""
+        and released when :meth:`fit` ends. ``callbacks`` run after the built-in ones
+        (:func:`~pyro_vae.training.callbacks.default_callbacks`)."""
         for part in (config.objective, config.optimizer, config.schedule):
             part.validate()
         vae.likelihood.check_data(data.observed("train"))
@@ -141,6 +144,8 @@ class Trainer:
         self.metrics: list[dict] = []
         self._pending_rng: dict | None = None
         self._partial: dict | None = None  # where in an epoch a signal stopped training (saved in the checkpoint)
+        self.callbacks: list[Callback] = [*default_callbacks(), *callbacks]
+        self.stop_requested = False  # a signal came: the epoch's checkpoint is written whatever the interval
 
     @property
     def checkpoint_path(self) -> Path:
@@ -177,7 +182,7 @@ class Trainer:
         """Train until ``config.epochs`` epochs are done; returns the per-epoch metrics."""
         self.lock.acquire()
         try:
-            remove_temporaries(self.out_dir, (CHECKPOINT_NAME, METRICS_NAME, CONFIG_NAME))  # left by a killed writer
+            remove_temporaries(self.out_dir, (CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, CONFIG_NAME))  # a killed writer's
             self.config.write_toml(self.out_dir / CONFIG_NAME)  # the run, repeatable with train --config
             write_metrics(self.out_dir / METRICS_NAME, self.metrics)  # exactly the checkpoint's epochs
             if self._pending_rng is not None:
@@ -186,32 +191,25 @@ class Trainer:
             with pyro.get_param_store().scope(), stop_requests() as stop, _no_pyro_nan_warnings():
                 for epoch in range(self.epoch + 1, self.config.schedule.epochs + 1):
                     self._fit_epoch(epoch, stop)
+                for callback in self.callbacks:
+                    callback.on_run_end(self)
         finally:
             self.lock.release()
         return self.metrics
 
     def _fit_epoch(self, epoch: int, stop: StopRequest) -> None:
-        """Train, validate, checkpoint, record and draw one epoch; stop (saved) if a signal came."""
+        """Train one epoch, then the callbacks (validate, log, checkpoint, record, draw, the user's); stop
+        (saved) if a signal came."""
         record = self.train_epoch(epoch, stop)
         if record is None:  # a signal stopped training inside the epoch
             self.save()
             raise self._interrupted(stop, f"at epoch {epoch}, step {self._partial['step']}")
-        record["val_elbo"] = self.validation_elbo()
         self.metrics.append(record)
         self.epoch = epoch
-        val = "n/a" if record["val_elbo"] is None else f"{record['val_elbo']:.2f}"
-        objective, schedule = self.config.objective, self.config.schedule
-        beta = f"  beta {record['beta']:.3g}" if objective.beta != 1 or objective.warmup_epochs else ""
-        self.log(
-            f"epoch {epoch}/{schedule.epochs}  train loss {record['train_loss']:.2f}  "
-            f"val ELBO {val}{beta}  {record['images_per_s']:.0f} img/s"
-        )
-        if epoch % schedule.checkpoint_every == 0 or epoch == schedule.epochs or stop.signum:
-            self.save()  # the checkpoint first: the metrics never list an epoch it lacks
-        self._write(self.out_dir / METRICS_NAME, lambda: write_metrics(self.out_dir / METRICS_NAME, self.metrics))
-        if schedule.plot_every and epoch % schedule.plot_every == 0:
-            self.plot_snapshot()
-        if stop.signum and epoch < schedule.epochs:
+        self.stop_requested = stop.signum is not None
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, record)
+        if stop.signum and epoch < self.config.schedule.epochs:
             raise self._interrupted(stop, f"after epoch {epoch}")
 
     def _interrupted(self, stop: StopRequest, where: str) -> RunInterrupted:
@@ -219,23 +217,6 @@ class Trainer:
         return RunInterrupted(
             f"stopped by {stop.name} {where}; saved {path}: continue with pyro-vae train --resume {path}", stop.signum
         )
-
-    def plot_snapshot(self) -> list[Path]:
-        """Reconstructions of 32 fixed images (validation, else training) and 64 prior samples from fixed
-        draws, as ``OUT/plots/{reconstructions,samples}_epochNNN.png``; training's random state is untouched."""
-        from .. import plots
-
-        split = "val" if self.data.images.get("val") is not None and len(self.data.images["val"]) >= 32 else "train"
-        x = self.data.observed(split)[:32]  # (the training set's fixed binarization when there is no val split)
-        out = self.out_dir / "plots"
-        out.mkdir(exist_ok=True)
-        devices = [self.data.device] if self.data.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.config.seed)  # the same prior draws at every epoch
-            recon = plots.reconstruction_grid(self.vae, x)
-            samples = plots.sample_grid(self.vae)
-        return [plots.save_grid(recon, out / f"reconstructions_epoch{self.epoch:03d}.png"),
-                plots.save_grid(samples, out / f"samples_epoch{self.epoch:03d}.png")]  # fmt: skip
 
     def train_epoch(self, epoch: int, stop: StopRequest | None = None) -> dict | None:
         """One pass over the training set (what ``pyro-vae train`` times as ``images_per_s``); ``None`` when
@@ -262,7 +243,10 @@ class Trainer:
         with _gc_skips_older_objects(), bar:
             for step, x in enumerate(batches, start=partial["step"]):
                 beta = cfg.objective.kl_weight((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
-                total += self._step(x, beta, epoch, step)  # the negative objective summed over the batch
+                loss = self._step(x, beta, epoch, step)  # the negative objective summed over the batch
+                total += loss
+                for callback in self.callbacks:
+                    callback.on_step_end(self, epoch, step, loss)
                 seen += x.shape[0]
                 bar.update(x.shape[0])
                 if step % 20 == 0:
@@ -298,8 +282,14 @@ class Trainer:
             return None
         return evaluate(self.vae, val, iw_samples=0, seed=self.config.seed, latent_means=False).summary()["elbo"]
 
-    def save(self) -> None:
-        """Write the checkpoint atomically; on failure (a full disk) the previous one stays as it was."""
+    def write_metrics(self) -> None:
+        """``OUT/metrics.jsonl`` from :attr:`metrics`, atomically."""
+        self._write(self.out_dir / METRICS_NAME, lambda: write_metrics(self.out_dir / METRICS_NAME, self.metrics))
+
+    def save(self, path: str | Path | None = None) -> None:
+        """Write the checkpoint (to ``OUT/ckpt.pt`` unless ``path`` is given) atomically; on failure (a full disk)
+        the previous one stays as it was."""
+        path = Path(path) if path is not None else self.checkpoint_path
         payload = {
             "config": self.config.to_dict(),
             "model_state": self.vae.state_dict(),
@@ -309,7 +299,7 @@ class Trainer:
             "metrics": self.metrics,
             "partial_epoch": self._partial,
         }
-        self._write(self.checkpoint_path, lambda: save_checkpoint(self.checkpoint_path, payload))
+        self._write(path, lambda: save_checkpoint(path, payload))
 
     def _write(self, path: Path, write: Callable[[], None]) -> None:
         try:

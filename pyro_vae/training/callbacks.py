@@ -1,0 +1,197 @@
+"""What happens around the training loop, as callbacks: validation, the log line, checkpoints (latest and
+best), ``metrics.jsonl``, picture snapshots, TensorBoard and MLflow, and whatever a user adds.
+
+A :class:`Callback` has three hooks, called by :class:`~pyro_vae.training.trainer.Trainer` in list order:
+
+* ``on_step_end(trainer, epoch, step, loss)`` after each optimisation step (``loss``: the negative objective
+  summed over the batch);
+* ``on_epoch_end(trainer, record)`` after each epoch, with the epoch's record (already in
+  ``trainer.metrics``; :class:`Validation` adds ``val_elbo`` to it, so it comes first);
+* ``on_run_end(trainer)`` when the last epoch is done.
+
+Callbacks watch; they never change the run's numbers: each epoch's random draws are seeded from
+``(seed, epoch)``, and a callback that draws (pictures) does so under a forked RNG (a test checks that a run
+with every callback gives bit-identical weights to one without).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Trainer
+
+BEST_NAME = "best.pt"
+
+
+class Callback:
+    """Base class: override the hooks you need."""
+
+    def on_step_end(self, trainer: Trainer, epoch: int, step: int, loss: float) -> None:
+        """After each optimisation step."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        """After each epoch, with its metrics record."""
+
+    def on_run_end(self, trainer: Trainer) -> None:
+        """After the last epoch."""
+
+
+class Validation(Callback):
+    """The validation ELBO (one particle, seeded) into ``record["val_elbo"]``; ``None`` without a validation split."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        record["val_elbo"] = trainer.validation_elbo()
+
+
+class LogLine(Callback):
+    """One line per epoch: loss, validation ELBO, β (when it is not 1), speed."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        val = "n/a" if record.get("val_elbo") is None else f"{record['val_elbo']:.2f}"
+        objective = trainer.config.objective
+        beta = f"  beta {record['beta']:.3g}" if objective.beta != 1 or objective.warmup_epochs else ""
+        trainer.log(f"epoch {record['epoch']}/{trainer.config.schedule.epochs}  train loss {record['train_loss']:.2f}  "
+                    f"val ELBO {val}{beta}  {record['images_per_s']:.0f} img/s")  # fmt: skip
+
+
+class Checkpoints(Callback):
+    """``OUT/ckpt.pt`` (atomic) every ``checkpoint_every`` epochs, at the end and when a signal came. It is
+    written just before ``metrics.jsonl`` (:class:`MetricsLog` comes next), so the metrics never list an epoch
+    it lacks."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        epoch, schedule = record["epoch"], trainer.config.schedule
+        if epoch % schedule.checkpoint_every == 0 or epoch == schedule.epochs or trainer.stop_requested:
+            trainer.save()
+
+
+class BestCheckpoint(Callback):
+    """``OUT/best.pt`` (atomic) whenever the validation ELBO is the best so far; none without a validation split."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        val = record.get("val_elbo")
+        earlier = [m["val_elbo"] for m in trainer.metrics[:-1] if m.get("val_elbo") is not None]
+        if val is not None and math.isfinite(val) and all(val > e for e in earlier):
+            trainer.save(trainer.out_dir / BEST_NAME)
+
+
+class MetricsLog(Callback):
+    """``OUT/metrics.jsonl``: every epoch's record, rewritten atomically."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        trainer.write_metrics()
+
+
+def snapshot_grids(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reconstructions of 32 fixed images (validation, else training) and 64 prior samples from fixed draws,
+    as image grids; training's random state is untouched."""
+    from .. import plots
+
+    data = trainer.data
+    split = "val" if data.images.get("val") is not None and len(data.images["val"]) >= 32 else "train"
+    x = data.observed(split)[:32]  # (the training set's fixed binarization when there is no val split)
+    devices = [data.device] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(trainer.config.seed)  # the same prior draws at every epoch
+        return plots.reconstruction_grid(trainer.vae, x), plots.sample_grid(trainer.vae)
+
+
+class PlotSnapshots(Callback):
+    """Every ``plot_every`` epochs, ``OUT/plots/{reconstructions,samples}_epochNNN.png``."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        every = trainer.config.schedule.plot_every
+        if every and record["epoch"] % every == 0:
+            from .. import plots
+
+            out = trainer.out_dir / "plots"
+            out.mkdir(exist_ok=True)
+            recon, samples = snapshot_grids(trainer)
+            plots.save_grid(recon, out / f"reconstructions_epoch{record['epoch']:03d}.png")
+            plots.save_grid(samples, out / f"samples_epoch{record['epoch']:03d}.png")
+
+
+SCALARS = {"train/loss": "train_loss", "val/elbo": "val_elbo", "train/beta": "beta", "train/lr": "lr",
+           "train/images_per_s": "images_per_s"}  # fmt: skip
+
+
+class TensorBoard(Callback):
+    """TensorBoard event files in ``log_dir`` (``OUT/tensorboard``): per epoch the scalars of :data:`SCALARS`
+    and the reconstruction and sample grids. Needs the ``tensorboard`` package (``pip install
+    "pyro-vae[tensorboard]"``); watch with ``tensorboard --logdir OUT/tensorboard``."""
+
+    def __init__(self, log_dir: str | Path | None = None, images: bool = True) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError('--tensorboard needs the tensorboard package: pip install "pyro-vae[tensorboard]"') \
+                from None
+        self._writer_class, self.log_dir, self.images, self.writer = SummaryWriter, log_dir, images, None
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        if self.writer is None:
+            self.writer = self._writer_class(str(self.log_dir or trainer.out_dir / "tensorboard"))
+        epoch = record["epoch"]
+        for tag, key in SCALARS.items():
+            if record.get(key) is not None:
+                self.writer.add_scalar(tag, record[key], epoch)
+        if self.images:
+            recon, samples = snapshot_grids(trainer)
+            self.writer.add_image("reconstructions", recon, epoch)
+            self.writer.add_image("samples", samples, epoch)
+        self.writer.flush()
+
+    def on_run_end(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class MLflowLogger(Callback):
+    """The run in MLflow (``pip install "pyro-vae[mlflow]"``): the config as parameters at the first epoch, the
+    scalars of :data:`SCALARS` per epoch, and the run folder's checkpoints and config as artifacts at the end.
+    The tracking URI and experiment are MLflow's own (``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``)."""
+
+    def __init__(self) -> None:
+        try:
+            import mlflow
+        except ImportError:
+            raise ConfigError('--mlflow needs the mlflow package: pip install "pyro-vae[mlflow]"') from None
+        self.mlflow, self.started = mlflow, False
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        if not self.started:
+            self.mlflow.start_run(run_name=trainer.out_dir.name)
+            self.mlflow.log_params(flatten(trainer.config.to_dict()))
+            self.started = True
+        metrics = {tag.replace("/", "_"): record[key] for tag, key in SCALARS.items() if record.get(key) is not None}
+        self.mlflow.log_metrics(metrics, step=record["epoch"])
+
+    def on_run_end(self, trainer: Trainer) -> None:
+        if self.started:
+            for path in sorted(trainer.out_dir.glob("*")):
+                if path.suffix in (".pt", ".toml", ".jsonl"):
+                    self.mlflow.log_artifact(str(path))
+            self.mlflow.end_run()
+
+
+def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"latent_dim": 20}}`` -> ``{"model.latent_dim": 20}``."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def default_callbacks() -> list[Callback]:
+    """What every run does each epoch, in this order: validate, log, checkpoint, record, keep the best, draw."""
+    return [Validation(), LogLine(), Checkpoints(), MetricsLog(), BestCheckpoint(), PlotSnapshots()]
