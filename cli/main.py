@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from pyro_vae.config import RunConfig, read_table, settings, with_overrides
 from pyro_vae.data.mnist import CLASS_NAMES
 from pyro_vae.errors import AgreementError, ConfigError, PyroVAEError, RunInterrupted
+from pyro_vae.training.callbacks import BEST_NAME
 from pyro_vae.training.trainer import CONFIG_NAME
 from pyro_vae.model.rebuild import trusted_module_names
 from pyro_vae.options import Setting, coerce
@@ -40,6 +41,11 @@ trust_module_option = click.option(
     "--trust-module", "trust_modules", multiple=True, metavar="MODULE", callback=_module_names,
     help="let the checkpoint (or --config file) build components from MODULE (your own code; repeat per module). "
          "Without it only pyro_vae's classes are built and no other module is imported")  # fmt: skip
+
+
+checkpoint_option = click.option(
+    "--checkpoint", required=True, metavar="CKPT",
+    help="a checkpoint (OUT/ckpt.pt, OUT/best.pt), a folder from `pyro-vae export`, or hf://OWNER/NAME")  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,10 +93,13 @@ def _overrides(opts: dict) -> dict:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help=f"run folder for ckpt.pt, metrics.jsonl and {CONFIG_NAME}")
-@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+@click.option("--resume", default=None, metavar="CKPT",
               help="continue the run in this checkpoint (to --epochs in total)")
 @click.option("--overwrite", is_flag=True, help="replace a run already in --out")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
+@click.option("--tensorboard", is_flag=True,
+              help='write TensorBoard scalars and pictures to OUT/tensorboard (pip install "pyro-vae[tensorboard]")')
+@click.option("--mlflow", is_flag=True, help='log the run to MLflow (pip install "pyro-vae[mlflow]")')
 @trust_module_option
 @click.pass_context
 def train(ctx: click.Context, **opts) -> None:
@@ -99,8 +108,11 @@ def train(ctx: click.Context, **opts) -> None:
     Each run option has a key in the config file (shown in its help); options given here override --config."""
     from pyro_vae import pipeline
 
+    from pyro_vae.training.callbacks import MLflowLogger, TensorBoard
+
     log = lambda message: click.echo(message, err=True)  # noqa: E731
     overrides = _overrides(opts)
+    callbacks = [*([TensorBoard()] if opts["tensorboard"] else []), *([MLflowLogger()] if opts["mlflow"] else [])]
     if opts["resume"]:
         fixed = [s.flag for s in settings() if s.key in overrides and not s.option.resumable]
         if fixed or opts["config_file"]:
@@ -111,6 +123,7 @@ def train(ctx: click.Context, **opts) -> None:
             opts["resume"], out_dir=opts["out"] if explicit_out else None, data_dir=overrides.get("data.root"),
             device=opts["device"], progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
             epochs=overrides.get("schedule.epochs"), plot_every=overrides.get("schedule.plot_every"),
+            callbacks=callbacks,
         )  # fmt: skip
         log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
     else:
@@ -119,13 +132,17 @@ def train(ctx: click.Context, **opts) -> None:
         table = read_table(opts["config_file"]) if opts["config_file"] else {}
         config = RunConfig.from_dict(with_overrides(table, overrides), opts["config_file"] or "", opts["trust_modules"])
         trainer = config.build(opts["out"], device=opts["device"], overwrite=opts["overwrite"],
-                               progress=opts["progress"], log=log, trust_modules=opts["trust_modules"])  # fmt: skip
+                               progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
+                               callbacks=callbacks)  # fmt: skip
     log(f"training on {trainer.data.device}: {trainer.data.config.describe()}, "
         f"{trainer.data.images['train'].shape[0]} training images")  # fmt: skip
     trainer.fit()
-    plots = f" and pictures in {trainer.out_dir / 'plots'}" if trainer.config.schedule.plot_every else ""
+    best = trainer.out_dir / BEST_NAME
+    extra = [f"the best epoch's in {best}" if best.exists() else "",
+             f"pictures in {trainer.out_dir / 'plots'}" if trainer.config.schedule.plot_every else "",
+             f"TensorBoard logs in {trainer.out_dir / 'tensorboard'}" if opts["tensorboard"] else ""]  # fmt: skip
     log(f"wrote {trainer.checkpoint_path}, {trainer.out_dir / 'metrics.jsonl'} and {trainer.out_dir / CONFIG_NAME}"
-        f"{plots}")  # fmt: skip
+        + "".join(f"; {e}" for e in extra if e))
 
 
 def _format_table(info: dict, s: dict) -> str:
@@ -185,7 +202,7 @@ def _json_safe(value):
 
 @cli.command()
 @trust_module_option
-@click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
+@checkpoint_option
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--num-particles", type=POSITIVE, default=1, show_default=True,
               help="samples per image for the ELBO estimates")
@@ -223,7 +240,7 @@ def elbo(**opts) -> None:
 
 @cli.command()
 @trust_module_option
-@click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
+@checkpoint_option
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the PNGs")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
@@ -259,7 +276,7 @@ def _output_file(path: str, suffixes: tuple[str, ...]) -> Path:
 
 @cli.command()
 @trust_module_option
-@click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
+@checkpoint_option
 @click.option("-n", "--num-samples", type=POSITIVE, default=64, show_default=True)
 @click.option("--out", required=True, help="samples.png (a grid) or samples.npy (an (n, 28, 28) float32 array)")
 @click.option("--pixels", type=click.Choice(["mean", "sample"]), default="mean", show_default=True,
@@ -278,7 +295,7 @@ def sample(**opts) -> None:
 
 @cli.command()
 @trust_module_option
-@click.option("--checkpoint", type=click.Path(dir_okay=False), required=True, help="a ckpt.pt from train")
+@checkpoint_option
 @click.option("--out", required=True, help="latents.npz: means and scales (n, d), labels (n,)")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
@@ -300,6 +317,55 @@ def encode(**opts) -> None:
         np.savez(tmp, **arrays)
     n, d = arrays["means"].shape
     click.echo(f"wrote means and scales ({n} x {d}) and labels of the {latents['split']} split to {out}")
+
+
+@cli.command()
+@click.argument("checkpoint", metavar="CKPT")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
+@trust_module_option
+def info(checkpoint: str, as_json: bool, trust_modules: tuple[str, ...]) -> None:
+    """What a checkpoint, best.pt, an exported folder or hf://OWNER/NAME holds (nothing is built or run)."""
+    import tomli_w
+
+    from pyro_vae import pipeline
+
+    found = pipeline.checkpoint_info(checkpoint, trust_modules=trust_modules)
+    if as_json:
+        click.echo(json.dumps(_json_safe(found), allow_nan=False))
+        return
+    best = ("n/a" if found["best_val_elbo"] is None
+            else f"{found['best_val_elbo']:.2f} at epoch {found['best_val_epoch']} (last {found['last_val_elbo']:.2f})")
+    versions = ", ".join(f"{k} {v}" for k, v in found["versions"].items())
+    click.echo("\n".join([
+        f"{found['path']}: {found['kind']}, format {found['format_version']}, {found['size_bytes'] / 2**20:.2f} MiB"
+        + ("" if found["resumable"] else " (weights only: not resumable)"),
+        f"epoch            {found['epoch']} of {found['epochs']}",
+        f"best val ELBO    {best}",
+        f"data             {found['data']}, images {'x'.join(map(str, found['data_shape']))}",
+        f"prior            {found['prior']}",
+        f"likelihood       {found['likelihood']}",
+        f"guide            {found['guide']}",
+        f"parameters       {found['parameters']:,}",
+        f"versions         {versions}",
+        "config (pyro-vae train --config reads this as TOML):",
+        *(f"  {line}".rstrip() for line in tomli_w.dumps(found["config"]).strip().splitlines()),
+    ]))  # fmt: skip
+
+
+@cli.command()
+@click.argument("checkpoint", metavar="CKPT")
+@click.argument("out_dir", metavar="DIR")
+@click.option("--push-to", metavar="OWNER/NAME", default=None,
+              help='also upload the folder to this Hugging Face Hub repository (pip install "pyro-vae[hub]")')
+@trust_module_option
+def export(checkpoint: str, out_dir: str, push_to: str | None, trust_modules: tuple[str, ...]) -> None:
+    """Write DIR/config.json, DIR/model.safetensors and a DIR/README.md model card: the model, weights only."""
+    from pyro_vae import sharing
+
+    folder = sharing.export_checkpoint(checkpoint, out_dir, trust_modules=trust_modules)
+    click.echo(f"wrote {folder / sharing.CONFIG_JSON}, {folder / sharing.WEIGHTS} and {folder / sharing.CARD}")
+    if push_to:
+        click.echo(f"uploaded to {sharing.push(folder, push_to)}")
 
 
 def _fail(message: str, code: int) -> None:

@@ -10,12 +10,14 @@ Where things are (the folders follow the architecture):
 * ``data/``: the images (:mod:`~pyro_vae.data.mnist`);
 * ``inference/``: the SVI objectives, the fast SVI step, the bounds, the hand-written analytic-KL ELBO and
   posterior summaries;
-* ``training/``: optimiser and schedule settings, the :class:`Trainer`, checkpoints, the run folder's lock,
-  clean stops on SIGINT/SIGTERM;
+* ``training/``: optimiser and schedule settings, the :class:`Trainer` and its callbacks (validation,
+  checkpoints, best.pt, metrics, pictures, TensorBoard, MLflow), checkpoints, the run folder's lock, clean stops
+  on SIGINT/SIGTERM;
 * ``runtime/``: devices, size checks before allocation, atomic writes;
 * :mod:`pyro_vae.config`: :class:`RunConfig`, one description of a run (command line, ``config.toml``,
   checkpoints); :mod:`pyro_vae.options`: how each setting is declared once;
-* :mod:`pyro_vae.pipeline`: what the commands run; :mod:`pyro_vae.plots`: pictures;
+* :mod:`pyro_vae.pipeline`: what the commands run; :mod:`pyro_vae.plots`: pictures; :mod:`pyro_vae.sharing`:
+  exported safetensors folders and the Hugging Face Hub;
   ``pyro_vae.cli``: the ``pyro-vae`` command line (``python -m pyro_vae``).
 """
 
@@ -40,13 +42,16 @@ from .options import Option  # noqa: E402
 from .pipeline import (  # noqa: E402
     encode_checkpoint, evaluate_checkpoint, load_model, plot_checkpoint, resume_run, sample_checkpoint, write_samples,
 )  # fmt: skip
+from .sharing import export_checkpoint, load  # noqa: E402
+from .training.callbacks import Callback, MLflowLogger, TensorBoard  # noqa: E402
 from .training.schedule import OptimizerConfig, ScheduleConfig  # noqa: E402
 from .training.trainer import Trainer  # noqa: E402
 
 __all__ = [
     "RunConfig", "DataConfig", "ModelConfig", "NetConfig", "ComponentConfig", "ObjectiveConfig", "OptimizerConfig",
     "ScheduleConfig", "Option",
-    "VAE", "VAEData", "Trainer", "FastSVI", "make_adam",
+    "VAE", "VAEData", "Trainer", "Callback", "TensorBoard", "MLflowLogger", "FastSVI", "make_adam",
+    "load", "export_checkpoint",
     "Prior", "StandardNormal", "LearnedGaussian", "MixtureOfGaussians", "VampPrior", "FlowPrior",
     "Likelihood", "Bernoulli", "ContinuousBernoulli", "Beta", "Gaussian", "Laplace", "DiscretizedLogistic",
     "Guide", "DiagonalGaussianGuide", "FullCovGaussianGuide", "IAFGuide",

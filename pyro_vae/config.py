@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -42,6 +42,7 @@ from .options import Option, Setting, check_fields, dataclass_settings, flag_for
 from .runtime.atomic import atomic_path
 from .runtime.devices import resolve_device
 from .runtime.limits import check_vae_fits
+from .training.callbacks import Callback
 from .training.run_lock import locked
 from .training.schedule import OptimizerConfig, ScheduleConfig
 from .training.trainer import CHECKPOINT_NAME, Trainer
@@ -94,10 +95,11 @@ class RunConfig:
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
         trust_modules: Iterable[str] = (),
+        callbacks: Sequence[Callback] = (),
     ) -> Trainer:
         """A :class:`Trainer` for this run in ``out_dir`` (which must not hold a checkpoint unless ``overwrite``).
         Everything is checked before any data is read; ``trust_modules``: modules besides ``pyro_vae`` whose
-        components the config may name."""
+        components the config may name; ``callbacks`` run after the built-in ones (TensorBoard, your own)."""
         self.validate(trust_modules)
         dev = resolve_device(device)
         check_vae_fits(lambda: self.model.build(trust_modules), dev, training=True)
@@ -110,7 +112,7 @@ class RunConfig:
                 )
             data = VAEData(self.data, self.data.root, dev, splits=("train", "val"))  # as given: no fallback
             vae = self.build_model(trust_modules).to(dev)
-            return Trainer(vae, data, self, out_dir, progress=progress, log=log, lock=lock)
+            return Trainer(vae, data, self, out_dir, progress=progress, log=log, lock=lock, callbacks=callbacks)
 
     def updated(self, overrides: dict[str, Any], trust_modules: Iterable[str] = ()) -> RunConfig:
         """A validated copy with each dotted key of ``overrides`` set: ``config.updated({"objective.beta": 4.0})``."""

@@ -7,7 +7,7 @@ CLI does in one call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -15,15 +15,17 @@ from torch import Tensor
 
 from .config import RunConfig
 from .data.mnist import CLASS_NAMES, VAEData
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .inference.bounds import Evaluation, evaluate, iwae_chunk
 from .inference.latents import posterior_moments
 from .model.networks import DATA_DIM, IMAGE_SHAPE
 from .model.vae import VAE
 from .runtime.atomic import atomic_path
 from .runtime.devices import peak_memory_mib, reset_peak_memory, resolve_device
-from .runtime.limits import check_disk, check_fits, check_vae_fits, chunk_size
+from .runtime.limits import check_disk, check_fits, check_vae_fits, chunk_size, meta_module
+from .sharing import best_validation, describe_component, n_parameters, read_model
 from .training.checkpoint import load_checkpoint, load_weights
+from .training.callbacks import Callback
 from .training.run_lock import locked
 from .training.trainer import METRICS_NAME, Trainer, read_metrics
 
@@ -41,11 +43,14 @@ def resume_run(
     plot_every: int | None = None,
     log: Callable[[str], None] | None = None,
     trust_modules: Iterable[str] = (),
+    callbacks: Sequence[Callback] = (),
 ) -> Trainer:
     """A :class:`Trainer` that continues the run stored in ``checkpoint`` (to ``epochs`` in total;
     ``plot_every``, when given, replaces the stored picture interval; ``data_dir`` replaces the recorded data
     folder; ``trust_modules``: modules besides ``pyro_vae`` whose components the checkpoint may rebuild, see
     :mod:`pyro_vae.model.rebuild`)."""
+    if Path(checkpoint).is_dir():
+        raise ConfigError(f"{checkpoint} is an exported model (weights only); resume from the run's ckpt.pt")
     ckpt = load_checkpoint(checkpoint)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
     if epochs is not None:
@@ -60,7 +65,7 @@ def resume_run(
         data = VAEData(config.data, data_dir, dev, splits=("train", "val"))
         check_vae_fits(lambda: config.model.build(trust_modules), dev, training=True)
         vae = config.model.build(trust_modules).to(dev)
-        trainer = Trainer(vae, data, config, lock.folder, progress=progress, log=log, lock=lock)
+        trainer = Trainer(vae, data, config, lock.folder, progress=progress, log=log, lock=lock, callbacks=callbacks)
         trainer.load_state(ckpt)
         return trainer
 
@@ -68,14 +73,15 @@ def resume_run(
 def load_model(
     checkpoint: str | Path, device: str = "auto", trust_modules: Iterable[str] = ()
 ) -> tuple[VAE, dict]:
-    """The trained model in ``checkpoint`` on ``device``, and the checkpoint itself. Components from
+    """The trained model in ``checkpoint`` (a checkpoint file, an exported folder or ``hf://REPO``, see
+    :mod:`pyro_vae.sharing`) on ``device``, and the checkpoint itself. Components from
     modules other than ``pyro_vae`` are rebuilt only from ``trust_modules`` (see :mod:`pyro_vae.model.rebuild`)."""
     vae, _, ckpt = _load(checkpoint, device, trust_modules)
     return vae, ckpt
 
 
 def _load(checkpoint: str | Path, device: str, trust_modules: Iterable[str]) -> tuple[VAE, RunConfig, dict]:
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = read_model(checkpoint)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
     dev = resolve_device(device)
     check_vae_fits(lambda: config.model.build(trust_modules), dev)
@@ -118,9 +124,9 @@ def evaluate_checkpoint(
         "binarize": data_config.binarize,
         "data": data_config.describe(),
         "split": split,
-        "likelihood": _describe(config.model.likelihood),
-        "prior": _describe(config.model.prior),
-        "guide": _describe(config.model.guide),
+        "likelihood": describe_component(config.model.likelihood),
+        "prior": describe_component(config.model.prior),
+        "guide": describe_component(config.model.guide),
         "device": str(device_),
         "torch_threads": torch.get_num_threads(),
         "iwae_chunk": iwae_chunk(min(batch_size, x.shape[0]), x.shape[-1], iw_samples) if iw_samples else None,
@@ -129,13 +135,6 @@ def evaluate_checkpoint(
         "peak_memory_of": peak_of,
     }
     return result, info
-
-
-def _describe(component) -> str:
-    """``mog(num_components=10)``."""
-    options = ", ".join(f"{k}={v}" for k, v in component.options.items() if v is not None)
-    module = f"{component.module}:" if component.module else ""
-    return f"{module}{component.name}" + (f"({options})" if options else "")
 
 
 def _checkpoint_data(config: RunConfig, split: str, data_dir, device: torch.device, limit: int | None):
@@ -292,11 +291,48 @@ def plot_checkpoint(
     written.append(plots.save_figure(plots.grid_figure(plots.interpolation_grid(vae, x[:8], x[8:16]),
                                                        f"image, 10 decodings between posterior means, image; {title}",
                                                        pairs), out_dir / "interpolations.png"))  # fmt: skip
-    metrics_path = Path(checkpoint).parent / METRICS_NAME
-    metrics = read_metrics(metrics_path) if metrics_path.is_file() else list(ckpt["metrics"])
+    metrics_path = Path(checkpoint).parent / METRICS_NAME if Path(checkpoint).is_file() else None
+    metrics = read_metrics(metrics_path) if metrics_path and metrics_path.is_file() else list(ckpt["metrics"])
     if metrics:
         objective = config.objective.kind
         written.append(plots.save_figure(plots.training_curves(metrics, objective), out_dir / "training_curves.png"))
     else:
         skipped["training_curves"] = "no metrics recorded"
     return written, skipped
+
+
+def checkpoint_info(checkpoint: str | Path, trust_modules: Iterable[str] = ()) -> dict:
+    """What a checkpoint file, exported folder or ``hf://REPO`` holds, without building the model: its kind,
+    format and size, epoch, best and last validation ELBO, components, data, parameter count, package versions
+    and the whole config."""
+    ckpt = read_model(checkpoint)
+    config = RunConfig.from_checkpoint(ckpt, trust_modules)
+    model = meta_module(lambda: config.model.build(trust_modules))  # shapes only: nothing large is allocated
+    if model is not None:
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if expected != {k: tuple(v.shape) for k, v in ckpt["model_state"].items()}:
+            raise CheckpointError(f"{checkpoint}: the stored weights do not fit the stored architecture")
+    path = Path(checkpoint)
+    files = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path] if path.is_file() else []
+    best = best_validation(ckpt["metrics"])
+    last = ckpt["metrics"][-1].get("val_elbo") if ckpt["metrics"] else None
+    return {
+        "path": str(checkpoint),
+        "kind": "exported model (safetensors)" if ckpt.get("exported") else "training checkpoint",
+        "format_version": ckpt["exported"] if ckpt.get("exported") else ckpt.get("format_version"),
+        "size_bytes": sum(p.stat().st_size for p in files),
+        "epoch": ckpt["epoch"],
+        "epochs": config.schedule.epochs,
+        "best_val_elbo": None if best is None else best[0],
+        "best_val_epoch": None if best is None else best[1],
+        "last_val_elbo": last,
+        "prior": describe_component(config.model.prior),
+        "likelihood": describe_component(config.model.likelihood),
+        "guide": describe_component(config.model.guide),
+        "data": config.data.describe(),
+        "data_shape": list(IMAGE_SHAPE),
+        "parameters": n_parameters(ckpt),
+        "resumable": not ckpt.get("exported") and "optim_state" in ckpt,
+        "versions": dict(ckpt.get("versions", {})),
+        "config": config.to_dict(),
+    }

@@ -54,11 +54,11 @@ def small_config(data_dir, *, epochs=2, likelihood=None, binarize="dynamic", net
     return config.updated({SHORT_KEYS[k]: v for k, v in settings.items()}, trust)
 
 
-def small_run(out_dir, data_dir, *, device="cpu", **options):
+def small_run(out_dir, data_dir, *, device="cpu", callbacks=(), **options):
     """A Trainer for :func:`small_config` (fast enough for unit tests); the tests' own components are trusted."""
     config = small_config(data_dir, **options)
     tests = [part.module for part in (config.model.prior, config.model.likelihood, config.model.guide) if part.module]
-    return config.build(out_dir, device=device, progress=False, trust_modules=tests)
+    return config.build(out_dir, device=device, progress=False, trust_modules=tests, callbacks=callbacks)
 
 
 @pytest.fixture(scope="session")

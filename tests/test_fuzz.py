@@ -16,7 +16,7 @@ from test_cli import assert_one_line_error, run_cli
 
 INT_OPTIONS = {  # option: values that must be refused (beyond the generic ones below)
     "train": {"--epochs": ["0"], "--batch-size": ["0"], "--latent-dim": ["0", "100000000"], "--particles": ["0"],
-              "--checkpoint-every": ["0"], "--flow-steps": ["0", "1000001"], "--prior-components": ["0"],
+              "--checkpoint-every": ["0"], "--prior-num-flows": ["0", "1000001"], "--prior-num-components": ["0"],
               "--train-limit": ["0"], "--val-size": [], "--warmup-epochs": [], "--plot-every": [], "--seed": ["4294967296"]},
     "elbo": {"--num-particles": ["0"], "--iw-samples": [], "--limit": ["0"], "--batch-size": ["0"],
              "--seed": ["4294967296"]},
@@ -25,11 +25,11 @@ INT_OPTIONS = {  # option: values that must be refused (beyond the generic ones 
     "plot": {"--num-points": ["15"], "--seed": []},
 }  # fmt: skip
 GENERIC_BAD_INTS = ["-1", "abc", "2.5", "nan", ""]
-FLOAT_OPTIONS = {"--lr": ["0"], "--sigma": ["0"], "--adam-eps": ["0"], "--beta": ["0"], "--warmup-start": []}
+FLOAT_OPTIONS = {"--lr": ["0"], "--likelihood-sigma": ["0"], "--adam-eps": ["0"], "--beta": ["0"], "--warmup-start": []}
 GENERIC_BAD_FLOATS = ["-1", "nan", "inf", "-inf", "abc", ""]
 CHOICES = {
     "train": ["--dataset", "--binarize", "--likelihood", "--prior", "--guide", "--net", "--activation", "--objective",
-              "--lr-schedule", "--flow-transform"],
+              "--lr-schedule", "--prior-transform"],
     "elbo": ["--split"], "sample": ["--pixels"], "encode": ["--split"], "plot": ["--split"],
 }  # fmt: skip
 TINY = ["--train-limit", "300", "--val-size", "100", "--hidden", "16", "--latent-dim", "2", "--no-progress"]
@@ -43,6 +43,8 @@ def _prefix(command: str, ckpt: Path, tmp: Path, data_dir: Path) -> list:
         "sample": ["sample", "--checkpoint", ckpt, "--out", tmp / "s.png"],
         "encode": ["encode", "--checkpoint", ckpt, "--data-dir", data_dir, "--out", tmp / "z.npz"],
         "plot": ["plot", "--checkpoint", ckpt, "--data-dir", data_dir, "--out", tmp / "plots"],
+        "info": ["info", ckpt],
+        "export": ["export", ckpt, tmp / "exported"],
     }[command]
 
 
@@ -138,10 +140,11 @@ def damaged(trained, tmp_path_factory, data_dir):
     paths["bad_metrics_jsonl"] = bad_metrics / "ckpt.pt"
     paths["a_directory"] = root
     paths["missing"] = root / "nope.pt"
+    paths["hub_unreachable"] = "hf://nobody/no-such-model"  # no network here: the download fails in one line
     return paths
 
 
-CHECKPOINT_COMMANDS = ["elbo", "sample", "encode", "plot", "resume"]
+CHECKPOINT_COMMANDS = ["elbo", "sample", "encode", "plot", "resume", "info", "export"]
 DAMAGED = ["empty", "text", "garbage", "truncated", "tail", "one_byte_flipped", "json", "zip_of_nothing",
            "pickle_with_code", "foreign", "future_format", "no_config", "config_not_dict", "epoch_string",
            "negative_epoch", "state_not_tensors", "wrong_shapes", "missing_weights", "huge_network", "bad_net_kind",
@@ -160,6 +163,7 @@ def test_bad_options(command, extra, trained, tmp_path, data_dir, capsys):
 
 FILE_CASES = ([(c, d) for c in CHECKPOINT_COMMANDS for d in DAMAGED]
               + [(c, d) for c in CHECKPOINT_COMMANDS if c != "sample" for d in DATA_CONFIG]
+              + [(c, "hub_unreachable") for c in CHECKPOINT_COMMANDS if c not in ("resume", "export")]
               + [("resume", d) for d in RESUME_ONLY] + [("plot", "bad_metrics_jsonl")])  # fmt: skip
 
 
