@@ -5,8 +5,9 @@ The step is :class:`~pyro_vae.inference.fast_svi.FastSVI`: ``SVI.step``'s update
 validation on the first step only.
 
 :class:`Trainer` owns one run folder, under an exclusive lock (:mod:`pyro_vae.training.run_lock`) while it
-exists or trains. Each epoch it writes ``ckpt.pt`` (every ``checkpoint_every`` epochs and at the end),
-*then* ``metrics.jsonl``, one JSON line per epoch, both atomically. On (re)start ``metrics.jsonl`` is
+exists or trains. After each epoch its callbacks (:mod:`pyro_vae.training.callbacks`) validate, log, write
+``ckpt.pt`` (every ``checkpoint_every`` epochs and at the end), *then* ``metrics.jsonl``, one JSON line per
+epoch, then ``best.pt``, all atomically, and draw; then the user's callbacks run. On (re)start ``metrics.jsonl`` is
 rewritten from the checkpoint's own records, so whatever moment a run was killed at, the file holds
 epochs 1..E exactly once. Each epoch is seeded from ``(seed, epoch)`` (shuffling, dynamic
 binarization, the guide's samples), so a run resumed from a checkpoint continues exactly as the
