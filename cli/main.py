@@ -278,7 +278,7 @@ def _output_file(path: str, suffixes: tuple[str, ...]) -> Path:
 @trust_module_option
 @checkpoint_option
 @click.option("-n", "--num-samples", type=POSITIVE, default=64, show_default=True)
-@click.option("--out", required=True, help="samples.png (a grid) or samples.npy (an (n, 28, 28) float32 array)")
+@click.option("--out", required=True, help="samples.png (a grid) or samples.npy (an (n, H, W) float32 array of the data's image size)")
 @click.option("--pixels", type=click.Choice(["mean", "sample"]), default="mean", show_default=True,
               help="decoder mean E[x|z], or one draw x ~ p(x|z)")
 @click.option("--seed", type=SEED, default=0, show_default=True)

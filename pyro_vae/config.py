@@ -82,9 +82,14 @@ class RunConfig:
         """The untrained model. The components' random initial values (mixture means, pseudo-inputs, flows) and
         the networks' weights each start from ``seed``, so the networks do not depend on the components chosen."""
         pyro.set_rng_seed(self.seed)
-        parts = self.model.build_components(trust_modules)
+        parts = self.model.build_components(trust_modules, data_dim=self.data.data_dim)
         pyro.set_rng_seed(self.seed)
         return VAE(self.model.net, *parts)
+
+    def untrained_model(self, trust_modules: Iterable[str] = ()) -> VAE:
+        """The model's architecture for this run's data, with whatever initial values (for loading weights into,
+        or measuring; the random state is not reseeded)."""
+        return self.model.build(trust_modules, data_dim=self.data.data_dim)
 
     def build(
         self,
@@ -102,7 +107,7 @@ class RunConfig:
         components the config may name; ``callbacks`` run after the built-in ones (TensorBoard, your own)."""
         self.validate(trust_modules)
         dev = resolve_device(device)
-        check_vae_fits(lambda: self.model.build(trust_modules), dev, training=True)
+        check_vae_fits(lambda: self.untrained_model(trust_modules), dev, training=True)
         out_dir = Path(out_dir)
         with locked(out_dir) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
             if (out_dir / CHECKPOINT_NAME).exists() and not overwrite:

@@ -63,8 +63,8 @@ def resume_run(
     with locked(Path(out_dir or Path(checkpoint).parent)) as lock:
         dev = resolve_device(device)
         data = VAEData(config.data, data_dir, dev, splits=("train", "val"))
-        check_vae_fits(lambda: config.model.build(trust_modules), dev, training=True)
-        vae = config.model.build(trust_modules).to(dev)
+        check_vae_fits(lambda: config.untrained_model(trust_modules), dev, training=True)
+        vae = config.untrained_model(trust_modules).to(dev)
         trainer = Trainer(vae, data, config, lock.folder, progress=progress, log=log, lock=lock, callbacks=callbacks)
         trainer.load_state(ckpt)
         return trainer
@@ -84,8 +84,8 @@ def _load(checkpoint: str | Path, device: str, trust_modules: Iterable[str]) -> 
     ckpt = read_model(checkpoint)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
     dev = resolve_device(device)
-    check_vae_fits(lambda: config.model.build(trust_modules), dev)
-    return load_weights(config.model.build(trust_modules), ckpt).to(dev), config, ckpt
+    check_vae_fits(lambda: config.untrained_model(trust_modules), dev)
+    return load_weights(config.untrained_model(trust_modules), ckpt).to(dev), config, ckpt
 
 
 def evaluate_checkpoint(
@@ -172,7 +172,7 @@ def write_samples(
     device: str = "auto",
     trust_modules: Iterable[str] = (),
 ) -> Path:
-    """``n`` samples of the checkpoint's model written to ``out``: a ``.npy`` array ``(n, 28, 28)`` of float32,
+    """``n`` samples of the checkpoint's model written to ``out``: a ``.npy`` array ``(n, H, W)`` of float32,
     filled piece by piece (so any ``n`` the disk holds works), or a ``.png`` grid (which must fit in memory).
     Both are checked against the free disk or memory before anything is drawn; the file is written atomically."""
     from . import plots
@@ -307,7 +307,7 @@ def checkpoint_info(checkpoint: str | Path, trust_modules: Iterable[str] = ()) -
     and the whole config."""
     ckpt = read_model(checkpoint)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
-    model = meta_module(lambda: config.model.build(trust_modules))  # shapes only: nothing large is allocated
+    model = meta_module(lambda: config.untrained_model(trust_modules))  # shapes only: nothing large is allocated
     if model is not None:
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         if expected != {k: tuple(v.shape) for k, v in ckpt["model_state"].items()}:
@@ -330,7 +330,7 @@ def checkpoint_info(checkpoint: str | Path, trust_modules: Iterable[str] = ()) -
         "likelihood": describe_component(config.model.likelihood),
         "guide": describe_component(config.model.guide),
         "data": config.data.describe(),
-        "data_shape": list(IMAGE_SHAPE),
+        "data_shape": list(config.data.image_shape),
         "parameters": n_parameters(ckpt),
         "resumable": not ckpt.get("exported") and "optim_state" in ckpt,
         "versions": dict(ckpt.get("versions", {})),

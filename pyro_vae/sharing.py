@@ -79,7 +79,7 @@ def load(path: str | Path, device: str = "auto", trust_modules: Iterable[str] = 
     """The trained model in a checkpoint file, an exported folder or ``hf://REPO``, on ``device``."""
     ckpt = read_model(path)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
-    return load_weights(config.model.build(trust_modules), ckpt).to(resolve_device(device))
+    return load_weights(config.untrained_model(trust_modules), ckpt).to(resolve_device(device))
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, trust_modules: Iterable[str] = ()) -> Path:
@@ -89,7 +89,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, trust_modules
 
     ckpt = read_model(checkpoint)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
-    load_weights(config.model.build(trust_modules), ckpt)  # the weights fit the architecture
+    load_weights(config.untrained_model(trust_modules), ckpt)  # the weights fit the architecture
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; export writes a folder")
@@ -138,7 +138,7 @@ def model_card(config: RunConfig, ckpt: dict, parameters: int) -> str:
         f"best {best[0]:.2f} nats per image (epoch {best[1]}), last {last:.2f}" if last is not None
         else f"best {best[0]:.2f} nats per image (epoch {best[1]})")  # fmt: skip
     rows = [
-        ("data", f"{data.dataset}, binarize = {data.binarize}, images 1 x 28 x 28"),
+        ("data", f"{data.dataset}, binarize = {data.binarize}, images {' x '.join(map(str, data.image_shape))}"),
         ("model", f"latent_dim {model.latent_dim}, {model.net.kind} {list(model.net.hidden)} {model.net.activation}, "
                   f"{parameters:,} parameters"),
         ("prior p(z)", describe_component(model.prior)),

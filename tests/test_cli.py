@@ -251,7 +251,7 @@ def version_0_1_checkpoint(new: dict) -> dict:
         "data": new["config"]["data"],
         "train": {"epochs": 1, "batch_size": 100, "lr": 1e-3, "seed": 0, "elbo": "trace", "checkpoint_every": 1},
     }  # fmt: skip
-    vae = RunConfig.from_dict(new["config"]).model.build()
+    vae = RunConfig.from_dict(new["config"]).untrained_model()
     state = new["optim_state"]
     group = {**state["param_groups"][0], "params": [0]}
     old["optim_state"] = {name: {"state": {0: state["state"][i]}, "param_groups": [group]}

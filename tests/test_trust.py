@@ -119,7 +119,7 @@ def test_names_that_resolve_to_anything_but_a_component_class(name, module, mess
 def test_options_must_be_declared_plain_values(options, message):
     with pytest.raises(ConfigError, match=message):
         ModelConfig(prior=ComponentConfig("mog", options)).validate()
-    assert ModelConfig(latent_dim=3, prior=ComponentConfig("mog", {"num_components": 3})).build().prior.latent_dim == 3
+    assert ModelConfig(latent_dim=3, prior=ComponentConfig("mog", {"num_components": 3})).build(data_dim=784).prior.latent_dim == 3
 
 
 def test_trust_module_names_are_checked(trained, capsys):

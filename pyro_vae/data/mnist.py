@@ -53,6 +53,16 @@ class DataConfig:
     def validate(self) -> None:
         check_fields(self)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return IMAGE_SHAPE
+
+    @property
+    def data_dim(self) -> int:
+        """Pixels per image (the models' ``data_dim``)."""
+        return math.prod(self.image_shape)
+
     def describe(self) -> str:
         how = {"none": "grey levels in [0,1]", "static": "static binarization (threshold 0.5)",
                "dynamic": "dynamic binarization (test/val: one fixed Bernoulli sample)"}[self.binarize]  # fmt: skip

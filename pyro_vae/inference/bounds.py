@@ -131,7 +131,7 @@ class Evaluation:
     iwae_k: int
     kl_method: str
     seed: int
-    data_dim: int = 784
+    data_dim: int  # pixels per image: the bits/dim denominator
     discrete: bool = False  # the likelihood is a probability mass: bounds also in bits/dim
     posterior_mean: Tensor | None = None  # (n, latent_dim): E_q[z | x], for active units
     labels: Tensor | None = None  # (n,) class labels, for by_class()

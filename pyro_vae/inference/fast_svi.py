@@ -8,7 +8,7 @@ exactly those of ``Trace_ELBO`` (or whichever ELBO is passed). Then Adam updates
     \theta_{t+1} = \mathrm{Adam}\big(\theta_t,\ \nabla_\theta\, \mathcal L_{\text{ELBO}}(\theta_t)\big)
 
 What differs from ``SVI(model, guide, pyro.optim.Adam(...), loss)`` is only overhead (on CPU, batch
-128, the 784-400-20 MLP: stock SVI trains at 0.71x a plain PyTorch loop, this at 0.93x with the eager
+128, the reference MLP (400 hidden units, z = 20): stock SVI trains at 0.71x a plain PyTorch loop, this at 0.93x with the eager
 ``Trace_ELBO`` and about 1.05x with ``JitTrace_ELBO``; see ``benchmarks/RESULTS.md``):
 
 * One fused ``torch.optim.Adam`` over all parameters instead of ``pyro.optim.Adam``, which keeps one

@@ -15,8 +15,8 @@ In a config file::
     [model.guide]
     name = "diagonal"
 
-``latent_dim`` is stated once, here; :meth:`ModelConfig.build_components` passes it (and the image size)
-to each component whose constructor takes it. A component from outside pyro-vae also records its
+``latent_dim`` is stated once, here, and the image size comes from the data; :meth:`ModelConfig.build_components`
+passes both to each component whose constructor takes them. A component from outside pyro-vae also records its
 ``module``, which is imported only when trusted (:mod:`pyro_vae.model.rebuild`).
 """
 
@@ -31,7 +31,7 @@ from ..options import Option, check_fields, coerce
 from .components import REGISTRY, options_of
 from .guides import Guide
 from .likelihoods import Likelihood
-from .networks import DATA_DIM, NetConfig
+from .networks import NetConfig
 from .priors import Prior
 from .rebuild import is_trusted, resolve
 from .vae import VAE
@@ -110,10 +110,11 @@ class ModelConfig:
             )
         return classes
 
-    def build_components(self, trust_modules: Iterable[str] = ()) -> tuple[Prior, Likelihood, Guide]:
-        """The prior, likelihood and guide (untrained), each given the shared values it takes."""
+    def build_components(self, trust_modules: Iterable[str] = (), *, data_dim: int) -> tuple[Prior, Likelihood, Guide]:
+        """The prior, likelihood and guide (untrained), each given the shared values it takes (``data_dim``: the
+        pixels per image, from the data)."""
         classes = self.validate(trust_modules)
-        shared = {"latent_dim": self.latent_dim, "data_dim": DATA_DIM}
+        shared = {"latent_dim": self.latent_dim, "data_dim": data_dim}
         built = []
         for kind, cls in classes.items():
             kwargs = {**{k: shared[k] for k in cls.shared_values()}, **getattr(self, kind).options}
@@ -123,9 +124,9 @@ class ModelConfig:
                 raise ConfigError(f"model.{kind} ({getattr(self, kind).name}): {exc}") from None
         return tuple(built)
 
-    def build(self, trust_modules: Iterable[str] = ()) -> VAE:
-        """The VAE this config describes, untrained."""
-        return VAE(self.net, *self.build_components(trust_modules))
+    def build(self, trust_modules: Iterable[str] = (), *, data_dim: int) -> VAE:
+        """The VAE this config describes, untrained, for images of ``data_dim`` pixels."""
+        return VAE(self.net, *self.build_components(trust_modules, data_dim=data_dim))
 
     @classmethod
     def of(cls, vae: VAE) -> ModelConfig:

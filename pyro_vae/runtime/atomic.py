@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
+
+
+def atomic_copy(source: str | Path, path: str | Path) -> Path:
+    """``path`` becomes a copy of ``source``, atomically: a hard link where the file system allows one (no data
+    written; a later atomic write to ``source`` replaces its name, not the linked file), else a byte copy."""
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    return Path(path)
 
 
 def remove_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:

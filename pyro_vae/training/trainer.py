@@ -33,7 +33,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..runtime.atomic import atomic_path, remove_temporaries
+from ..runtime.atomic import atomic_copy, atomic_path, remove_temporaries
 from ..inference.bounds import evaluate
 from .callbacks import BEST_NAME, Callback, default_callbacks
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, save_checkpoint, set_rng_state
@@ -147,6 +147,7 @@ class Trainer:
         self._partial: dict | None = None  # where in an epoch a signal stopped training (saved in the checkpoint)
         self.callbacks: list[Callback] = [*default_callbacks(), *callbacks]
         self.stop_requested = False  # a signal came: the epoch's checkpoint is written whatever the interval
+        self._saved_epoch: int | None = None  # the (whole) epoch whose state OUT/ckpt.pt holds, if written here
 
     @property
     def checkpoint_path(self) -> Path:
@@ -289,8 +290,12 @@ class Trainer:
 
     def save(self, path: str | Path | None = None) -> None:
         """Write the checkpoint (to ``OUT/ckpt.pt`` unless ``path`` is given) atomically; on failure (a full disk)
-        the previous one stays as it was."""
+        the previous one stays as it was. When ``OUT/ckpt.pt`` already holds this very state (``best.pt`` of
+        an epoch just checkpointed), it is linked instead of written again."""
         path = Path(path) if path is not None else self.checkpoint_path
+        if path != self.checkpoint_path and self._saved_epoch == self.epoch and self._partial is None:
+            self._write(path, lambda: atomic_copy(self.checkpoint_path, path))
+            return
         payload = {
             "config": self.config.to_dict(),
             "model_state": self.vae.state_dict(),
@@ -301,6 +306,8 @@ class Trainer:
             "partial_epoch": self._partial,
         }
         self._write(path, lambda: save_checkpoint(path, payload))
+        if path == self.checkpoint_path:
+            self._saved_epoch = None if self._partial is not None else self.epoch
 
     def _write(self, path: Path, write: Callable[[], None]) -> None:
         try:
