@@ -25,19 +25,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix, so writers that infer the format from it work);
     on a clean exit it is flushed to disk, given the permissions a plainly created file would have
     (``mkstemp`` makes it private), and renamed over ``path``; on an error it is removed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{_TMP}{path.suffix}", dir=path.parent)
-    os.close(fd)
+    with atomic_paths([path]) as (tmp,):
+        yield tmp
+
+
+@contextmanager
+def atomic_paths(paths: Iterable[str | Path]) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for several files that must agree (a checkpoint and the metrics it lists): each is
+    written and flushed to its temporary file first, and only then are they renamed, in order, one right after
+    the other, so no slow write sits between two renames."""
+    paths = [Path(p) for p in paths]
+    tmps = []
     try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        for path in paths:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{_TMP}{path.suffix}", dir=path.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield tmps
+        for tmp in tmps:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    for folder in dict.fromkeys(path.parent for path in paths):
+        _fsync_folder(folder)
 
 
 def atomic_copy(source: str | Path, path: str | Path) -> Path:

@@ -62,14 +62,16 @@ class LogLine(Callback):
 
 
 class Checkpoints(Callback):
-    """``OUT/ckpt.pt`` (atomic) every ``checkpoint_every`` epochs, at the end and when a signal came. It is
-    written just before ``metrics.jsonl`` (:class:`MetricsLog` comes next), so the metrics never list an epoch
-    it lacks."""
+    """``OUT/metrics.jsonl`` every epoch, and with it ``OUT/ckpt.pt`` every ``checkpoint_every`` epochs, at the
+    end and when a signal came: both atomic, committed together with the checkpoint renamed first, so the
+    metrics never list an epoch it lacks and never lag behind it."""
 
     def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
         epoch, schedule = record["epoch"], trainer.config.schedule
         if epoch % schedule.checkpoint_every == 0 or epoch == schedule.epochs or trainer.stop_requested:
-            trainer.save()
+            trainer.save(with_metrics=True)
+        else:
+            trainer.write_metrics()
 
 
 class BestCheckpoint(Callback):
@@ -80,13 +82,6 @@ class BestCheckpoint(Callback):
         earlier = [m["val_elbo"] for m in trainer.metrics[:-1] if m.get("val_elbo") is not None]
         if val is not None and math.isfinite(val) and all(val > e for e in earlier):
             trainer.save(trainer.out_dir / BEST_NAME)
-
-
-class MetricsLog(Callback):
-    """``OUT/metrics.jsonl``: every epoch's record, rewritten atomically."""
-
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
-        trainer.write_metrics()
 
 
 def snapshot_grids(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,4 +189,4 @@ def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
 
 def default_callbacks() -> list[Callback]:
     """What every run does each epoch, in this order: validate, log, checkpoint, record, keep the best, draw."""
-    return [Validation(), LogLine(), Checkpoints(), MetricsLog(), BestCheckpoint(), PlotSnapshots()]
+    return [Validation(), LogLine(), Checkpoints(), BestCheckpoint(), PlotSnapshots()]

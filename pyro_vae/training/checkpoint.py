@@ -69,10 +69,13 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write ``payload`` (plus format and versions) atomically to ``path``."""
-    path = Path(path)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        write_checkpoint(tmp, payload)
+
+
+def write_checkpoint(path: str | Path, payload: dict) -> None:
+    """``payload`` plus format and versions, written to ``path`` as it is (callers make it atomic)."""
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **payload}, path)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -33,10 +33,10 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..runtime.atomic import atomic_copy, atomic_path, remove_temporaries
+from ..runtime.atomic import atomic_copy, atomic_path, atomic_paths, remove_temporaries
 from ..inference.bounds import evaluate
 from .callbacks import BEST_NAME, Callback, default_callbacks
-from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
 from ..data.mnist import VAEData
 from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError
 from ..inference.fast_svi import FastSVI, make_adam
@@ -89,7 +89,11 @@ def read_metrics(path: str | Path) -> list[dict]:
 def write_metrics(path: str | Path, records: list[dict]) -> None:
     """``records`` as ``metrics.jsonl``, one JSON line each, replacing the file atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
+        tmp.write_text(metrics_text(records))
+
+
+def metrics_text(records: list[dict]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
 
 
 @contextmanager
@@ -98,6 +102,13 @@ def _no_pyro_nan_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
         yield
+
+
+def _write_together(files: dict[Path, Callable[[Path], None]]) -> None:
+    """Each ``write(tmp)`` to its file's temporary path, then all renamed in order (:func:`atomic_paths`)."""
+    with atomic_paths(files) as tmps:
+        for write, tmp in zip(files.values(), tmps):
+            write(tmp)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -288,10 +299,11 @@ class Trainer:
         """``OUT/metrics.jsonl`` from :attr:`metrics`, atomically."""
         self._write(self.out_dir / METRICS_NAME, lambda: write_metrics(self.out_dir / METRICS_NAME, self.metrics))
 
-    def save(self, path: str | Path | None = None) -> None:
+    def save(self, path: str | Path | None = None, *, with_metrics: bool = False) -> None:
         """Write the checkpoint (to ``OUT/ckpt.pt`` unless ``path`` is given) atomically; on failure (a full disk)
-        the previous one stays as it was. When ``OUT/ckpt.pt`` already holds this very state (``best.pt`` of
-        an epoch just checkpointed), it is linked instead of written again."""
+        the previous one stays as it was. ``with_metrics``: ``OUT/metrics.jsonl`` is committed with it, renamed
+        right after it, so the two agree on disk. When ``OUT/ckpt.pt`` already holds this very state
+        (``best.pt`` of an epoch just checkpointed), it is linked instead of written again."""
         path = Path(path) if path is not None else self.checkpoint_path
         if path != self.checkpoint_path and self._saved_epoch == self.epoch and self._partial is None:
             self._write(path, lambda: atomic_copy(self.checkpoint_path, path))
@@ -305,7 +317,10 @@ class Trainer:
             "metrics": self.metrics,
             "partial_epoch": self._partial,
         }
-        self._write(path, lambda: save_checkpoint(path, payload))
+        files = {path: lambda tmp: write_checkpoint(tmp, payload)}
+        if with_metrics:  # the checkpoint first: the metrics never list an epoch it lacks
+            files[self.out_dir / METRICS_NAME] = lambda tmp: tmp.write_text(metrics_text(self.metrics))
+        self._write(path, lambda: _write_together(files))
         if path == self.checkpoint_path:
             self._saved_epoch = None if self._partial is not None else self.epoch
 
