@@ -18,7 +18,6 @@ import click
 from click.core import ParameterSource
 
 from pyro_vae.config import RunConfig, read_table, settings, with_overrides
-from pyro_vae.data.mnist import CLASS_NAMES
 from pyro_vae.errors import AgreementError, ConfigError, PyroVAEError, RunInterrupted
 from pyro_vae.training.callbacks import BEST_NAME
 from pyro_vae.training.trainer import CONFIG_NAME
@@ -135,7 +134,7 @@ def train(ctx: click.Context, **opts) -> None:
                                progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
                                callbacks=callbacks)  # fmt: skip
     log(f"training on {trainer.data.device}: {trainer.data.config.describe()}, "
-        f"{trainer.data.images['train'].shape[0]} training images")  # fmt: skip
+        f"{trainer.data.count('train')} training images")  # fmt: skip
     trainer.fit()
     best = trainer.out_dir / BEST_NAME
     extra = [f"the best epoch's in {best}" if best.exists() else "",
@@ -177,14 +176,18 @@ def _format_table(info: dict, s: dict) -> str:
     return "\n".join(lines)
 
 
+def _class_name(info: dict, label: int) -> str:
+    names = info["class_names"]
+    return names[label] if names and 0 <= label < len(names) else str(label)
+
+
 def _format_by_class(info: dict, s: dict, rows: dict) -> str:
-    names = CLASS_NAMES[info["dataset"]]
     iwae = f"IWAE K={s['iwae_k']}" if "iwae" in s else ""
     lines = [f"per class ({info['split']} split):",
              f"  {'class':<12} {'n':>6} {'ELBO':>18} {iwae:>18} {'recon':>9} {'KL':>8}"]  # fmt: skip
     pm = lambda row, key: f"{row[key]:9.2f} ± {row[key + '_stderr']:5.2f}" if key in row else ""  # noqa: E731
     for label, row in rows.items():
-        lines.append(f"  {names[label]:<12} {row['n']:>6} {pm(row, 'elbo'):>18} {pm(row, 'iwae'):>18} "
+        lines.append(f"  {_class_name(info, label):<12} {row['n']:>6} {pm(row, 'elbo'):>18} {pm(row, 'iwae'):>18} "
                      f"{row['recon']:9.2f} {row['kl']:8.2f}")  # fmt: skip
     return "\n".join(lines)
 
@@ -208,7 +211,8 @@ def _json_safe(value):
               help="samples per image for the ELBO estimates")
 @click.option("--iw-samples", type=click.IntRange(min=0), default=100, show_default=True,
               help="K of the importance-weighted bound (0 skips it; the IWAE paper uses 5000)")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(), default=None,
+              help="the run's kind of data in another place (torchvision root, image folder or array file)")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
@@ -223,13 +227,14 @@ def elbo(**opts) -> None:
     as_json, by_class = opts.pop("as_json"), opts.pop("by_class")
     result, info = pipeline.evaluate_checkpoint(opts.pop("checkpoint"), **opts,
                                                 log=lambda message: click.echo(message, err=True))  # fmt: skip
+    if by_class and not info["labelled"]:
+        raise ConfigError(f"--by-class needs labelled images; the {info['split']} split of {info['data']} has none")
     summary = result.summary()
     rows = result.by_class() if by_class else None
     if as_json:
         fields = {**info, **summary}
         if rows is not None:
-            names = CLASS_NAMES[info["dataset"]]
-            fields["by_class"] = {label: {"name": names[label], **row} for label, row in rows.items()}
+            fields["by_class"] = {label: {"name": _class_name(info, label), **row} for label, row in rows.items()}
         click.echo(json.dumps(_json_safe(fields), allow_nan=False))
     else:
         click.echo(_format_table(info, summary))
@@ -242,7 +247,8 @@ def elbo(**opts) -> None:
 @trust_module_option
 @checkpoint_option
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the PNGs")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(), default=None,
+              help="the run's kind of data in another place (torchvision root, image folder or array file)")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--num-points", type=click.IntRange(min=16), default=5000, show_default=True,
               help="images in the latent scatter (the first N of the split)")
@@ -298,7 +304,8 @@ def sample(**opts) -> None:
 @checkpoint_option
 @click.option("--out", required=True, help="latents.npz: means and scales (n, d), labels (n,)")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(), default=None,
+              help="the run's kind of data in another place (torchvision root, image folder or array file)")
 @click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="for guides whose moments are sampled (IAF)")
@@ -316,7 +323,8 @@ def encode(**opts) -> None:
     with atomic_path(out) as tmp:
         np.savez(tmp, **arrays)
     n, d = arrays["means"].shape
-    click.echo(f"wrote means and scales ({n} x {d}) and labels of the {latents['split']} split to {out}")
+    labels = " and labels" if "labels" in arrays else ""
+    click.echo(f"wrote means and scales ({n} x {d}){labels} of the {latents['split']} split to {out}")
 
 
 @cli.command()

@@ -7,7 +7,7 @@ Where things are (the folders follow the architecture):
   :mod:`~pyro_vae.model.networks`, the model/guide pair :mod:`~pyro_vae.model.vae`, the component registry
   (:mod:`~pyro_vae.model.components`), the model's config and the trusted rebuild of components
   (:mod:`~pyro_vae.model.config`, :mod:`~pyro_vae.model.rebuild`);
-* ``data/``: the images (:mod:`~pyro_vae.data.mnist`);
+* ``data/``: the images: sources (torchvision sets, folders, arrays), sizes, splits and binarization;
 * ``inference/``: the SVI objectives, the fast SVI step, the bounds, the hand-written analytic-KL ELBO and
   posterior summaries;
 * ``training/``: optimiser and schedule settings, the :class:`Trainer` and its callbacks (validation,
@@ -24,7 +24,7 @@ Where things are (the folders follow the architecture):
 __version__ = "0.2.0"
 
 from .config import RunConfig  # noqa: E402
-from .data.mnist import DataConfig, VAEData  # noqa: E402
+from .data.vae_data import DataConfig, VAEData  # noqa: E402
 from .inference.analytic import analytic_elbo, analytic_loss  # noqa: E402
 from .inference.bounds import Evaluation, evaluate, iwae_bound, log_weights  # noqa: E402
 from .inference.fast_svi import FastSVI, make_adam  # noqa: E402
@@ -33,7 +33,7 @@ from .inference.objectives import ObjectiveConfig  # noqa: E402
 from .model.config import ComponentConfig, ModelConfig  # noqa: E402
 from .model.guides import DiagonalGaussianGuide, FullCovGaussianGuide, Guide, IAFGuide  # noqa: E402
 from .model.likelihoods import (  # noqa: E402
-    Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace, Likelihood,
+    Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace, Likelihood, LogisticMixture,
 )  # fmt: skip
 from .model.networks import NetConfig  # noqa: E402
 from .model.priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal, VampPrior  # noqa: E402
@@ -53,7 +53,7 @@ __all__ = [
     "VAE", "VAEData", "Trainer", "Callback", "TensorBoard", "MLflowLogger", "FastSVI", "make_adam",
     "load", "export_checkpoint",
     "Prior", "StandardNormal", "LearnedGaussian", "MixtureOfGaussians", "VampPrior", "FlowPrior",
-    "Likelihood", "Bernoulli", "ContinuousBernoulli", "Beta", "Gaussian", "Laplace", "DiscretizedLogistic",
+    "Likelihood", "Bernoulli", "ContinuousBernoulli", "Beta", "Gaussian", "Laplace", "DiscretizedLogistic", "LogisticMixture",
     "Guide", "DiagonalGaussianGuide", "FullCovGaussianGuide", "IAFGuide",
     "analytic_elbo", "analytic_loss", "evaluate", "Evaluation", "iwae_bound", "log_weights",
     "posterior_moments", "active_units",

@@ -4,7 +4,8 @@ The same object comes from the command line, from a config file (``pyro-vae trai
 from Python, is written beside the run as ``OUT/config.toml`` and stored as-is in every checkpoint::
 
     seed = 0
-    [data]       dataset, binarize, val_size, train_limit, root        (pyro_vae.data.mnist.DataConfig)
+    [data]       dataset, binarize, splits, root, channels, image_size, stream; shape (recorded)
+                                                                        (pyro_vae.data.vae_data.DataConfig)
     [model]      latent_dim; [model.net], [model.prior], [model.likelihood], [model.guide]
                                                                         (pyro_vae.model.config.ModelConfig)
     [objective]  kind, particles, beta, warmup_epochs, warmup_start, jit (pyro_vae.inference.objectives)
@@ -30,7 +31,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import pyro
 import tomli_w
 
-from .data.mnist import DataConfig, VAEData
+from .data.vae_data import DataConfig, VAEData
 from .errors import CheckpointError, ConfigError
 from .inference.objectives import ObjectiveConfig
 from .model.components import REGISTRY, SHARED
@@ -82,14 +83,14 @@ class RunConfig:
         """The untrained model. The components' random initial values (mixture means, pseudo-inputs, flows) and
         the networks' weights each start from ``seed``, so the networks do not depend on the components chosen."""
         pyro.set_rng_seed(self.seed)
-        parts = self.model.build_components(trust_modules, data_dim=self.data.data_dim)
+        parts = self.model.build_components(trust_modules, image_shape=self.data.image_shape)
         pyro.set_rng_seed(self.seed)
-        return VAE(self.model.net, *parts)
+        return VAE(self.model.net, *parts, image_shape=self.data.image_shape)
 
     def untrained_model(self, trust_modules: Iterable[str] = ()) -> VAE:
         """The model's architecture for this run's data, with whatever initial values (for loading weights into,
         or measuring; the random state is not reseeded)."""
-        return self.model.build(trust_modules, data_dim=self.data.data_dim)
+        return self.model.build(trust_modules, image_shape=self.data.image_shape)
 
     def build(
         self,
@@ -199,11 +200,16 @@ def with_overrides(table: dict, overrides: dict[str, Any]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{'.'.join(path)} must be a table")
+        if path == ["data"] and last not in _DATA_KEYS_KEEPING_SHAPE:
+            node.pop("shape", None)  # the images change: their shape is read again from the data
         names_a_component = len(path) == 2 and path[0] == "model" and path[1] in KINDS and last == "name"
         if names_a_component and node.get("name") != value:
             node.clear()
         node[last] = value
     return table
+
+
+_DATA_KEYS_KEEPING_SHAPE = {"root", "stream", "workers", "shape"}
 
 
 def _plain(obj: Any) -> Any:

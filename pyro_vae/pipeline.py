@@ -6,6 +6,7 @@ CLI does in one call.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -14,11 +15,10 @@ import torch
 from torch import Tensor
 
 from .config import RunConfig
-from .data.mnist import CLASS_NAMES, VAEData
+from .data import VAEData
 from .errors import CheckpointError, ConfigError
 from .inference.bounds import Evaluation, evaluate, iwae_chunk
 from .inference.latents import posterior_moments
-from .model.networks import DATA_DIM, IMAGE_SHAPE
 from .model.vae import VAE
 from .runtime.atomic import atomic_path
 from .runtime.devices import peak_memory_mib, reset_peak_memory, resolve_device
@@ -109,7 +109,7 @@ def evaluate_checkpoint(
         raise ConfigError("--num-particles, --batch-size and --limit must be positive, --iw-samples >= 0")
     vae, config, ckpt = _load(checkpoint, device, trust_modules)
     device_ = next(vae.parameters()).device
-    x, labels, data_config = _checkpoint_data(config, split, data_dir, device_, limit)
+    x, labels, data_config, class_names = _checkpoint_data(config, split, data_dir, device_, limit)
     vae.likelihood.check_data(x)
     reset_peak_memory(device_)
     start = time.perf_counter()
@@ -124,6 +124,8 @@ def evaluate_checkpoint(
         "binarize": data_config.binarize,
         "data": data_config.describe(),
         "split": split,
+        "class_names": class_names if labels is not None else None,
+        "labelled": labels is not None,
         "likelihood": describe_component(config.model.likelihood),
         "prior": describe_component(config.model.prior),
         "guide": describe_component(config.model.guide),
@@ -138,14 +140,15 @@ def evaluate_checkpoint(
 
 
 def _checkpoint_data(config: RunConfig, split: str, data_dir, device: torch.device, limit: int | None):
-    """The observed images and labels of ``split`` for the run's dataset and binarization."""
+    """The observed images, labels (``None`` when the source has none) and class names of ``split`` for the run's
+    data source, image shape and binarization (``data_dir``: the same kind of source in another place)."""
     data = VAEData(config.data, data_dir, device, splits=(split,))
     x, labels = data.observed(split), data.labels[split]
     if limit is not None:
-        x, labels = x[:limit], labels[:limit]
+        x, labels = x[:limit], None if labels is None else labels[:limit]
     if x.shape[0] == 0:
         raise ConfigError(f"the {split} split is empty for this run (val_size={config.data.val_size})")
-    return x, labels, config.data
+    return x, labels, config.data, data.class_names
 
 
 def sample_checkpoint(
@@ -157,9 +160,10 @@ def sample_checkpoint(
     device: str = "auto",
     trust_modules: Iterable[str] = (),
 ) -> Tensor:
-    """``n`` images ``(n, 1, 28, 28)`` on the CPU from the checkpoint's model (see :func:`plots.sample_images`)."""
-    check_fits(n * 4 * DATA_DIM, f"{n} samples", "lower -n", "cpu")
-    return torch.cat(list(_sample_chunks(checkpoint, n, seed, pixels, device, trust_modules)))
+    """``n`` images ``(n, C, H, W)`` on the CPU from the checkpoint's model (see :func:`plots.sample_images`)."""
+    shape, pieces = _sampler(checkpoint, n, seed, pixels, device, trust_modules)
+    check_fits(n * 4 * math.prod(shape), f"{n} samples", "lower -n", "cpu")
+    return torch.cat(list(pieces))
 
 
 def write_samples(
@@ -172,42 +176,44 @@ def write_samples(
     device: str = "auto",
     trust_modules: Iterable[str] = (),
 ) -> Path:
-    """``n`` samples of the checkpoint's model written to ``out``: a ``.npy`` array ``(n, H, W)`` of float32,
+    """``n`` samples of the checkpoint's model written to ``out``: a ``.npy`` array ``(n, C, H, W)`` of float32,
     filled piece by piece (so any ``n`` the disk holds works), or a ``.png`` grid (which must fit in memory).
     Both are checked against the free disk or memory before anything is drawn; the file is written atomically."""
     from . import plots
 
     out = Path(out)
+    shape, pieces = _sampler(checkpoint, n, seed, pixels, device, trust_modules)
     if out.suffix.lower() == ".npy":
-        check_disk(n * 4 * DATA_DIM, out, f"{n} samples as .npy", "lower -n")
+        check_disk(n * 4 * math.prod(shape), out, f"{n} samples as .npy", "lower -n")
     else:  # the images, make_grid's padded RGB float copy and the 8-bit picture
-        check_fits(n * (4 * DATA_DIM + 13 * (IMAGE_SHAPE[1] + 2) * (IMAGE_SHAPE[2] + 2)), f"a PNG grid of {n} samples",
+        check_fits(n * (4 * math.prod(shape) + 13 * (shape[1] + 2) * (shape[2] + 2)), f"a PNG grid of {n} samples",
                    "lower -n, or write .npy", "cpu")  # fmt: skip
-    pieces = _sample_chunks(checkpoint, n, seed, pixels, device, trust_modules)
     if out.suffix.lower() != ".npy":
         return plots.save_grid(plots.tile(torch.cat(list(pieces))), out)
     import numpy as np
 
     with atomic_path(out) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *IMAGE_SHAPE[1:]))
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *shape))
         done = 0
         for piece in pieces:
-            array[done : done + len(piece)] = piece.squeeze(1).numpy()
+            array[done : done + len(piece)] = piece.numpy()
             done += len(piece)
         array.flush()
         del array  # close the memory map before the rename
     return out
 
 
-def _sample_chunks(checkpoint, n: int, seed: int, pixels: str, device: str, trust_modules) -> Iterator[Tensor]:
+def _sampler(checkpoint, n: int, seed: int, pixels: str, device: str, trust_modules
+             ) -> tuple[tuple[int, int, int], Iterator[Tensor]]:  # fmt: skip
+    """The model's image shape and its ``n`` samples, drawn piece by piece as the iterator is read."""
     from . import plots
 
     if n < 1:
         raise ConfigError(f"the number of samples must be positive, got {n}")
     vae, _ = load_model(checkpoint, device, trust_modules)
     torch.manual_seed(seed)
-    chunk = chunk_size(n, 4 * DATA_DIM * (1 + vae.likelihood.num_params), SAMPLE_PIECE_BYTES)
-    return plots.sample_chunks(vae.eval(), n, pixels, chunk)
+    chunk = chunk_size(n, 4 * math.prod(vae.image_shape) * (1 + vae.likelihood.num_params), SAMPLE_PIECE_BYTES)
+    return vae.image_shape, plots.sample_chunks(vae.eval(), n, pixels, chunk)
 
 
 def encode_checkpoint(
@@ -221,14 +227,15 @@ def encode_checkpoint(
     device: str = "auto",
     trust_modules: Iterable[str] = (),
 ) -> dict[str, Tensor | str]:
-    """Posterior means and marginal scales ``(n, d)`` and labels ``(n,)`` of a split, on the CPU, with the
-    dataset, binarization and split they came from."""
+    """Posterior means and marginal scales ``(n, d)`` and labels ``(n,)`` (when the data has them) of a split, on
+    the CPU, with the dataset, binarization and split they came from."""
     vae, config, _ = _load(checkpoint, device, trust_modules)
-    x, labels, data_config = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device, limit)
+    x, labels, data_config, _ = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device, limit)
     torch.manual_seed(seed)  # only guides without closed-form moments (IAF) draw samples
     means, scales = posterior_moments(vae.eval(), x, batch_size=batch_size)
-    return {"means": means.cpu(), "scales": scales.cpu(), "labels": labels.cpu(), "dataset": data_config.dataset,
-            "binarize": data_config.binarize, "split": split}  # fmt: skip
+    found = {"means": means.cpu(), "scales": scales.cpu(), "dataset": data_config.dataset,
+             "binarize": data_config.binarize, "split": split}  # fmt: skip
+    return found if labels is None else {**found, "labels": labels.cpu()}
 
 
 def plot_checkpoint(
@@ -261,7 +268,8 @@ def plot_checkpoint(
         raise ConfigError(f"--num-points must be at least 16 (the interpolations use 16 images), got {num_points}")
     vae, config, ckpt = _load(checkpoint, device, trust_modules)
     vae.eval()
-    x, labels, data_config = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device, num_points)
+    x, labels, data_config, class_names = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device,
+                                                           num_points)  # fmt: skip
     if x.shape[0] < 16:
         raise ConfigError(f"the {split} split has {x.shape[0]} images; the pictures need at least 16")
     vae.likelihood.check_data(x)
@@ -277,7 +285,7 @@ def plot_checkpoint(
         plots.save_figure(plots.grid_figure(plots.sample_grid(vae, 64),
                                             f"64 samples: decoder mean E[x|z], z ~ p(z)\nepoch {ckpt['epoch']}"),
                           out_dir / "prior_samples.png"),
-        plots.save_figure(plots.latent_scatter(posterior_moments(vae, x)[0], labels, CLASS_NAMES[data_config.dataset],
+        plots.save_figure(plots.latent_scatter(posterior_moments(vae, x)[0], labels, class_names,
                                                title=f"posterior means: {x.shape[0]} images, {title}"),
                           out_dir / "latent_scatter.png"),
     ]  # fmt: skip

@@ -21,7 +21,6 @@ from torchvision.utils import make_grid, save_image
 from .runtime.atomic import atomic_path
 from .errors import ConfigError
 from .inference.latents import posterior_moments
-from .model.networks import IMAGE_SHAPE
 from .model.vae import VAE
 
 PAD_VALUE = 0.5  # grey lines between tiles: visible against black backgrounds and white strokes
@@ -29,19 +28,19 @@ PAD_VALUE = 0.5  # grey lines between tiles: visible against black backgrounds a
 
 @torch.no_grad()
 def decode(vae: VAE, z: Tensor) -> Tensor:
-    r""":math:`\mathbb E[x \mid z]` as images ``(n, 1, 28, 28)`` clipped to [0, 1]."""
-    return vae.likelihood.mean(vae.decoder(z)).clamp(0, 1).reshape(-1, *IMAGE_SHAPE)
+    r""":math:`\mathbb E[x \mid z]` as images ``(n, C, H, W)`` clipped to [0, 1]."""
+    return vae.likelihood.mean(vae.decoder(z)).clamp(0, 1).reshape(-1, *vae.image_shape)
 
 
 @torch.no_grad()
 def sample_images(vae: VAE, n: int, pixels: str = "mean") -> Tensor:
-    r"""``n`` images from the model, ``(n, 1, 28, 28)``: ``z ~ p(z)``, then :math:`\mathbb E[x \mid z]`
+    r"""``n`` images from the model, ``(n, C, H, W)``: ``z ~ p(z)``, then :math:`\mathbb E[x \mid z]`
     (``pixels="mean"``) or a draw ``x ~ p(x | z)`` (``pixels="sample"``). Uses the global torch RNG."""
     z = vae.prior().sample((n,))
     if pixels == "mean":
         return decode(vae, z)
     if pixels == "sample":
-        return vae.likelihood(vae.decoder(z)).sample().reshape(-1, *IMAGE_SHAPE)
+        return vae.likelihood(vae.decoder(z)).sample().reshape(-1, *vae.image_shape)
     raise ConfigError(f"pixels must be 'mean' or 'sample', got {pixels!r}")
 
 
@@ -53,7 +52,7 @@ def sample_chunks(vae: VAE, n: int, pixels: str = "mean", chunk: int = 4096) -> 
 
 
 def tile(images: Tensor, per_row: int | None = None) -> Tensor:
-    """Images ``(n, 1, 28, 28)`` clipped to [0, 1] as one grid, ``per_row`` to a row (default: square)."""
+    """Images ``(n, C, H, W)`` clipped to [0, 1] as one grid, ``per_row`` to a row (default: square)."""
     per_row = per_row or math.ceil(math.sqrt(images.shape[0]))
     return make_grid(images.clamp(0, 1).cpu(), nrow=per_row, pad_value=PAD_VALUE)
 
@@ -64,14 +63,14 @@ def sample_grid(vae: VAE, n: int = 64, per_row: int = 8) -> Tensor:
 
 
 def reconstruction_grid(vae: VAE, x: Tensor, per_row: int = 8) -> Tensor:
-    """Rows of ``per_row`` inputs, each directly above the row of their reconstructions (``x``: ``(n, 784)``;
+    """Rows of ``per_row`` inputs, each directly above the row of their reconstructions (``x``: ``(n, C*H*W)``;
     images beyond the last full row are left out)."""
     per_row = min(per_row, x.shape[0])
     recon = decode(vae, posterior_moments(vae, x)[0])
-    rows = x.shape[0] // per_row
-    inputs = x[: rows * per_row].reshape(rows, 1, per_row, *IMAGE_SHAPE)
-    outputs = recon[: rows * per_row].reshape(rows, 1, per_row, *IMAGE_SHAPE)
-    tiles = torch.cat([inputs, outputs], dim=1).reshape(-1, *IMAGE_SHAPE)
+    rows, shape = x.shape[0] // per_row, vae.image_shape
+    inputs = x[: rows * per_row].reshape(rows, 1, per_row, *shape)
+    outputs = recon[: rows * per_row].reshape(rows, 1, per_row, *shape)
+    tiles = torch.cat([inputs, outputs], dim=1).reshape(-1, *shape)
     return make_grid(tiles.cpu(), nrow=per_row, pad_value=PAD_VALUE)
 
 
@@ -81,10 +80,11 @@ def interpolation_grid(vae: VAE, x_from: Tensor, x_to: Tensor, steps: int = 10) 
     mu_a, mu_b = posterior_moments(vae, x_from)[0], posterior_moments(vae, x_to)[0]
     t = torch.linspace(0, 1, steps, device=mu_a.device).view(1, steps, 1)
     z = (1 - t) * mu_a.unsqueeze(1) + t * mu_b.unsqueeze(1)  # (pairs, steps, d)
-    middle = decode(vae, z.reshape(-1, z.shape[-1])).reshape(x_from.shape[0], steps, *IMAGE_SHAPE)
-    ends = lambda x: x.reshape(-1, 1, *IMAGE_SHAPE)  # noqa: E731
+    shape = vae.image_shape
+    middle = decode(vae, z.reshape(-1, z.shape[-1])).reshape(x_from.shape[0], steps, *shape)
+    ends = lambda x: x.reshape(-1, 1, *shape)  # noqa: E731
     rows = torch.cat([ends(x_from), middle, ends(x_to)], dim=1)
-    return make_grid(rows.reshape(-1, *IMAGE_SHAPE).cpu(), nrow=steps + 2, pad_value=PAD_VALUE)
+    return make_grid(rows.reshape(-1, *shape).cpu(), nrow=steps + 2, pad_value=PAD_VALUE)
 
 
 def manifold_values(n: int = 20, lowest: float = 0.05) -> Tensor:
@@ -153,16 +153,20 @@ def save_grid(grid: Tensor, path: str | Path) -> Path:
     return path
 
 
-def latent_scatter(means: Tensor, labels: Tensor, class_names: list[str], title: str = ""):
-    """Posterior means coloured by label: the two coordinates when z=2, else a 2-D PCA projection
-    (the axes say which, with the variance explained); z=1 is shown against the label."""
-    means, labels = means.cpu(), labels.cpu()
+def latent_scatter(means: Tensor, labels: Tensor | None, class_names: list[str] | None, title: str = ""):
+    """Posterior means coloured by label (one colour without labels): the two coordinates when z=2, else a 2-D
+    PCA projection (the axes say which, with the variance explained); z=1 is shown against the label (against a
+    jitter without labels)."""
+    means = means.cpu()
+    unlabelled = labels is None
+    labels = torch.zeros(len(means), dtype=torch.long) if unlabelled else labels.cpu()
     d = means.shape[1]
     if d == 2:
         xy, axes = means, (r"$z_1$ (posterior mean)", r"$z_2$ (posterior mean)")
     elif d == 1:
         jitter = 0.3 * (torch.rand(len(labels), generator=torch.Generator().manual_seed(0)) - 0.5)
-        xy, axes = torch.stack([means[:, 0], labels.float() + jitter], 1), (r"$z_1$ (posterior mean)", "label")
+        xy, axes = torch.stack([means[:, 0], labels.float() + jitter], 1), (r"$z_1$ (posterior mean)",
+                                                                               "jitter" if unlabelled else "label")
     else:
         xy, explained = pca_2d(means)
         axes = tuple(f"PC{i + 1} of the {d}-D posterior means ({100 * explained[i]:.0f}% of variance)" for i in (0, 1))
@@ -173,12 +177,13 @@ def latent_scatter(means: Tensor, labels: Tensor, class_names: list[str], title:
     colours = colormaps["tab10"]
     for label in labels.unique().tolist():
         keep = labels == label
-        ax.scatter(xy[keep, 0], xy[keep, 1], s=3, alpha=0.6, color=colours(label % 10), label=class_names[label],
-                   rasterized=True)  # fmt: skip
+        name = None if unlabelled else class_names[label] if class_names and label < len(class_names) else str(label)
+        ax.scatter(xy[keep, 0], xy[keep, 1], s=3, alpha=0.6, color=colours(label % 10), label=name, rasterized=True)
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
     ax.set_title(title or f"latent space of {len(labels)} images")
-    ax.legend(markerscale=4, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    if not unlabelled:
+        ax.legend(markerscale=4, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
     return fig
 
 

@@ -17,15 +17,15 @@ LIKELIHOODS = {
     "continuous-bernoulli": (ContinuousBernoulli, {}, "none"),
     "beta": (Beta, {}, "none"),
     "gaussian-fixed": (Gaussian, {"sigma": 0.1}, "none"),
-    "gaussian-learned": (Gaussian, {"sigma": 0.2, "learn_sigma": True}, "none"),
-    "laplace-learned": (Laplace, {"sigma": 0.2, "learn_sigma": True}, "none"),
+    "gaussian-learned": (Gaussian, {"sigma": 0.2, "learn_sigma": True, "data_dim": 784}, "none"),
+    "laplace-learned": (Laplace, {"sigma": 0.2, "learn_sigma": True, "data_dim": 784}, "none"),
     "discretized-logistic": (DiscretizedLogistic, {}, "none"),
 }
 
 
 def _vae(name, kind="mlp"):
     cls, kwargs, _ = LIKELIHOODS[name]
-    return VAE(NetConfig(kind=kind, hidden=(64,)), StandardNormal(8), cls(**kwargs))
+    return VAE(NetConfig(kind=kind, hidden=(64,)), StandardNormal(8), cls(**kwargs), image_shape=(1, 28, 28))
 
 
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
@@ -94,7 +94,7 @@ def test_agreement_on_trained_model(name, tmp_path, data_dir, test_images):
 
 
 def test_negative_control_wrong_kl_fails_loudly(trained, test_images):
-    vae = VAE(trained.vae.net_config, WrongKLPrior(8), Bernoulli())
+    vae = VAE(trained.vae.net_config, WrongKLPrior(8), Bernoulli(), image_shape=(1, 28, 28))
     vae.load_state_dict(trained.vae.state_dict())
     result = evaluate(vae, test_images["dynamic"], iw_samples=0)
     assert abs(result.agreement_z) > 20, result.summary()
@@ -105,7 +105,7 @@ def test_negative_control_wrong_kl_fails_loudly(trained, test_images):
 
 
 def test_negative_control_wrong_log_likelihood_fails_loudly(trained, test_images):
-    vae = VAE(trained.vae.net_config, StandardNormal(8), WrongLogProbBernoulli())
+    vae = VAE(trained.vae.net_config, StandardNormal(8), WrongLogProbBernoulli(), image_shape=(1, 28, 28))
     vae.load_state_dict(trained.vae.state_dict())
     with pytest.raises(AgreementError):
         evaluate(vae, test_images["dynamic"], iw_samples=0).check_agreement()

@@ -48,7 +48,7 @@ def test_the_sweep_covers_every_component():
 @pytest.mark.parametrize("prior,likelihood,guide", COMBINATIONS)
 def test_combination_trains_saves_reloads_and_agrees(prior, likelihood, guide, slices, data_dir, tmp_path):
     data = slices["dynamic" if likelihood == "bernoulli" else "none"]
-    vae = model_config(prior, likelihood, guide).build(data_dim=data.images["train"].shape[-1])
+    vae = model_config(prior, likelihood, guide).build(image_shape=data.image_shape)
     config = RunConfig().updated({"schedule.epochs": 1, "optimizer.batch_size": 100})
     trainer = Trainer(vae, data, config, tmp_path, progress=False)
     trainer.fit()

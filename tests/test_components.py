@@ -21,7 +21,7 @@ PRIORS = {
     "standard-normal": lambda: StandardNormal(D),
     "learned-gaussian": lambda: LearnedGaussian(D),
     "mog": lambda: MixtureOfGaussians(D, num_components=5),
-    "vamp": lambda: VampPrior(D, num_components=20),
+    "vamp": lambda: VampPrior(D, num_components=20, data_dim=784),
     "flow-affine": lambda: FlowPrior(D),
     "flow-spline": lambda: FlowPrior(D, transform="spline"),
 }
@@ -31,7 +31,7 @@ NET = NetConfig(hidden=(64,))
 
 def _vae(prior: str, guide: str) -> VAE:
     torch.manual_seed(0)
-    vae = VAE(NET, PRIORS[prior](), Bernoulli(), GUIDES[guide](D))
+    vae = VAE(NET, PRIORS[prior](), Bernoulli(), GUIDES[guide](D), image_shape=(1, 28, 28))
     if prior == "learned-gaussian":  # move it away from N(0, I) so its KL formula is exercised
         with torch.no_grad():
             vae.prior.loc.normal_()
@@ -109,7 +109,7 @@ def test_vamp_prior_uses_the_vae_encoder_without_copying_it():
     loc, _ = vae.guide_family.loc_scale(vae.encoder(vae.prior.pseudo_inputs()))
     torch.testing.assert_close(mixture.component_distribution.mean, loc)
     with pytest.raises(RuntimeError, match="belong to a VAE"):
-        VampPrior(D, 3)()
+        VampPrior(D, 3, data_dim=784)()
 
 
 @pytest.mark.parametrize("prior,guide", PAIRS)
@@ -137,7 +137,7 @@ def test_monte_carlo_kl_loss_equals_pyro_with_the_same_draws(prior, guide, test_
 
 def test_negative_control_iaf_density_without_jacobian_fails(test_images):
     torch.manual_seed(0)
-    vae = VAE(NET, StandardNormal(D), Bernoulli(), NoJacobianIAFGuide(D))
+    vae = VAE(NET, StandardNormal(D), Bernoulli(), NoJacobianIAFGuide(D), image_shape=(1, 28, 28))
     with torch.no_grad():  # positive weights: the flows stretch (log-Jacobian > 0), so the error is systematic
         for p in vae.guide_family.flows.parameters():
             p.fill_(0.05)
@@ -178,12 +178,12 @@ def test_kl_weight_scales_the_monte_carlo_kl_of_trace_elbo(test_images):
 
 
 def test_components_reject_bad_arguments():
-    for make in (lambda: MixtureOfGaussians(D, 0), lambda: VampPrior(D, 0), lambda: FlowPrior(D, transform="x"),
+    for make in (lambda: MixtureOfGaussians(D, 0), lambda: VampPrior(D, 0, data_dim=784), lambda: FlowPrior(D, transform="x"),
                  lambda: IAFGuide(D, num_flows=0)):  # fmt: skip
         with pytest.raises(ValueError):
             make()
     with pytest.raises(Exception, match="latent_dim"):
-        VAE(NET, StandardNormal(D), Bernoulli(), DiagonalGaussianGuide(D + 1))
+        VAE(NET, StandardNormal(D), Bernoulli(), DiagonalGaussianGuide(D + 1), image_shape=(1, 28, 28))
 
 
 def test_iwae_bound_beats_elbo_on_average_for_every_guide(test_images):

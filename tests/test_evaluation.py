@@ -19,7 +19,7 @@ def fixed_model() -> tuple[VAE, torch.Tensor, torch.Tensor]:
     unit 3's barely moves (variance about 1e-4); units 0, 2 and 4 vary. Returns it and the two
     encoder layers' weights as float64 arrays for the hand computation."""
     torch.manual_seed(0)
-    vae = VAE(NetConfig("mlp", (6,)), StandardNormal(5), Bernoulli())
+    vae = VAE(NetConfig("mlp", (6,)), StandardNormal(5), Bernoulli(), image_shape=(1, 28, 28))
     first, head = vae.encoder.net[0], vae.encoder.net[2]
     with torch.no_grad():
         first.weight.copy_(torch.randn(6, 784) * 0.2)
@@ -53,14 +53,14 @@ def test_active_units_match_a_hand_computation(test_images):
 def test_posterior_scales_are_the_marginal_standard_deviations(test_images):
     x = test_images["dynamic"][:20]
     torch.manual_seed(0)
-    vae = VAE(NetConfig("mlp", (16,)), StandardNormal(3), Bernoulli(), FullCovGaussianGuide(3))
+    vae = VAE(NetConfig("mlp", (16,)), StandardNormal(3), Bernoulli(), FullCovGaussianGuide(3), image_shape=(1, 28, 28))
     means, scales = posterior_moments(vae, x)
     with torch.no_grad():
         q = vae.posterior(x)
     assert means == pytest.approx(q.mean, abs=1e-6) and scales == pytest.approx(q.variance.sqrt(), rel=1e-5)
 
     torch.manual_seed(0)
-    iaf = VAE(NetConfig("mlp", (16,)), StandardNormal(3), Bernoulli(), IAFGuide(3))
+    iaf = VAE(NetConfig("mlp", (16,)), StandardNormal(3), Bernoulli(), IAFGuide(3), image_shape=(1, 28, 28))
     torch.manual_seed(1)
     means, scales = posterior_moments(iaf, x[:4], samples=20000)
     torch.manual_seed(2)

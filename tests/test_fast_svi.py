@@ -36,7 +36,7 @@ def assert_same_weights(a: VAE, b: VAE) -> None:
 
 def make_vae(prior=None, guide=None) -> VAE:
     pyro.set_rng_seed(0)
-    return VAE(NET, prior or StandardNormal(4), Bernoulli(), guide)
+    return VAE(NET, prior or StandardNormal(4), Bernoulli(), guide, image_shape=(1, 28, 28))
 
 
 def run_stock(vae: VAE, objective, xs, betas=None, state=None):
@@ -70,7 +70,7 @@ def run_fast(vae: VAE, objective, xs, betas=None, optimizer=None, svi=None):
      ("iwae", 3, None, None, False),
      ("trace", 2, lambda: MixtureOfGaussians(4, num_components=3), lambda: FullCovGaussianGuide(4), True),
      ("trace", 1, lambda: FlowPrior(4), lambda: IAFGuide(4), True),
-     ("trace", 1, lambda: VampPrior(4, num_components=5), None, True)],
+     ("trace", 1, lambda: VampPrior(4, num_components=5, data_dim=784), None, True)],
 )  # fmt: skip
 def test_fast_svi_takes_the_same_steps_as_stock_svi(objective, particles, prior, guide, jit):
     """Five steps from the same weights and seeds (the last batch smaller, the KL weight changing):

@@ -17,9 +17,9 @@ LIKELIHOODS = {
     "continuous-bernoulli": lambda: ContinuousBernoulli(),
     "beta": lambda: Beta(),
     "gaussian-fixed": lambda: Gaussian(sigma=0.3),
-    "gaussian-learned": lambda: Gaussian(sigma=0.3, learn_sigma=True),
+    "gaussian-learned": lambda: Gaussian(sigma=0.3, learn_sigma=True, data_dim=784),
     "laplace-fixed": lambda: Laplace(sigma=0.3),
-    "laplace-learned": lambda: Laplace(sigma=0.3, learn_sigma=True),
+    "laplace-learned": lambda: Laplace(sigma=0.3, learn_sigma=True, data_dim=784),
     "discretized-logistic": lambda: DiscretizedLogistic(),
 }
 
@@ -63,7 +63,7 @@ def test_continuous_bernoulli_normaliser_is_smooth_at_series_switch():
 
 
 def test_gaussian_learned_sigma_is_trainable_and_floored():
-    lik = Gaussian(sigma=0.2, learn_sigma=True, min_sigma=0.01)
+    lik = Gaussian(sigma=0.2, learn_sigma=True, min_sigma=0.01, data_dim=784)
     assert [n for n, _ in lik.named_parameters()] == ["raw_sigma"]
     assert torch.allclose(lik.sigma(), torch.full((784,), 0.2))
     with torch.no_grad():

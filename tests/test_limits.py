@@ -12,7 +12,7 @@ from pyro_vae.errors import ResourceError
 from pyro_vae.inference import bounds
 from pyro_vae.runtime.limits import check_vae_fits, meta_module, tensor_bytes
 
-PRIORS = [StandardNormal, LearnedGaussian, MixtureOfGaussians, VampPrior, FlowPrior,
+PRIORS = [StandardNormal, LearnedGaussian, MixtureOfGaussians, lambda d: VampPrior(d, data_dim=784), FlowPrior,
           lambda d: FlowPrior(d, transform="spline")]  # fmt: skip
 GUIDES = [DiagonalGaussianGuide, FullCovGaussianGuide, IAFGuide]
 
@@ -22,7 +22,7 @@ GUIDES = [DiagonalGaussianGuide, FullCovGaussianGuide, IAFGuide]
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 def test_the_meta_estimate_is_the_real_size(make_prior, make_guide, kind):
     net = NetConfig(kind=kind, hidden=(300,))
-    make = lambda: VAE(net, make_prior(6), DiscretizedLogistic(), make_guide(6))  # noqa: E731
+    make = lambda: VAE(net, make_prior(6), DiscretizedLogistic(), make_guide(6), image_shape=(1, 28, 28))  # noqa: E731
     state = torch.get_rng_state()
     estimate = meta_module(make)
     assert torch.equal(state, torch.get_rng_state()), "the estimate draws nothing from the training stream"
@@ -30,10 +30,10 @@ def test_the_meta_estimate_is_the_real_size(make_prior, make_guide, kind):
 
 
 def test_an_impossible_model_is_refused_without_allocating():
-    huge = lambda: VAE(NetConfig(hidden=(10**5,)), StandardNormal(10**8), Bernoulli())  # noqa: E731
+    huge = lambda: VAE(NetConfig(hidden=(10**5,)), StandardNormal(10**8), Bernoulli(), image_shape=(1, 28, 28))  # noqa: E731
     with pytest.raises(ResourceError, match=r"the model \(109.1 TiB of parameters\) needs 436.6 TiB .* lower --hidden"):
         check_vae_fits(huge, "cpu", training=True)
-    check_vae_fits(lambda: VAE(NetConfig(), StandardNormal(20), Gaussian()), "cpu", training=True)
+    check_vae_fits(lambda: VAE(NetConfig(), StandardNormal(20), Gaussian(), image_shape=(1, 28, 28)), "cpu", training=True)
 
 
 def test_elbo_particles_in_chunks_keep_the_common_random_numbers(trained, test_images, monkeypatch):
@@ -45,7 +45,7 @@ def test_elbo_particles_in_chunks_keep_the_common_random_numbers(trained, test_i
     assert chunked.elbo.mean().item() == pytest.approx(whole.elbo.mean().item(), abs=1.0)
     assert abs(chunked.agreement_z) < 4 and torch.allclose(chunked.kl, whole.kl, atol=1e-4)
     # With a Monte Carlo KL on both sides, pairing makes the two ELBOs equal image by image.
-    mog = VAE(NetConfig(hidden=(64,)), MixtureOfGaussians(8), Bernoulli())
+    mog = VAE(NetConfig(hidden=(64,)), MixtureOfGaussians(8), Bernoulli(), image_shape=(1, 28, 28))
     paired = evaluate(mog, x, num_particles=12, iw_samples=0, seed=4)
     assert paired.kl_method == "monte-carlo" and torch.allclose(paired.elbo, paired.elbo_analytic, atol=1e-3)
     # One chunk is exactly the old single pass.
@@ -66,6 +66,6 @@ def test_samples_are_written_in_pieces_with_the_same_first_piece(trained, tmp_pa
     monkeypatch.setattr(pipeline, "SAMPLE_PIECE_BYTES", 16 * 4 * 784 * 2)  # 16 images a piece
     out = pipeline.write_samples(trained.checkpoint_path, 40, tmp_path / "s.npy", seed=2, device="cpu")
     pieces = np.load(out)
-    assert pieces.shape == (40, 28, 28) and pieces.dtype == np.float32
-    assert np.array_equal(pieces[:16], one_pass[:16, 0].numpy())  # the first piece: the same draws
+    assert pieces.shape == (40, 1, 28, 28) and pieces.dtype == np.float32
+    assert np.array_equal(pieces[:16], one_pass[:16].numpy())  # the first piece: the same draws
     assert [p.name for p in tmp_path.iterdir()] == ["s.npy"]

@@ -151,7 +151,7 @@ def test_sample_png_and_npy(trained, tmp_path, capsys):
                               "--pixels", pixels, "--seed", 3], capsys)  # fmt: skip
         assert code == 0
     means, draws = np.load(tmp_path / "mean.npy"), np.load(tmp_path / "sample.npy")
-    assert means.shape == draws.shape == (10, 28, 28) and means.dtype == np.float32
+    assert means.shape == draws.shape == (10, 1, 28, 28) and means.dtype == np.float32
     assert 0 < means.min() and means.max() < 1 and set(np.unique(draws)) <= {0.0, 1.0}  # Bernoulli draws
     torch.manual_seed(3)
     z = trained.vae.prior().sample((10,))

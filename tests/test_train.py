@@ -127,9 +127,9 @@ def test_a_hand_built_vae_has_one_latent_size():
     """The latent size is the prior's; a guide built by hand for another size is refused."""
     from pyro_vae import VAE, Bernoulli, DiagonalGaussianGuide, StandardNormal
 
-    assert VAE(SMALL_NET, StandardNormal(3), Bernoulli()).latent_dim == 3
+    assert VAE(SMALL_NET, StandardNormal(3), Bernoulli(), image_shape=(1, 28, 28)).latent_dim == 3
     with pytest.raises(ConfigError, match="latent_dim"):
-        VAE(SMALL_NET, StandardNormal(3), Bernoulli(), DiagonalGaussianGuide(4))
+        VAE(SMALL_NET, StandardNormal(3), Bernoulli(), DiagonalGaussianGuide(4), image_shape=(1, 28, 28))
 
 
 def test_iwae_training_with_one_particle_matches_trace_elbo_training(tmp_path, data_dir):

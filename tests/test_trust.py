@@ -98,7 +98,7 @@ def test_untrusted_module_is_not_even_imported(user_module, trained, tmp_path, d
     [
         ("system", "os", "not trusted"),
         ("MLPEncoder", "pyro_vae.model.networks", "defines no prior class"),  # ours, but not a component
-        ("os.system", "pyro_vae.data.mnist", "defines no prior class"),  # reached through a module attribute
+        ("os.system", "pyro_vae.data.vae_data", "defines no prior class"),  # reached through a module attribute
         ("Prior.__subclasses__", "pyro_vae.model.priors", "defines no prior class"),
         ("standard-normal", "pyro_vae.model.likelihoods", "defines no prior class"),  # registered, but elsewhere
         ("StandardNormal", None, "must be one of standard-normal"),  # pyro-vae's are found by name only
@@ -119,7 +119,7 @@ def test_names_that_resolve_to_anything_but_a_component_class(name, module, mess
 def test_options_must_be_declared_plain_values(options, message):
     with pytest.raises(ConfigError, match=message):
         ModelConfig(prior=ComponentConfig("mog", options)).validate()
-    assert ModelConfig(latent_dim=3, prior=ComponentConfig("mog", {"num_components": 3})).build(data_dim=784).prior.latent_dim == 3
+    assert ModelConfig(latent_dim=3, prior=ComponentConfig("mog", {"num_components": 3})).build(image_shape=(1, 28, 28)).prior.latent_dim == 3
 
 
 def test_trust_module_names_are_checked(trained, capsys):

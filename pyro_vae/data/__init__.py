@@ -1,5 +1,7 @@
-"""The images a run trains on: MNIST and Fashion-MNIST, binarized three ways, split into train/val/test."""
+"""The images a run trains on: torchvision's sets, a folder of images or an array (:mod:`.sources`), made one
+size (:mod:`.images`), binarized three ways and split into train/val/test (:mod:`.vae_data`)."""
 
-from .mnist import BINARIZATIONS, CLASS_NAMES, DATASETS, DataConfig, VAEData
+from .sources import CLASS_NAMES, DATASETS
+from .vae_data import BINARIZATIONS, DataConfig, VAEData
 
 __all__ = ["BINARIZATIONS", "CLASS_NAMES", "DATASETS", "DataConfig", "VAEData"]

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from ..errors import ConfigError
 from ..options import Setting, parameter_settings
 
-SHARED = frozenset({"latent_dim", "data_dim"})  # given once by the model, passed to the components that take them
+SHARED = frozenset({"latent_dim", "data_dim", "image_shape"})  # given once by the model, passed to the components that take them
 RESERVED = frozenset({"name", "module"})  # keys of a component's config table
 REGISTRY: dict[str, dict[str, type]] = {"prior": {}, "likelihood": {}, "guide": {}}
 

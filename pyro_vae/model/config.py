@@ -22,6 +22,7 @@ passes both to each component whose constructor takes them. A component from out
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
@@ -110,11 +111,12 @@ class ModelConfig:
             )
         return classes
 
-    def build_components(self, trust_modules: Iterable[str] = (), *, data_dim: int) -> tuple[Prior, Likelihood, Guide]:
-        """The prior, likelihood and guide (untrained), each given the shared values it takes (``data_dim``: the
-        pixels per image, from the data)."""
+    def build_components(self, trust_modules: Iterable[str] = (), *,
+                         image_shape: tuple[int, int, int]) -> tuple[Prior, Likelihood, Guide]:  # fmt: skip
+        """The prior, likelihood and guide (untrained), each given the shared values it takes (``image_shape``:
+        ``(C, H, W)`` from the data; ``data_dim``: C*H*W)."""
         classes = self.validate(trust_modules)
-        shared = {"latent_dim": self.latent_dim, "data_dim": data_dim}
+        shared = {"latent_dim": self.latent_dim, "data_dim": math.prod(image_shape), "image_shape": tuple(image_shape)}
         built = []
         for kind, cls in classes.items():
             kwargs = {**{k: shared[k] for k in cls.shared_values()}, **getattr(self, kind).options}
@@ -124,9 +126,9 @@ class ModelConfig:
                 raise ConfigError(f"model.{kind} ({getattr(self, kind).name}): {exc}") from None
         return tuple(built)
 
-    def build(self, trust_modules: Iterable[str] = (), *, data_dim: int) -> VAE:
-        """The VAE this config describes, untrained, for images of ``data_dim`` pixels."""
-        return VAE(self.net, *self.build_components(trust_modules, data_dim=data_dim))
+    def build(self, trust_modules: Iterable[str] = (), *, image_shape: tuple[int, int, int]) -> VAE:
+        """The VAE this config describes, untrained, for images of ``image_shape`` ``(C, H, W)``."""
+        return VAE(self.net, *self.build_components(trust_modules, image_shape=image_shape), image_shape=image_shape)
 
     @classmethod
     def of(cls, vae: VAE) -> ModelConfig:

@@ -140,3 +140,86 @@ class IndependentBernoulli(dist.Independent):
             self._validate_sample(value)
         logits, value = broadcast_all(self.base_dist.logits, value)
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
+
+
+class DiscretizedLogisticMixture(TorchDistribution):
+    r"""PixelCNN++'s likelihood of an 8-bit image (Salimans et al. 2017): at each pixel location a mixture of
+    ``K`` components, each a product over the ``C`` channels of :class:`DiscretizedLogistic` s whose locations
+    depend linearly on the channels before them,
+
+    .. math::
+        \mu_{k,G} \leftarrow \mu_{k,G} + \alpha_k x_R, \qquad
+        \mu_{k,B} \leftarrow \mu_{k,B} + \beta_k x_R + \gamma_k x_G,
+
+    so :math:`P(x_{loc}) = \sum_k \pi_k \prod_c P(x_c \mid \mu_{k,c}, s_{k,c})` is a true joint distribution of the
+    pixel's colour. Parameters: ``logits`` ``(..., K, L)`` (``L = H*W`` locations), ``loc``, ``scale`` and
+    ``coeffs`` ``(..., K, C, L)`` (``coeffs[:, 0..2]`` are :math:`\alpha, \beta, \gamma`; unused for grey images).
+    The event is the flattened image ``(C*L,)`` in ``(C, H, W)`` order.
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.unit_interval
+    has_rsample = False
+
+    def __init__(self, logits: Tensor, loc: Tensor, scale: Tensor, coeffs: Tensor, levels: int = 256,
+                 validate_args: bool | None = None):  # fmt: skip
+        self.logits, self.loc, self.scale, self.coeffs, self.levels = logits, loc, scale, coeffs, levels
+        channels, locations = loc.shape[-2:]
+        super().__init__(loc.shape[:-3], torch.Size([channels * locations]), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return DiscretizedLogisticMixture(
+            self.logits.expand(batch_shape + self.logits.shape[-2:]),
+            *(t.expand(batch_shape + t.shape[-3:]) for t in (self.loc, self.scale, self.coeffs)),
+            levels=self.levels, validate_args=False,
+        )  # fmt: skip
+
+    def _means(self, x: Tensor) -> Tensor:
+        """Each component's channel locations given the channels before (``x``: ``(..., 1, C, L)``)."""
+        if self.loc.shape[-2] == 1:
+            return self.loc
+        a, b, c = self.coeffs[..., 0, :], self.coeffs[..., 1, :], self.coeffs[..., 2, :]
+        r, g = x[..., 0, :], x[..., 1, :]
+        return torch.stack([self.loc[..., 0, :], self.loc[..., 1, :] + a * r,
+                            self.loc[..., 2, :] + b * r + c * g], dim=-2)  # fmt: skip
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        x = value.unflatten(-1, self.loc.shape[-2:]).unsqueeze(-3)  # (..., 1, C, L)
+        per_channel = DiscretizedLogistic(self._means(x), self.scale, self.levels).log_prob(x)
+        joint = per_channel.sum(-2) + torch.log_softmax(self.logits, dim=-2)  # (..., K, L)
+        return torch.logsumexp(joint, dim=-2).sum(-1)
+
+    def sample(self, sample_shape=torch.Size()) -> Tensor:
+        with torch.no_grad():
+            shape = torch.Size(sample_shape) + self.batch_shape
+            k = dist.Categorical(logits=self.logits.movedim(-2, -1).expand(*shape, *self.logits.shape[-1:], -1)).sample()
+            pick = k.unsqueeze(-2).unsqueeze(-3)  # (..., 1, 1, L)
+
+            def chosen(t: Tensor) -> Tensor:
+                t = t.expand(*shape, *t.shape[-3:])
+                return t.gather(-3, pick.expand(*shape, 1, *t.shape[-2:])).squeeze(-3)  # (..., C, L)
+
+            loc, scale, coeffs = chosen(self.loc), chosen(self.scale), chosen(self.coeffs)
+            x = torch.zeros_like(loc)
+            for channel in range(loc.shape[-2]):
+                mean = loc[..., channel, :]
+                if channel == 1:
+                    mean = mean + coeffs[..., 0, :] * x[..., 0, :]
+                elif channel == 2:
+                    mean = mean + coeffs[..., 1, :] * x[..., 0, :] + coeffs[..., 2, :] * x[..., 1, :]
+                x[..., channel, :] = DiscretizedLogistic(mean, scale[..., channel, :], self.levels).sample()
+            return x.flatten(-2)
+
+    @property
+    def mean(self) -> Tensor:
+        r"""Approximately :math:`\mathbb E[x]`: each component's locations chained through its own expected
+        channels, clipped to [0, 1], averaged with the mixture weights (exact up to the clipping at 0 and 1)."""
+        x = torch.zeros_like(self.loc)
+        for channel in range(self.loc.shape[-2]):
+            x = torch.where(torch.arange(self.loc.shape[-2], device=x.device).unsqueeze(-1) == channel,
+                            self._means(x).clamp(0, 1), x)  # fmt: skip
+        weights = torch.softmax(self.logits, dim=-2).unsqueeze(-2)  # (..., K, 1, L)
+        return (weights * x).sum(-3).flatten(-2)

@@ -164,8 +164,8 @@ class VampPrior(Prior):
     uses_guide_density = True
 
     def __init__(
-        self, latent_dim: int, num_components: Annotated[int, Option("pseudo-inputs", min=1)] = 500,
-        data_dim: int = 784,
+        self, latent_dim: int, num_components: Annotated[int, Option("pseudo-inputs", min=1)] = 500, *,
+        data_dim: int,
     ) -> None:  # fmt: skip
         super().__init__(latent_dim)
         if num_components < 1:

@@ -38,21 +38,23 @@ def _kl_weight(kl_scale: float | Tensor):
 
 class VAE(nn.Module):
     """A VAE built from a network config, a :class:`Prior`, a :class:`Likelihood` and a :class:`Guide`
-    family (default: diagonal Gaussian). The latent size is the prior's.
+    family (default: diagonal Gaussian), for images of ``image_shape`` ``(C, H, W)``. The latent size is the prior's.
 
     :meth:`pyro_vae.model.config.ModelConfig.build` builds one from a config, passing the latent size to
     every component; a VAE put together by hand is checked to have one latent size throughout."""
 
-    def __init__(self, net: NetConfig, prior: Prior, likelihood: Likelihood, guide: Guide | None = None) -> None:
+    def __init__(self, net: NetConfig, prior: Prior, likelihood: Likelihood, guide: Guide | None = None, *,
+                 image_shape: tuple[int, int, int]) -> None:  # fmt: skip
         super().__init__()
         net.validate()
         self.latent_dim = prior.latent_dim
+        self.image_shape = tuple(image_shape)  # (C, H, W): x is flattened in this order
         guide = guide if guide is not None else DiagonalGaussianGuide(self.latent_dim)
         if guide.latent_dim != self.latent_dim:
             raise ConfigError(f"the guide has latent_dim={guide.latent_dim} but the prior {self.latent_dim}")
         self.net_config = net
-        self.encoder = make_encoder(net, guide.num_params)
-        self.decoder = make_decoder(net, self.latent_dim, likelihood.num_params)
+        self.encoder = make_encoder(net, guide.num_params, self.image_shape)
+        self.decoder = make_decoder(net, self.latent_dim, likelihood.num_params, self.image_shape)
         self.prior = prior
         self.likelihood = likelihood
         self.guide_family = guide

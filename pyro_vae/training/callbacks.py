@@ -90,8 +90,8 @@ def snapshot_grids(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     from .. import plots
 
     data = trainer.data
-    split = "val" if data.images.get("val") is not None and len(data.images["val"]) >= 32 else "train"
-    x = data.observed(split)[:32]  # (the training set's fixed binarization when there is no val split)
+    val = data.images.get("val")
+    x = val[:32] if val is not None and len(val) >= 32 else data.train_sample(32)  # (with its fixed binarization)
     devices = [data.device] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(trainer.config.seed)  # the same prior draws at every epoch

@@ -37,7 +37,7 @@ from ..runtime.atomic import atomic_copy, atomic_path, atomic_paths, remove_temp
 from ..inference.bounds import evaluate
 from .callbacks import BEST_NAME, Callback, default_callbacks
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
-from ..data.mnist import VAEData
+from ..data.vae_data import VAEData
 from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError
 from ..inference.fast_svi import FastSVI, make_adam
 from ..runtime.limits import check_step_fits
@@ -138,9 +138,10 @@ class Trainer:
         (:func:`~pyro_vae.training.callbacks.default_callbacks`)."""
         for part in (config.objective, config.optimizer, config.schedule):
             part.validate()
-        vae.likelihood.check_data(data.observed("train"))
-        train_images = data.images["train"]
-        check_step_fits(vae, train_images.shape[-1], min(config.optimizer.batch_size, train_images.shape[0]),
+        for split in ("train", "val"):  # (a sample of the training set: all of it may not be in memory)
+            if data.count(split):
+                vae.likelihood.check_data(data.train_sample(1024) if split == "train" else data.images["val"])
+        check_step_fits(vae, data.data_dim, min(config.optimizer.batch_size, data.count("train")),
                         config.objective.particles, data.device)  # fmt: skip
         recorded_data = dataclasses.replace(data.config, root=str(data.root))  # a resumed run finds its data again
         self.config = dataclasses.replace(config, model=ModelConfig.of(vae), data=recorded_data)
@@ -245,7 +246,7 @@ class Trainer:
         lr = cfg.schedule.lr_at(epoch, cfg.optimizer.lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        n_train = self.data.images["train"].shape[0]
+        n_train = self.data.count("train")
         steps_per_epoch = math.ceil(n_train / batch_size)
         total, seen, beta = partial["loss_sum"], partial["seen"], cfg.objective.beta
         start = time.perf_counter() - partial["seconds"]

@@ -1,0 +1,300 @@
+"""A run's images, by split, as the model sees them: :class:`DataConfig` says which, :class:`VAEData` holds them.
+
+Images come from a source (:mod:`pyro_vae.data.sources`: torchvision's sets, a folder, an array), are made one
+``(C, H, W)`` (:mod:`pyro_vae.data.images`), and are binarized one of three ways:
+
+* ``none``: grey levels in [0, 1] (use a continuous or discretized likelihood);
+* ``static``: pixels thresholded at 0.5, once;
+* ``dynamic``: every time a training image is used it is replaced by a fresh Bernoulli sample with
+  the grey level as probability (Salakhutdinov & Murray 2008); the validation and test images get
+  one fixed sample each (seed ``FIXED_BINARIZATION_SEED``), so bounds are comparable across runs.
+
+Splits: a source's own ``val``/``test`` splits are used when it has them; otherwise they are carved from the
+end of its training images, ``[train | val | test]``, with ``val_size`` and ``test_size`` images. The training images are held on the device, or with ``stream`` read from disk batch by batch by
+``workers`` processes (the same batches, so the same run); a lazy source too large for memory streams anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, DataError
+from ..options import Option, check_fields
+from ..runtime.limits import available_bytes, human_bytes
+from .images import conformed_shape, image_bytes, materialise, to_unit
+from .sources import DATASETS, NATIVE_SHAPES, USER_SOURCES, Source, Store, holds, read_source
+
+BINARIZATIONS = ("none", "dynamic", "static")
+SPLITS = ("train", "val", "test")
+FIXED_BINARIZATION_SEED = 1234
+MAX_IMAGE_SIDE = 4096
+
+
+@dataclass
+class DataConfig:
+    """Which images, from where, made which size, binarized how, split how."""
+
+    KEY: ClassVar[str] = "data"
+    dataset: Annotated[Literal[DATASETS], Option(
+        "which images: a torchvision set, a folder of images (--data-dir DIR with train/, optionally val/ and "
+        "test/) or an array (--data-dir FILE.npz or FILE.npy)")] = "mnist"  # fmt: skip
+    binarize: Annotated[Literal[BINARIZATIONS], Option(
+        "none: grey levels; static: threshold 0.5; dynamic: a fresh Bernoulli sample per use")] = "dynamic"
+    val_size: Annotated[int, Option("validation images carved from the end of the training set (when the source "
+                                    "has no val split)", min=0)] = 5000  # fmt: skip
+    test_size: Annotated[int | None, Option("test images carved from the end of the training set when the source "
+                                            "has no test split [default: val_size]", min=1)] = None  # fmt: skip
+    train_limit: Annotated[int | None, Option("use only the first N training images", min=1)] = None
+    root: Annotated[str | None, Option(
+        "where the data is: a torchvision root [default: $PYRO_VAE_DATA or ~/.cache/pyro-vae/data, downloaded "
+        "there if missing], the image folder, or the array file", flag="--data-dir", resumable=True)] = None  # fmt: skip
+    channels: Annotated[int | None, Option("convert the images to 1 (grey) or 3 (colour) channels", min=1, max=3)] = None
+    image_size: Annotated[tuple[int, ...] | None, Option(
+        "resize to N x N (or H,W): scaled to cover, then centre-cropped", min=1, max=MAX_IMAGE_SIDE,
+        max_items=2)] = None  # fmt: skip
+    stream: Annotated[bool, Option("read the training images from disk batch by batch instead of holding them in "
+                                   "memory (automatic when they would not fit)", resumable=True)] = False  # fmt: skip
+    workers: Annotated[int | None, Option("processes decoding streamed images [default: min(4, CPUs - 1)]", min=0,
+                                          max=64, resumable=True)] = None  # fmt: skip
+    shape: tuple[int, ...] | None = None  # (C, H, W), recorded from the data: a checkpoint rebuilds its model without it
+
+    def validate(self) -> None:
+        check_fields(self)
+        if self.channels == 2:
+            raise ConfigError("data.channels (--channels) must be 1 or 3, got 2")
+        if self.dataset in USER_SOURCES and self.root is None:
+            raise ConfigError(f"--dataset {self.dataset} needs --data-dir (the "
+                              f"{'folder with train/' if self.dataset == 'folder' else '.npz or .npy file'})")
+        if self.shape is not None:
+            shape = tuple(self.shape) if isinstance(self.shape, (list, tuple)) else ()
+            if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape):
+                raise ConfigError(f"data.shape must be three positive integers (C, H, W), got {self.shape!r}")
+            self.shape = shape
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """``image_size`` as ``(H, W)``."""
+        if self.image_size is None:
+            return None
+        return (self.image_size[0], self.image_size[-1])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image: recorded, else known for a torchvision set, else read from the source
+        (the first image's header, or the array's) and recorded."""
+        if self.shape is None:
+            if self.dataset in NATIVE_SHAPES:
+                return conformed_shape(NATIVE_SHAPES[self.dataset], self.channels, self.size)
+            store, _ = read_source(self.dataset, Path(self.root), False, self.channels, self.size).splits["train"]()
+            self.shape = store.shape
+        return tuple(self.shape)
+
+    @property
+    def data_dim(self) -> int:
+        """Pixels per image, C x H x W (the models' ``data_dim``)."""
+        return math.prod(self.image_shape)
+
+    def describe(self) -> str:
+        how = {"none": "grey levels in [0,1]", "static": "static binarization (threshold 0.5)",
+               "dynamic": "dynamic binarization (test/val: one fixed Bernoulli sample)"}[self.binarize]  # fmt: skip
+        shape = "x".join(map(str, self.image_shape))
+        return f"{self.dataset} ({shape}), {how}"
+
+
+def default_data_dir() -> Path:
+    """``$PYRO_VAE_DATA`` if set, else ``~/.cache/pyro-vae/data`` (where torchvision downloads to)."""
+    return Path(os.environ.get("PYRO_VAE_DATA") or Path.home() / ".cache" / "pyro-vae" / "data")
+
+
+def _recorded_root(config: DataConfig) -> Path:
+    """``config.root`` while it still holds the dataset (a checkpoint or config file from another machine
+    may name a folder that is not here), else the default folder (the user's own data has no default)."""
+    if config.root is not None and (config.dataset in USER_SOURCES or holds(config.dataset, Path(config.root))):
+        return Path(config.root)
+    return default_data_dir()
+
+
+def _binarize_fixed(x: Tensor, mode: str, seed: int) -> Tensor:
+    if mode == "static":
+        return (x > 0.5).float()
+    if mode == "dynamic":
+        return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+    return x
+
+
+def default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+class VAEData:
+    """Flattened float images ``(N, C*H*W)`` on ``device``, by split, with their labels (``None`` when the source
+    has none) and class names."""
+
+    def __init__(
+        self,
+        config: DataConfig,
+        root: str | Path | None = None,  # overrides config.root
+        device: torch.device | str = "cpu",
+        splits: tuple[str, ...] = SPLITS,
+        download: bool | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.device = torch.device(device)
+        root = Path(root) if root is not None else _recorded_root(config)
+        if download is None:
+            download = root == default_data_dir()
+        self.root = root.resolve()  # recorded in checkpoints: a resumed run finds its data again
+        source = read_source(config.dataset, root, download, config.channels, config.size)
+        self.class_names, self.notes = source.class_names, source.notes
+        stores = _split(source, config, splits)
+        self._check_shape(stores)
+        self.images: dict[str, Tensor] = {}
+        self.labels: dict[str, Tensor | None] = {}
+        self.sizes = {split: len(store) for split, (store, _) in stores.items()}
+        self.stream = "train" in stores and self._streams(stores["train"][0])
+        for split, (store, labels) in stores.items():
+            self.labels[split] = None if labels is None else labels.to(self.device)
+            if split == "train" and self.stream:
+                self._train_store = store
+            else:  # moved once: batches are then index operations on the device
+                self.images[split] = self._prepare(materialise(store), split)
+
+    def _check_shape(self, stores: dict[str, tuple[Store, Tensor | None]]) -> None:
+        for split, (store, _) in stores.items():
+            if self.config.shape is None:
+                self.config.shape = store.shape
+            if tuple(store.shape) != tuple(self.config.shape):
+                shown = "x".join(map(str, store.shape))
+                raise DataError(f"the {split} images are {shown} (C x H x W) but this run's are "
+                                f"{'x'.join(map(str, self.config.shape))}; pass --channels/--image-size to match")
+
+    def _streams(self, store: Store) -> bool:
+        if self.config.stream:
+            return True
+        need, free = image_bytes(store), available_bytes(self.device)
+        if store.lazy and need > free / 2:
+            self.notes.append(f"the {len(store)} training images take {human_bytes(need)} as float32, more than half "
+                              f"the free memory ({human_bytes(free)}): streaming them from disk (--stream)")  # fmt: skip
+            return True
+        return False
+
+    def _prepare(self, images: Tensor, split: str, fixed: bool = False) -> Tensor:
+        """Levels as flattened floats on the device, binarized once unless this is the training set under dynamic
+        binarization (``fixed``: binarized once all the same, as evaluation sees the training set)."""
+        x = to_unit(images).flatten(1)
+        if split != "train" or self.config.binarize == "static" or fixed:
+            x = _binarize_fixed(x, self.config.binarize, FIXED_BINARIZATION_SEED + SPLITS.index(split))
+        return x.to(self.device)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config.shape)
+
+    def count(self, split: str) -> int:
+        """How many images ``split`` has."""
+        return self.sizes[split]
+
+    def observed(self, split: str) -> Tensor:
+        """Images of ``split`` as the model sees them at evaluation (binarized where the mode says)."""
+        if split == "train" and self.stream:
+            return self._prepare(materialise(self._train_store), "train", fixed=True)
+        if split == "train" and self.config.binarize == "dynamic":
+            return _binarize_fixed(self.images["train"].cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device)
+        return self.images[split]
+
+    def train_sample(self, n: int) -> Tensor:
+        """The first ``n`` training images as evaluation sees them (without reading a streamed training set)."""
+        if self.stream:
+            return self._prepare(self._train_store.get(np.arange(min(n, self.count("train")))), "train", fixed=True)
+        x = self.images["train"][:n]
+        return _binarize_fixed(x.cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device) \
+            if self.config.binarize == "dynamic" else x
+
+    def train_batches(self, batch_size: int, seed: int, skip: int = 0) -> Iterator[Tensor]:
+        """Shuffled training batches for one epoch, reproducible from ``seed`` (one per epoch), from batch
+        ``skip`` on (the same batches the full epoch would give there: a run stopped mid-epoch resumes).
+
+        Under dynamic binarization each batch is a fresh Bernoulli sample of its images; a streamed epoch draws
+        the same batches in the same order, so it gives the same run.
+        """
+        n = self.count("train")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        bin_gen = None
+        if self.config.binarize == "dynamic":
+            bin_gen = torch.Generator(device=self.device).manual_seed(seed)
+            for start in range(0, min(n, skip * batch_size), batch_size):  # the skipped batches' draws, in order
+                torch.bernoulli(torch.zeros(min(batch_size, n - start), self.data_dim, device=self.device),
+                                generator=bin_gen)  # fmt: skip
+        indices = [order[start : start + batch_size] for start in range(skip * batch_size, n, batch_size)]
+        for batch in (self._streamed(indices) if self.stream else self._held(indices)):
+            if bin_gen is not None:
+                batch = torch.bernoulli(batch, generator=bin_gen)
+            yield batch
+
+    @property
+    def data_dim(self) -> int:
+        return math.prod(self.image_shape)
+
+    def _held(self, indices: list[Tensor]) -> Iterator[Tensor]:
+        x = self.images["train"]
+        for index in indices:
+            yield x[index.to(self.device)]
+
+    def _streamed(self, indices: list[Tensor]) -> Iterator[Tensor]:
+        workers = default_workers() if self.config.workers is None else self.config.workers
+        loader = torch.utils.data.DataLoader(_Batches(self._train_store), batch_size=None, sampler=indices,
+                                             num_workers=workers, prefetch_factor=2 if workers else None)  # fmt: skip
+        for images in loader:
+            if isinstance(images, str):  # a worker's DataError, passed back as its message
+                raise DataError(images)
+            x = to_unit(images.to(self.device)).flatten(1)
+            yield (x > 0.5).float() if self.config.binarize == "static" else x
+
+
+class _Batches(torch.utils.data.Dataset):
+    """A store read a batch at a time (the sampler hands over each batch's indices)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: Tensor) -> Tensor | str:
+        try:
+            return self.store.get(index.numpy())
+        except DataError as exc:  # returned, not raised: the loader would wrap it in a worker traceback
+            return str(exc)
+
+
+def _split(source: Source, config: DataConfig, splits: tuple[str, ...]) -> dict[str, tuple[Store, Tensor | None]]:
+    """The ``splits`` asked for: a source's own, or carved from the end of its training images."""
+    own = {split for split in ("val", "test") if split in source.splits}
+    carved = {"val", "test"} - own
+    needs_train = "train" in splits or bool(set(splits) & carved)
+    out: dict[str, tuple[Store, Tensor | None]] = {split: source.splits[split]() for split in own & set(splits)}
+    if not needs_train:
+        return out
+    store, labels = source.splits["train"]()
+    sizes = {"val": config.val_size if "val" in carved else 0,
+             "test": (config.val_size if config.test_size is None else config.test_size) if "test" in carved else 0}
+    n_train = len(store) - sizes["val"] - sizes["test"]
+    if n_train < 1:
+        raise ConfigError(f"the source has {len(store)} training images: val_size={sizes['val']} and "
+                          f"test_size={sizes['test']} leave none to train on (lower --val-size/--test-size)")
+    parts = {"train": slice(0, n_train if config.train_limit is None else min(n_train, config.train_limit)),
+             "val": slice(n_train, n_train + sizes["val"]), "test": slice(n_train + sizes["val"], len(store))}
+    for split in splits:
+        if split == "train" or split in carved:
+            out[split] = (store.subset(parts[split]), None if labels is None else labels[parts[split]])
+    return out
