@@ -14,6 +14,6 @@ class StudentTLikelihood(Likelihood):  # heavy-tailed grey-level pixels
 
 torch.manual_seed(0)  # the initial weights
 data = VAEData(DataConfig("mnist", binarize="none", train_limit=5000), sys.argv[1] if sys.argv[1:] else None)
-vae = VAE(NetConfig(), LaplacePrior(16), StudentTLikelihood(), image_shape=(1, 28, 28))
+vae = VAE(NetConfig(), LaplacePrior(16), StudentTLikelihood(), image_shape=data.image_shape)
 Trainer(vae, data, RunConfig().updated({"schedule.epochs": 2}), "runs/swap").fit()
 print(evaluate(vae, data.images["test"][:500], iw_samples=10).summary())

@@ -47,7 +47,7 @@ def test_every_command_reads_a_gpu_checkpoint_on_the_cpu(gpu_checkpoint, trained
                            capsys)  # fmt: skip
     assert code == 0 and (tmp_path / "p" / "reconstructions.png").is_file()
     code, _, _ = run_cli(["sample", *common, "-n", 4, "--out", tmp_path / "s.npy"], capsys)
-    assert code == 0 and np.load(tmp_path / "s.npy").shape == (4, 28, 28)
+    assert code == 0 and np.load(tmp_path / "s.npy").shape == (4, 1, 28, 28)
     code, _, _ = run_cli(["encode", *common, "--data-dir", data_dir, "--limit", 50, "--out", tmp_path / "l.npz"], capsys)
     assert code == 0
     code, _, err = run_cli(["train", "--resume", gpu_checkpoint, "--epochs", 3, "--device", "cpu", "--data-dir",

@@ -150,7 +150,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
     ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
-                ("numpy._core.numeric", "_frombuffer")}  # fmt: skip
+                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}  # bytes, as Python 3 pickles them
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:

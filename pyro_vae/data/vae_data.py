@@ -202,7 +202,7 @@ class VAEData:
 
     def count(self, split: str) -> int:
         """How many images ``split`` has."""
-        return self.sizes[split]
+        return self.sizes.get(split, 0)
 
     def observed(self, split: str) -> Tensor:
         """Images of ``split`` as the model sees them at evaluation (binarized where the mode says)."""
@@ -252,8 +252,10 @@ class VAEData:
 
     def _streamed(self, indices: list[Tensor]) -> Iterator[Tensor]:
         workers = default_workers() if self.config.workers is None else self.config.workers
+        # Its own generator: a loader seeds its workers from the global RNG otherwise, shifting the model's draws.
         loader = torch.utils.data.DataLoader(_Batches(self._train_store), batch_size=None, sampler=indices,
-                                             num_workers=workers, prefetch_factor=2 if workers else None)  # fmt: skip
+                                             num_workers=workers, prefetch_factor=2 if workers else None,
+                                             generator=torch.Generator().manual_seed(0))  # fmt: skip
         for images in loader:
             if isinstance(images, str):  # a worker's DataError, passed back as its message
                 raise DataError(images)

@@ -181,8 +181,8 @@ class DiscretizedLogisticMixture(TorchDistribution):
             return self.loc
         a, b, c = self.coeffs[..., 0, :], self.coeffs[..., 1, :], self.coeffs[..., 2, :]
         r, g = x[..., 0, :], x[..., 1, :]
-        return torch.stack([self.loc[..., 0, :], self.loc[..., 1, :] + a * r,
-                            self.loc[..., 2, :] + b * r + c * g], dim=-2)  # fmt: skip
+        loc = self.loc.expand(torch.broadcast_shapes(self.loc.shape, x.shape))
+        return torch.stack([loc[..., 0, :], loc[..., 1, :] + a * r, loc[..., 2, :] + b * r + c * g], dim=-2)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
