@@ -121,8 +121,7 @@ def train(ctx: click.Context, **opts) -> None:
         trainer = pipeline.resume_run(
             opts["resume"], out_dir=opts["out"] if explicit_out else None, data_dir=overrides.get("data.root"),
             device=opts["device"], progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
-            epochs=overrides.get("schedule.epochs"), plot_every=overrides.get("schedule.plot_every"),
-            callbacks=callbacks,
+            changes={key: value for key, value in overrides.items() if key != "data.root"}, callbacks=callbacks,
         )  # fmt: skip
         log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
     else:

@@ -10,11 +10,12 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .config import RunConfig
+from .config import RunConfig, settings
 from .data import VAEData
 from .errors import CheckpointError, ConfigError
 from .inference.bounds import Evaluation, evaluate, iwae_chunk
@@ -41,23 +42,28 @@ def resume_run(
     device: str = "auto",
     progress: bool | None = None,
     plot_every: int | None = None,
+    changes: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
     trust_modules: Iterable[str] = (),
     callbacks: Sequence[Callback] = (),
 ) -> Trainer:
     """A :class:`Trainer` that continues the run stored in ``checkpoint`` (to ``epochs`` in total;
     ``plot_every``, when given, replaces the stored picture interval; ``data_dir`` replaces the recorded data
-    folder; ``trust_modules``: modules besides ``pyro_vae`` whose components the checkpoint may rebuild, see
+    folder; ``changes``: other settings a resumed run may change, by dotted key, e.g. ``{"data.stream": True}``;
+    ``trust_modules``: modules besides ``pyro_vae`` whose components the checkpoint may rebuild, see
     :mod:`pyro_vae.model.rebuild`)."""
     if Path(checkpoint).is_dir():
         raise ConfigError(f"{checkpoint} is an exported model (weights only); resume from the run's ckpt.pt")
     ckpt = load_checkpoint(checkpoint)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
-    if epochs is not None:
-        config.schedule.epochs = epochs
-    if plot_every is not None:
-        config.schedule.plot_every = plot_every
-    config.schedule.validate()
+    changes = {**(changes or {}), **{key: value for key, value in
+                                     (("schedule.epochs", epochs), ("schedule.plot_every", plot_every)) if value is not None}}
+    resumable = {s.key for s in settings() if s.option.resumable}
+    fixed = sorted(set(changes) - resumable)
+    if fixed:
+        raise ConfigError(f"{', '.join(fixed)} cannot change on --resume (the checkpoint fixes them)")
+    if changes:
+        config = config.updated(changes, trust_modules)
     if config.schedule.epochs < ckpt["epoch"]:
         raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {config.schedule.epochs} is fewer")
     with locked(Path(out_dir or Path(checkpoint).parent)) as lock:

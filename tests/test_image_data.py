@@ -375,3 +375,17 @@ def test_the_channel_dependence_moves_green_with_red():
     dark, bright = torch.tensor([0.0, 0.5, 0.5]), torch.tensor([1.0, 1.0, 0.5])
     pairs = d.log_prob(torch.stack([torch.tensor([0.0, 0.0, 0.5]), dark, torch.tensor([1.0, 0.5, 0.5]), bright]))
     assert pairs[0] > pairs[1] and pairs[3] > pairs[2]  # green near red is likelier either way
+
+
+def test_an_in_memory_run_resumed_streamed_continues_the_same_run(data_dir, tmp_path):
+    train_images, _ = mnist_subset(data_dir, 300, 0)
+    write_images(tmp_path / "data" / "train", train_images)
+    whole = train(tiny_config("folder", tmp_path / "data", val_size=50, epochs=2), tmp_path / "whole")
+    first = train(tiny_config("folder", tmp_path / "data", val_size=50, epochs=1), tmp_path / "half")
+    resumed = pipeline.resume_run(first.checkpoint_path, epochs=2, changes={"data.stream": True, "data.workers": 0},
+                                  device="cpu", progress=False)  # fmt: skip
+    resumed.fit()
+    assert resumed.data.stream
+    assert all(torch.equal(resumed.vae.state_dict()[k], v) for k, v in whole.vae.state_dict().items())
+    with pytest.raises(ConfigError, match="data.channels cannot change on --resume"):
+        pipeline.resume_run(first.checkpoint_path, changes={"data.channels": 3}, device="cpu")

@@ -15,6 +15,7 @@ A source returns each split it has as a thunk, so only the splits asked for are 
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
-from .images import ArrayStore, FileStore, array_layout, as_nchw, check_pixels, image_files
+from .images import ArrayStore, FileStore, array_layout, as_nchw, check_pixels, conformed_shape, image_files
 
 Store = ArrayStore | FileStore
 IDX_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -271,39 +272,82 @@ def _classes(train: Path) -> list[str] | None:
 
 
 def _array(root: Path, download: bool, channels, size) -> Source:
-    if root.suffix not in (".npz", ".npy") or not root.is_file():
-        raise DataError(f"--dataset array needs an .npz or .npy file as --data-dir, got {root}"
-                        + ("" if root.exists() else " (no such file)"))  # fmt: skip
-    notes: list[str] = []
-    try:
-        if root.suffix == ".npy":
-            arrays = {"train": np.load(root, mmap_mode="r", allow_pickle=False)}
-        else:
-            with np.load(root, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{root} cannot be read as a NumPy file ({exc})") from None
-    if "train" not in arrays:
-        raise DataError(f"{root} has no array named 'train' (it has: {', '.join(arrays) or 'none'})")
-    unknown = sorted(set(arrays) - {"train", "val", "test", "train_labels", "val_labels", "test_labels"})
+    headers = array_headers(root)
+    if "train" not in headers:
+        raise DataError(f"{root} has no array named 'train' (it has: {', '.join(headers) or 'none'})")
+    unknown = sorted(set(headers) - {"train", "val", "test", "train_labels", "val_labels", "test_labels"})
     if unknown:
         raise DataError(f"{root} has an array named {unknown[0]!r}; the names are train, val, test and *_labels")
+    notes: list[str] = []
 
     def split(name: str) -> Callable[[], tuple[Store, Tensor | None]]:
         where = f"{root}[{name}]"
-        layout, note = array_layout(tuple(arrays[name].shape), where)
+        layout, note = array_layout(headers[name][0], where)
         if note:
             notes.append(note)
 
         def read() -> tuple[Store, Tensor | None]:
-            images = as_nchw(arrays[name], layout)
+            images = as_nchw(_load_array(root, name), layout)
             check_pixels(images, where)
-            return ArrayStore(images, channels, size), _labels(arrays.get(f"{name}_labels"), len(images), where)
+            labels = _load_array(root, f"{name}_labels") if f"{name}_labels" in headers else None
+            return ArrayStore(images, channels, size), _labels(labels, len(images), where)
 
         return read
 
-    splits = {name: split(name) for name in ("train", "val", "test") if name in arrays}
+    splits = {name: split(name) for name in ("train", "val", "test") if name in headers}
     return Source(splits, None, notes)
+
+
+def array_headers(root: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of each array in an ``.npz`` (by name) or ``.npy`` (as ``train``), from the headers alone."""
+    if root.suffix not in (".npz", ".npy") or not root.is_file():
+        raise DataError(f"--dataset array needs an .npz or .npy file as --data-dir, got {root}"
+                        + ("" if root.exists() else " (no such file)"))  # fmt: skip
+    try:
+        if root.suffix == ".npy":
+            with open(root, "rb") as f:
+                return {"train": _npy_header(f)}
+        with zipfile.ZipFile(root) as archive:
+            headers = {}
+            for member in archive.namelist():
+                with archive.open(member) as f:
+                    headers[member.removesuffix(".npy")] = _npy_header(f)
+            return headers
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{root} cannot be read as a NumPy file ({exc})") from None
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return tuple(shape), dtype
+
+
+def _load_array(root: Path, name: str) -> np.ndarray:
+    """One array: an ``.npy`` memory-mapped (it may not fit in memory), an ``.npz`` member read whole."""
+    try:
+        if root.suffix == ".npy":
+            return np.load(root, mmap_mode="r", allow_pickle=False)
+        with np.load(root, allow_pickle=False) as npz:
+            return npz[name]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{root} cannot be read as a NumPy file ({exc})") from None
+
+
+def probe_shape(dataset: str, root: Path, channels: int | None, size: tuple[int, int] | None) -> tuple[int, int, int]:
+    """``(C, H, W)`` the source's images will have, read from as little as possible: a torchvision set's known
+    shape, an array's header, a folder's first training image's header."""
+    if dataset in NATIVE_SHAPES:
+        return conformed_shape(NATIVE_SHAPES[dataset], channels, size)
+    if dataset == "array":
+        _array(root, False, channels, size)  # the file's names checked
+        shape = array_headers(root)["train"][0]
+        layout, _ = array_layout(shape, f"{root}[train]")
+        native = {"NHW": (1, *shape[1:3]), "NHWC": (shape[3], *shape[1:3]), "NCHW": tuple(shape[1:4])}[layout]
+        return conformed_shape(native, channels, size)
+    store, _ = _folder(root, False, channels, size).splits["train"]()
+    return store.shape
 
 
 def _labels(labels: np.ndarray | None, n: int, where: str) -> Tensor | None:

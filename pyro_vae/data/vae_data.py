@@ -30,8 +30,8 @@ from torch import Tensor
 from ..errors import ConfigError, DataError
 from ..options import Option, check_fields
 from ..runtime.limits import available_bytes, human_bytes
-from .images import conformed_shape, image_bytes, materialise, to_unit
-from .sources import DATASETS, NATIVE_SHAPES, USER_SOURCES, Source, Store, holds, read_source
+from .images import image_bytes, materialise, to_unit
+from .sources import DATASETS, USER_SOURCES, Source, Store, holds, probe_shape, read_source
 
 BINARIZATIONS = ("none", "dynamic", "static")
 SPLITS = ("train", "val", "test")
@@ -91,12 +91,12 @@ class DataConfig:
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image: recorded, else known for a torchvision set, else read from the source
         (the first image's header, or the array's) and recorded."""
-        if self.shape is None:
-            if self.dataset in NATIVE_SHAPES:
-                return conformed_shape(NATIVE_SHAPES[self.dataset], self.channels, self.size)
-            store, _ = read_source(self.dataset, Path(self.root), False, self.channels, self.size).splits["train"]()
-            self.shape = store.shape
-        return tuple(self.shape)
+        if self.shape is not None:
+            return tuple(self.shape)
+        shape = probe_shape(self.dataset, Path(self.root or "."), self.channels, self.size)
+        if self.dataset in USER_SOURCES:
+            self.shape = shape  # (a torchvision set's shape is known without recording it)
+        return shape
 
     @property
     def data_dim(self) -> int:
