@@ -2,11 +2,13 @@
 
     python benchmarks/image_data.py [--images 4000] [--big-images 40000] [--epochs 1]
 
-Writes a folder of ``--images`` smooth random colour PNGs at 32x32 and at 64x64, trains one epoch of a conv VAE
-with the logistic-mixture likelihood on each (``pyro-vae train``, one process per case), in memory and with
-``--stream``, and reports the training images/s (from ``metrics.jsonl``) and the process's peak resident memory.
-Then a 64x64 folder of ``--big-images`` PNGs, whose float32 copy is several times the in-memory run's peak, is
-trained streamed: its peak memory should stay that of the small streamed run. Prints one JSON line per case.
+1. Speed: a folder of ``--images`` smooth random colour PNGs at 32x32 and at 64x64; one epoch of a conv VAE with
+   the logistic-mixture likelihood (5 components) on each, in memory and with ``--stream``: training images/s
+   (from ``metrics.jsonl``) and peak resident memory (one ``pyro-vae train`` process per case).
+2. Memory against data size: a cheap model (Gaussian likelihood, so the data, not the model, dominates memory) on
+   32x32 folders of ``--images`` and ``--big-images`` PNGs, in memory and streamed. Held in memory, the peak
+   grows with the float32 copy of the images; streamed, it stays where the small folder's was.
+Prints one JSON line per case.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import torch
 from PIL import Image
 
 SCRIPT = Path(sys.executable).with_name("pyro-vae")
-MODEL = ["--binarize", "none", "--likelihood", "logistic-mixture", "--mixture-components", "5", "--net", "conv",
-         "--conv-channels", "32,64,128", "--hidden", "256", "--latent-dim", "32", "--batch-size", "128",
-         "--val-size", "500", "--test-size", "500", "--no-progress"]  # fmt: skip
+COMMON = ["--binarize", "none", "--net", "conv", "--conv-channels", "32,64,128", "--hidden", "256", "--latent-dim", "32",
+          "--batch-size", "128", "--val-size", "500", "--test-size", "500", "--no-progress"]  # fmt: skip
+MIXTURE = ["--likelihood", "logistic-mixture", "--mixture-components", "5", *COMMON]
+CHEAP = ["--likelihood", "gaussian", "--conv-channels", "8,16", "--hidden", "64", *COMMON]
 
 
 def write_folder(folder: Path, n: int, size: int, seed: int = 0) -> None:
@@ -41,10 +44,10 @@ def write_folder(folder: Path, n: int, size: int, seed: int = 0) -> None:
             Image.fromarray(image).save(folder / "train" / f"{start + i:06d}.png")
 
 
-def run_case(name: str, folder: Path, out: Path, extra: list[str], epochs: int) -> dict:
+def run_case(name: str, folder: Path, out: Path, extra: list[str], epochs: int, model: list[str]) -> dict:
     """One ``pyro-vae train`` in a fresh process; its images/s and peak RSS (of the largest process)."""
     command = [str(SCRIPT), "train", "--dataset", "folder", "--data-dir", str(folder), "--epochs", str(epochs),
-               "--out", str(out), *MODEL, *extra]  # fmt: skip
+               "--out", str(out), *model, *extra]  # fmt: skip
     wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
     start = time.perf_counter()
@@ -76,14 +79,18 @@ def main() -> None:
             folder = tmp / f"folder{size}"
             write_folder(folder, args.images + 1000, size)
             for mode, extra in (("in memory", []), ("streamed", ["--stream"])):
-                print(json.dumps(run_case(f"{size}x{size}x3 {mode}", folder, tmp / f"run{size}{mode[0]}", extra,
-                                          args.epochs)), flush=True)  # fmt: skip
+                report(run_case(f"speed {size}x{size}x3 {mode}", folder, tmp / f"run{size}{mode[0]}", extra, args.epochs,
+                                MIXTURE))  # fmt: skip
         if args.big_images:
-            folder = tmp / "big64"
-            write_folder(folder, args.big_images + 1000, 64, seed=1)
-            print(json.dumps(run_case("64x64x3 streamed, big folder", folder, tmp / "runbig", ["--stream"], 1)),
-                  flush=True)  # fmt: skip
+            folder = tmp / "big32"
+            write_folder(folder, args.big_images + 1000, 32, seed=1)
+            for n, where in ((args.images, tmp / "folder32"), (args.big_images, folder)):
+                for mode, extra in (("in memory", []), ("streamed", ["--stream"])):
+                    report(run_case(f"memory {n} images 32x32x3 {mode}", where, tmp / f"mem{n}{mode[0]}", extra, 1, CHEAP))
 
+
+def report(case: dict) -> None:
+    print(json.dumps(case), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -132,8 +132,11 @@ def train(ctx: click.Context, **opts) -> None:
         trainer = config.build(opts["out"], device=opts["device"], overwrite=opts["overwrite"],
                                progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
                                callbacks=callbacks)  # fmt: skip
+    for note in trainer.data.notes:  # what reading the data had to decide (an array's layout, streaming)
+        log(note)
+    stream = " (streamed from disk)" if trainer.data.stream else ""
     log(f"training on {trainer.data.device}: {trainer.data.config.describe()}, "
-        f"{trainer.data.count('train')} training images")  # fmt: skip
+        f"{trainer.data.count('train')} training images{stream}")  # fmt: skip
     trainer.fit()
     best = trainer.out_dir / BEST_NAME
     extra = [f"the best epoch's in {best}" if best.exists() else "",

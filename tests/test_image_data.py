@@ -247,10 +247,14 @@ def test_each_array_layout_reads_the_same_images(layout, tmp_path):
     assert not data.notes
 
 
-def test_an_ambiguous_array_shape_is_read_channels_last_and_said(tmp_path):
+def test_an_ambiguous_array_shape_is_read_channels_last_and_said(tmp_path, capsys):
     np.savez(tmp_path / "x.npz", train=np.zeros((5, 3, 4, 3), dtype=np.uint8))
     data = VAEData(DataConfig("array", "none", val_size=1, test_size=1, root=str(tmp_path / "x.npz")))
     assert data.image_shape == (3, 3, 4) and "read images shaped (5, 3, 4, 3) as (N, H, W, C)" in data.notes[0]
+    code, _, err = run_cli(["train", "--dataset", "array", "--data-dir", tmp_path / "x.npz", "--binarize", "none",
+                            "--likelihood", "gaussian", "--val-size", "1", "--test-size", "1", "--epochs", "1",
+                            "--out", tmp_path / "run", "--no-progress"], capsys)  # fmt: skip
+    assert code in (0, None) and "as (N, H, W, C)" in err
 
 
 def test_float_arrays_and_labels_and_alpha(tmp_path):
@@ -389,3 +393,37 @@ def test_an_in_memory_run_resumed_streamed_continues_the_same_run(data_dir, tmp_
     assert all(torch.equal(resumed.vae.state_dict()[k], v) for k, v in whole.vae.state_dict().items())
     with pytest.raises(ConfigError, match="data.channels cannot change on --resume"):
         pipeline.resume_run(first.checkpoint_path, changes={"data.channels": 3}, device="cpu")
+
+
+@pytest.mark.parametrize("likelihood, prior, net", [("gaussian", "vamp", "conv"), ("continuous-bernoulli", "mog", "mlp"),
+                                                    ("discretized-logistic", "standard-normal", "resnet")])
+def test_grey_level_likelihoods_and_priors_work_on_colour_images(likelihood, prior, net, tmp_path):
+    images = colour_images(40, 12, 10, seed=2)
+    np.savez(tmp_path / "c.npz", train=images[:32], test=images[32:])
+    config = tiny_config("array", tmp_path / "c.npz", binarize="none", val_size=8)
+    config = config.updated({"model.likelihood.name": likelihood, "model.prior.name": prior, "model.net.kind": net,
+                             "model.net.channels": [4, 8], "optimizer.batch_size": 8})  # fmt: skip
+    if prior == "vamp":
+        config = config.updated({"model.prior.num_components": 5})
+    trainer = train(config, tmp_path / "run")
+    result, _ = pipeline.evaluate_checkpoint(trainer.checkpoint_path, iw_samples=2, device="cpu")
+    result.check_agreement()
+    assert result.summary()["n"] == 8 and result.data_dim == 3 * 12 * 10
+    assert pipeline.sample_checkpoint(trainer.checkpoint_path, 3, device="cpu").shape == (3, 3, 12, 10)
+
+
+def test_a_missing_torchvision_set_outside_the_default_folder_is_not_downloaded(tmp_path):
+    for dataset in ("cifar10", "svhn", "celeba"):
+        with pytest.raises(DataError, match=f"no {dataset} dataset under"):
+            VAEData(DataConfig(dataset, "none", root=str(tmp_path)), splits=("test",))
+
+
+def test_a_grey_folder_with_class_subfolders_is_labelled_by_folder_name(data_dir, tmp_path):
+    images, _ = mnist_subset(data_dir, 12, 0)
+    write_images(tmp_path / "train", images, labels=[3 * (i % 2) for i in range(12)])  # classes "class0", "class3"
+    data = VAEData(DataConfig("folder", "none", val_size=2, test_size=2, root=str(tmp_path)))
+    assert data.image_shape == (1, 28, 28) and data.class_names == ["class0", "class3"]
+    order = sorted(range(12), key=lambda i: (f"class{3 * (i % 2)}", i))  # sorted path order: class by class
+    assert data.labels["train"].tolist() == [int(order[i] % 2) for i in range(8)]
+    expected = torch.from_numpy(images[order[:8]]).flatten(1).float() / 255
+    assert torch.equal(data.images["train"], expected)
