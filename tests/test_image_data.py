@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import pyro_vae
 from pyro_vae import DataConfig, NetConfig, RunConfig, VAEData, pipeline
 from pyro_vae.data.sources import _read_idx_split
 from pyro_vae.errors import ConfigError, DataError
@@ -116,6 +117,9 @@ def test_a_colour_model_trains_reloads_passes_the_check_and_samples(net, size, l
     code, _, err = run_cli(["encode", "--checkpoint", out / "ckpt.pt", "--out", tmp_path / "z.npz"], capsys)
     assert code in (0, None), err
     assert ("labels" in np.load(tmp_path / "z.npz").files) == labelled
+    code, _, err = run_cli(["export", out / "ckpt.pt", tmp_path / "exported"], capsys)
+    assert code in (0, None), err
+    assert pyro_vae.load(tmp_path / "exported").image_shape == (3, size, size)
     if not labelled:
         code, _, err = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--iw-samples", "0", "--by-class"], capsys)
         assert_one_line_error(code, err, "needs labelled images")
@@ -415,7 +419,7 @@ def test_grey_level_likelihoods_and_priors_work_on_colour_images(likelihood, pri
 def test_a_missing_torchvision_set_outside_the_default_folder_is_not_downloaded(tmp_path):
     for dataset in ("cifar10", "svhn", "celeba"):
         with pytest.raises(DataError, match=f"no {dataset} dataset under"):
-            VAEData(DataConfig(dataset, "none", root=str(tmp_path)), splits=("test",))
+            VAEData(DataConfig(dataset, "none"), tmp_path, splits=("test",))  # a folder given: never downloaded to
 
 
 def test_a_grey_folder_with_class_subfolders_is_labelled_by_folder_name(data_dir, tmp_path):
@@ -427,3 +431,13 @@ def test_a_grey_folder_with_class_subfolders_is_labelled_by_folder_name(data_dir
     assert data.labels["train"].tolist() == [int(order[i] % 2) for i in range(8)]
     expected = torch.from_numpy(images[order[:8]]).flatten(1).float() / 255
     assert torch.equal(data.images["train"], expected)
+
+
+def test_an_array_too_big_for_memory_is_refused_in_one_line(tmp_path, monkeypatch):
+    np.savez(tmp_path / "x.npz", train=colour_images(12, 8, 8))
+    monkeypatch.setattr("pyro_vae.data.vae_data.available_bytes", lambda device: 1000)
+    monkeypatch.setattr("pyro_vae.runtime.limits.available_bytes", lambda device: 1000)
+    from pyro_vae.errors import ResourceError
+
+    with pytest.raises(ResourceError, match="training images as float32 needs .*stream them"):
+        VAEData(DataConfig("array", "none", val_size=2, root=str(tmp_path / "x.npz")))

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError
 from ..options import Option, check_fields
-from ..runtime.limits import available_bytes, human_bytes
+from ..runtime.limits import available_bytes, check_fits, human_bytes
 from .images import image_bytes, materialise, to_unit
 from .sources import DATASETS, USER_SOURCES, Source, Store, holds, probe_shape, read_source
 
@@ -186,6 +186,8 @@ class VAEData:
             self.notes.append(f"the {len(store)} training images take {human_bytes(need)} as float32, more than half "
                               f"the free memory ({human_bytes(free)}): streaming them from disk (--stream)")  # fmt: skip
             return True
+        check_fits(need, f"the {len(store)} training images as float32", "stream them (--stream, from a folder or an "
+                   ".npy) or lower --train-limit", self.device)  # fmt: skip
         return False
 
     def _prepare(self, images: Tensor, split: str, fixed: bool = False) -> Tensor:
