@@ -52,7 +52,7 @@ class DataConfig:
     val_size: Annotated[int, Option("validation images carved from the end of the training set (when the source "
                                     "has no val split)", min=0)] = 5000  # fmt: skip
     test_size: Annotated[int | None, Option("test images carved from the end of the training set when the source "
-                                            "has no test split [default: val_size]", min=1)] = None  # fmt: skip
+                                            "has no test split [default: val_size]", min=0)] = None  # fmt: skip
     train_limit: Annotated[int | None, Option("use only the first N training images", min=1)] = None
     root: Annotated[str | None, Option(
         "where the data is: a torchvision root [default: $PYRO_VAE_DATA or ~/.cache/pyro-vae/data, downloaded "
