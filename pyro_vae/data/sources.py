@@ -129,8 +129,9 @@ def _no_download_hint(download: bool) -> str:
     return "" if download else " (omit --data-dir to download it, or point --data-dir at a torchvision root)"
 
 
-def _download(dataset: str, root: Path, download: bool, **kwargs) -> None:
-    """Have torchvision fetch ``dataset`` into ``root`` (checksums checked) unless its folder is there."""
+def _download(dataset: str, root: Path, download: bool, splits: tuple[dict, ...] = ({},)) -> None:
+    """Have torchvision fetch ``dataset`` into ``root`` (checksums checked) unless its folder is there; ``splits``:
+    the keyword arguments of each torchvision call it takes (SVHN downloads per split)."""
     if holds(dataset, root):
         return
     if not download:
@@ -139,9 +140,10 @@ def _download(dataset: str, root: Path, download: bool, **kwargs) -> None:
 
     cls = {"cifar10": torchvision.datasets.CIFAR10, "svhn": torchvision.datasets.SVHN,
            "celeba": torchvision.datasets.CelebA}[dataset]  # fmt: skip
+    target = root / SUBFOLDER[dataset] if dataset == "svhn" else root  # SVHN's files go straight into its root
     try:
-        for extra in kwargs.get("each", [{}]):
-            cls(str(root / "svhn") if dataset == "svhn" else str(root), download=True, **extra)
+        for kwargs in splits:
+            cls(str(target), download=True, **kwargs)
     except (RuntimeError, OSError) as exc:
         raise DataError(f"could not download {dataset} into {root}: {exc}") from None
 
@@ -194,7 +196,7 @@ def _svhn(root: Path, download: bool, channels, size) -> Source:
                 from scipy.io import loadmat
             except ImportError:
                 raise DataError("svhn's .mat files need scipy: pip install scipy (or pyro-vae[svhn])") from None
-            _download("svhn", root, download, each=[{"split": "train"}, {"split": "test"}])
+            _download("svhn", root, download, ({"split": "train"}, {"split": "test"}))
             path = root / "svhn" / f"{name}_32x32.mat"
             try:
                 mat = loadmat(str(path))
@@ -219,7 +221,7 @@ def _celeba(root: Path, download: bool, channels, size) -> Source:
 
     def split(index: int) -> Callable[[], tuple[Store, None]]:
         def read() -> tuple[Store, None]:
-            _download("celeba", root, download, each=[{"split": "all", "target_type": []}])
+            _download("celeba", root, download, ({"split": "all", "target_type": []},))
             try:
                 rows = [line.split() for line in partition.read_text().splitlines() if line.strip()]
                 names = [name for name, part in rows if int(part) == index]
