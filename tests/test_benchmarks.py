@@ -1,8 +1,10 @@
-"""Benchmarks are run on demand, not in the suite; this only checks that the throughput script runs."""
+"""Benchmarks are run on demand, not in the suite; this only checks that the scripts run (the GPU script as its
+CPU dry run, so it cannot rot while no GPU is at hand)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +30,22 @@ def test_throughput_benchmark_runs(tmp_path, data_dir):
     losses = [loop["final_train_loss"] for loop in result["loops"].values()]
     assert max(losses) - min(losses) < 0.05 * min(losses)
     assert "img/s" in proc.stdout and "x plain" in proc.stdout
+
+
+def test_the_gpu_script_dry_runs_on_a_cpu(tmp_path, data_dir):
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", ROOT / "benchmarks" / "gpu.sh", tmp_path / "out", "--data-dir", data_dir],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    tests = json.loads((out / "cuda_tests.json").read_text())
+    assert tests["failed"] == 0 and tests["tests"] == tests["passed"] + tests["skipped"] > 0
+    for net in ("mlp", "conv"):
+        assert set(json.loads((out / f"throughput-{net}.json").read_text())["loops"]) == {"plain", "stock-pyro", "pyro-vae"}
+    assert json.loads((out / "epoch.json").read_text())["images"] == 2000
+    reference = json.loads((out / "reference.json").read_text())
+    assert reference["test_elbo"] < 0 and reference["within_noise"] is None  # a 1-epoch dry run is no comparison
+    assert json.loads((out / "iwae5000.json").read_text())["k"] == 50
+    assert json.loads((out / "machine.json").read_text())["quick"] is True
+    summary = (out / "summary.md").read_text()
+    assert "QUICK dry run" in summary and "failed" not in summary.replace("0 failed", "")

@@ -8,7 +8,8 @@ from pyro_vae import ObjectiveConfig, evaluate
 from pyro_vae.runtime.devices import resolve_device
 from pyro_vae.pipeline import evaluate_checkpoint, load_model
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# `pytest -m cuda` (benchmarks/gpu.sh) selects these.
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def test_auto_picks_cuda():
@@ -64,3 +65,29 @@ def test_commands_run_a_cpu_checkpoint_on_the_gpu(trained, data_dir, tmp_path, c
     assert code == 0 and (tmp_path / "p" / "latent_scatter.png").is_file()
     assert run_cli(["sample", *common, "-n", 8, "--out", tmp_path / "s.png"], capsys)[0] == 0
     assert run_cli(["encode", *common, "--data-dir", data_dir, "--out", tmp_path / "l.npz"], capsys)[0] == 0
+
+
+def test_a_streamed_colour_run_on_the_gpu_equals_the_in_memory_one(tmp_path):
+    from test_image_data import colour_images, tiny_config, train, write_images
+
+    write_images(tmp_path / "data" / "train", colour_images(60, 16, 16))
+    runs = []
+    for stream in (False, True):
+        config = tiny_config("folder", tmp_path / "data", binarize="none", val_size=10, stream=stream, workers=1)
+        config = config.updated({"model.likelihood.name": "logistic-mixture", "model.net.kind": "resnet",
+                                 "model.net.channels": [8, 16], "optimizer.batch_size": 16})  # fmt: skip
+        trainer = config.build(tmp_path / f"run{stream}", device="cuda", progress=False)
+        trainer.fit()
+        runs.append(trainer)
+    held, streamed = runs
+    assert all(torch.equal(streamed.vae.state_dict()[k], v) for k, v in held.vae.state_dict().items())
+    result, _ = evaluate_checkpoint(streamed.checkpoint_path, split="val", iw_samples=5, device="cuda")
+    result.check_agreement()
+
+
+def test_a_gpu_index_that_does_not_exist_is_one_line(capsys, tmp_path):
+    from test_cli import assert_one_line_error, run_cli
+
+    missing = f"cuda:{torch.cuda.device_count()}"
+    code, _, err = run_cli(["train", "--device", missing, "--out", tmp_path / "run"], capsys)
+    assert_one_line_error(code, err, "CUDA GPU(s) exist")
