@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pyro_vae.training.callbacks import BEST_NAME
 from pyro_vae.training.trainer import CONFIG_NAME
 from pyro_vae.model.rebuild import trusted_module_names
 from pyro_vae.options import Setting, coerce
+from pyro_vae.runtime.threads import ThreadBudget
 
 POSITIVE = click.IntRange(min=1)
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy, and so pyro.set_rng_seed, accepts
@@ -90,6 +92,9 @@ def _overrides(opts: dict) -> dict:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help=f"a run config (TOML: OUT/{CONFIG_NAME}, configs/*.toml); options given here override it")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option("--threads", default="auto", show_default=True, metavar="auto|N",
+              help="CPU threads: auto sizes them before each epoch to the cores other processes leave free (at most "
+                   "torch's default; $OMP_NUM_THREADS, when set, fixes them); N fixes them")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help=f"run folder for ckpt.pt, metrics.jsonl and {CONFIG_NAME}")
 @click.option("--resume", default=None, metavar="CKPT",
@@ -110,6 +115,7 @@ def train(ctx: click.Context, **opts) -> None:
     from pyro_vae.training.callbacks import MLflowLogger, TensorBoard
 
     log = lambda message: click.echo(message, err=True)  # noqa: E731
+    threads = _threads(opts.pop("threads"))
     overrides = _overrides(opts)
     callbacks = [*([TensorBoard()] if opts["tensorboard"] else []), *([MLflowLogger()] if opts["mlflow"] else [])]
     if opts["resume"]:
@@ -132,6 +138,8 @@ def train(ctx: click.Context, **opts) -> None:
         trainer = config.build(opts["out"], device=opts["device"], overwrite=opts["overwrite"],
                                progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
                                callbacks=callbacks)  # fmt: skip
+    if threads is None and "OMP_NUM_THREADS" not in os.environ:
+        trainer.thread_budget = ThreadBudget(log)
     for note in trainer.data.notes:  # what reading the data had to decide (an array's layout, streaming)
         log(note)
     stream = " (streamed from disk)" if trainer.data.stream else ""
@@ -144,6 +152,22 @@ def train(ctx: click.Context, **opts) -> None:
              f"TensorBoard logs in {trainer.out_dir / 'tensorboard'}" if opts["tensorboard"] else ""]  # fmt: skip
     log(f"wrote {trainer.checkpoint_path}, {trainer.out_dir / 'metrics.jsonl'} and {trainer.out_dir / CONFIG_NAME}"
         + "".join(f"; {e}" for e in extra if e))
+
+
+def _threads(value: str) -> int | None:
+    """``--threads``: ``None`` for auto, else the fixed count (set here)."""
+    if value == "auto":
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if not 1 <= threads <= 4096:
+        raise ConfigError(f"--threads must be auto or a count from 1 to 4096, got {value!r}")
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _format_table(info: dict, s: dict) -> str:

@@ -38,6 +38,7 @@ from ..inference.bounds import evaluate
 from .callbacks import BEST_NAME, Callback, default_callbacks
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
 from ..data.vae_data import VAEData
+from ..runtime.threads import ThreadBudget
 from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError
 from ..inference.fast_svi import FastSVI, make_adam
 from ..runtime.limits import check_step_fits
@@ -159,6 +160,8 @@ class Trainer:
         self._partial: dict | None = None  # where in an epoch a signal stopped training (saved in the checkpoint)
         self.callbacks: list[Callback] = [*default_callbacks(), *callbacks]
         self.stop_requested = False  # a signal came: the epoch's checkpoint is written whatever the interval
+        # Set it (``pyro-vae train`` does) to size the CPU thread pool each epoch to the cores other processes leave.
+        self.thread_budget: ThreadBudget | None = None
         self._saved_epoch: int | None = None  # the (whole) epoch whose state OUT/ckpt.pt holds, if written here
 
     @property
@@ -202,12 +205,17 @@ class Trainer:
             if self._pending_rng is not None:
                 set_rng_state(self._pending_rng)
             # A scoped param store: nothing leaks in from (or out to) other models in this process.
+            budget = self.thread_budget if self.data.device.type == "cpu" else None
             with pyro.get_param_store().scope(), stop_requests() as stop, _no_pyro_nan_warnings():
                 for epoch in range(self.epoch + 1, self.config.schedule.epochs + 1):
+                    if budget is not None:
+                        budget.adjust()
                     self._fit_epoch(epoch, stop)
                 for callback in self.callbacks:
                     callback.on_run_end(self)
         finally:
+            if self.thread_budget is not None:
+                self.thread_budget.restore()
             self.lock.release()
         return self.metrics
 
