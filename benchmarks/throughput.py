@@ -7,7 +7,11 @@ Three training loops over the same networks, the same device-resident data and t
               ``torch.optim.Adam`` with its defaults, as in pytorch/examples' vae/main.py;
   stock-pyro  ``SVI(vae.model, vae.guide, pyro.optim.Adam, Trace_ELBO())`` stepped per batch, as in
               Pyro's VAE example (Pyro's default validation on);
-  pyro-vae    ``Trainer.train_epoch``: exactly the loop ``pyro-vae train`` runs.
+  pyro-vae    ``Trainer.train_epoch``: exactly the loop ``pyro-vae train`` runs;
+  numpyro, numpyro-scan
+              the peer: the same MLP VAE in NumPyro, a jitted step per batch / the epoch in one
+              ``lax.scan`` (``benchmarks/numpyro_vae.py``; run when ``pip install "pyro-vae[bench]"`` put
+              numpyro and jax there, MLP on the CPU only). Reported with their ratio of pyro-vae to them.
 
 Each round times one short epoch (``--train-images``, 100 batches by default) of each loop, in an
 order that rotates from round to round, after ``--warmup-rounds`` untimed rounds: short rounds, many
@@ -44,10 +48,13 @@ import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO
 from torch.utils.flop_counter import FlopCounterMode
 
+from numpyro_vae import NUMPYRO_LOOPS, NumPyroLoops
+from numpyro_vae import available as numpyro_available
 from pyro_vae import Bernoulli, DataConfig, NetConfig, RunConfig, StandardNormal, Trainer, VAE, VAEData
 from pyro_vae.training.trainer import epoch_seed
 
-LOOPS = ("plain", "stock-pyro", "pyro-vae")
+TORCH_LOOPS = ("plain", "stock-pyro", "pyro-vae")
+LOOPS = TORCH_LOOPS + NUMPYRO_LOOPS
 FULL_EPOCH = 60_000  # images in an MNIST training epoch: epoch times are quoted for this many
 
 
@@ -72,7 +79,7 @@ class Loops:
         self.args, self.data = args, data
         net = NetConfig(args.net, tuple(args.hidden))
         self.models = {}
-        for name in LOOPS:
+        for name in TORCH_LOOPS:
             pyro.set_rng_seed(0)
             self.models[name] = VAE(net, StandardNormal(args.latent_dim), Bernoulli(), image_shape=(1, 28, 28)).to(data.device)
         self.plain_optimizer = torch.optim.Adam(self.models["plain"].parameters(), lr=args.lr)
@@ -83,11 +90,17 @@ class Loops:
         # Nothing is written: the benchmark calls train_epoch, never fit or save.
         run_folder = tempfile.mkdtemp(prefix="throughput-")  # the Trainer locks its folder; it writes nothing here
         self.trainer = Trainer(self.models["pyro-vae"], data, config, run_folder, progress=False)
-        self.store = {name: {"params": {}, "constraints": {}} for name in LOOPS}
+        self.store = {name: {"params": {}, "constraints": {}} for name in TORCH_LOOPS}
+        self.numpyro = None
+        if set(args.loops) & set(NUMPYRO_LOOPS):
+            images = data.images["train"].cpu().numpy()
+            self.numpyro = NumPyroLoops(images, args.hidden[0], args.latent_dim, args.batch_size, args.lr)
 
-    def run(self, name: str, epoch: int) -> float:
-        """Train ``name`` for one epoch; returns the mean loss per image."""
+    def run(self, name: str, epoch: int) -> tuple[float, int]:
+        """Train ``name`` for one epoch; returns the mean loss per image and the images trained on."""
         seed = epoch_seed(0, epoch)  # the batches Trainer.train_epoch draws
+        if name in NUMPYRO_LOOPS:
+            return self.numpyro.run(name, seed)
         # Each loop has its own Pyro param store, as each would in its own process.
         with pyro.get_param_store().scope(self.store[name]) as state:
             if name == "pyro-vae":
@@ -101,7 +114,7 @@ class Loops:
                     n += x.shape[0]
                 loss = total / n
         self.store[name] = state
-        return loss
+        return loss, self.data.count("train")
 
 
 def synchronize(device: torch.device) -> None:
@@ -165,15 +178,15 @@ def benchmark(args: argparse.Namespace) -> dict:
                 torch.cuda.reset_peak_memory_stats(device)
             synchronize(device)
             start = time.perf_counter()
-            losses[name] = loops.run(name, round_ + 1)
+            losses[name], images = loops.run(name, round_ + 1)
             synchronize(device)
             seconds = time.perf_counter() - start
             if device.type == "cuda":
                 cuda_peak[name] = max(cuda_peak[name], torch.cuda.max_memory_allocated(device))
             if round_ >= args.warmup_rounds:
-                rates[name].append(n_images / seconds)
-            print(f"round {round_ + 1}{' (warm-up)' if round_ < args.warmup_rounds else ''}  {name:10s} "
-                  f"{n_images / seconds:9.0f} img/s  loss {losses[name]:.2f}", file=sys.stderr)  # fmt: skip
+                rates[name].append(images / seconds)
+            print(f"round {round_ + 1}{' (warm-up)' if round_ < args.warmup_rounds else ''}  {name:12s} "
+                  f"{images / seconds:9.0f} img/s  loss {losses[name]:.2f}", file=sys.stderr)  # fmt: skip
     result = {
         "command": " ".join(["python", *sys.argv]),
         "date": date.today().isoformat(),
@@ -202,6 +215,9 @@ def benchmark(args: argparse.Namespace) -> dict:
             per_round = [a / b for a, b in zip(rates[name], rates["plain"])]
             result["loops"][name]["ratio_to_plain_median"] = statistics.median(per_round)
             result["loops"][name]["ratio_to_plain_per_round"] = per_round
+    for peer in set(loops_run) & set(NUMPYRO_LOOPS) if "pyro-vae" in rates else ():
+        per_round = [a / b for a, b in zip(rates["pyro-vae"], rates[peer])]
+        result["loops"]["pyro-vae"][f"ratio_to_{peer}_median"] = statistics.median(per_round)
     if args.memory and device.type == "cpu":
         for name in loops_run:
             result["loops"][name].update(isolated_peak_memory(args, name))
@@ -222,11 +238,12 @@ def report(result: dict) -> str:
              f"784-{'-'.join(map(str, cfg['hidden']))}-{cfg['latent_dim']}, batch {cfg['batch_size']}, "
              f"{cfg['images_per_epoch']} images/epoch, {cfg['rounds']} rounds"]  # fmt: skip
     for name, e in result["loops"].items():
-        ratio = f"  {e['ratio_to_plain_median']:.3f}x plain" if "ratio_to_plain_median" in e else ""
+        ratio = "".join(f"  {e[f'ratio_to_{peer}_median']:.3f}x {peer}" for peer in ("plain", *NUMPYRO_LOOPS)
+                        if f"ratio_to_{peer}_median" in e)  # fmt: skip
         mem = f"  peak {e.get('peak_memory_mib', e.get('peak_rss_mib', float('nan'))):.0f} MiB" if (
             "peak_memory_mib" in e or "peak_rss_mib" in e) else ""  # fmt: skip
         bound = f"  {100 * e['fraction_of_flop_bound']:.0f}% of FLOP bound" if "fraction_of_flop_bound" in e else ""
-        lines.append(f"  {name:10s} {e['images_per_s_median']:9.0f} img/s (min {e['images_per_s_min']:.0f}, "
+        lines.append(f"  {name:12s} {e['images_per_s_median']:9.0f} img/s (min {e['images_per_s_min']:.0f}, "
                      f"max {e['images_per_s_max']:.0f}){ratio}{mem}{bound}")  # fmt: skip
     if "flops" in result:
         f = result["flops"]
@@ -248,13 +265,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=12_800, help="images per round (the first N of MNIST's train set)")
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--warmup-rounds", type=int, default=1)
-    p.add_argument("--loops", nargs="+", choices=LOOPS, default=list(LOOPS), help="which loops to time")
+    p.add_argument("--loops", nargs="+", choices=LOOPS, default=None,
+                   help="which loops to time [default: all; the NumPyro ones when installed, MLP on the CPU]")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU: measure each loop's peak RSS in its own process")
     p.add_argument("--flops", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.loops is None:
+        peer = numpyro_available() and args.net == "mlp" and args.device == "cpu"
+        args.loops = list(TORCH_LOOPS + (NUMPYRO_LOOPS if peer else ()))
+    if set(args.loops) & set(NUMPYRO_LOOPS) and not (numpyro_available() and args.net == "mlp"):
+        p.error('the NumPyro loops need numpyro and jax (pip install "pyro-vae[bench]") and --net mlp')
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ def test_throughput_benchmark_runs(tmp_path, data_dir):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
-    assert set(result["loops"]) == {"plain", "stock-pyro", "pyro-vae"}
+    assert {"plain", "stock-pyro", "pyro-vae"} <= set(result["loops"])  # (and NumPyro's, where the bench extra is)
     for name, loop in result["loops"].items():
         assert len(loop["images_per_s"]) == 2 and loop["images_per_s_median"] > 0, name
         assert loop["peak_rss_mib"] > loop["rss_before_training_mib"] > 0, name
