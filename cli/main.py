@@ -19,6 +19,7 @@ import click
 from click.core import ParameterSource
 
 from pyro_vae.config import RunConfig, read_table, settings, with_overrides
+from pyro_vae.data.sources import class_name
 from pyro_vae.errors import AgreementError, ConfigError, PyroVAEError, RunInterrupted
 from pyro_vae.training.callbacks import BEST_NAME
 from pyro_vae.training.trainer import CONFIG_NAME
@@ -202,18 +203,13 @@ def _format_table(info: dict, s: dict) -> str:
     return "\n".join(lines)
 
 
-def _class_name(info: dict, label: int) -> str:
-    names = info["class_names"]
-    return names[label] if names and 0 <= label < len(names) else str(label)
-
-
 def _format_by_class(info: dict, s: dict, rows: dict) -> str:
     iwae = f"IWAE K={s['iwae_k']}" if "iwae" in s else ""
     lines = [f"per class ({info['split']} split):",
              f"  {'class':<12} {'n':>6} {'ELBO':>18} {iwae:>18} {'recon':>9} {'KL':>8}"]  # fmt: skip
     pm = lambda row, key: f"{row[key]:9.2f} ± {row[key + '_stderr']:5.2f}" if key in row else ""  # noqa: E731
     for label, row in rows.items():
-        lines.append(f"  {_class_name(info, label):<12} {row['n']:>6} {pm(row, 'elbo'):>18} {pm(row, 'iwae'):>18} "
+        lines.append(f"  {class_name(info['class_names'], label):<12} {row['n']:>6} {pm(row, 'elbo'):>18} {pm(row, 'iwae'):>18} "
                      f"{row['recon']:9.2f} {row['kl']:8.2f}")  # fmt: skip
     return "\n".join(lines)
 
@@ -260,7 +256,7 @@ def elbo(**opts) -> None:
     if as_json:
         fields = {**info, **summary}
         if rows is not None:
-            fields["by_class"] = {label: {"name": _class_name(info, label), **row} for label, row in rows.items()}
+            fields["by_class"] = {label: {"name": class_name(info["class_names"], label), **row} for label, row in rows.items()}
         click.echo(json.dumps(_json_safe(fields), allow_nan=False))
     else:
         click.echo(_format_table(info, summary))

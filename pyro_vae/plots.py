@@ -20,6 +20,7 @@ from torchvision.utils import make_grid, save_image
 
 from .runtime.atomic import atomic_path
 from .errors import ConfigError
+from .data.sources import class_name
 from .inference.latents import posterior_moments
 from .model.vae import VAE
 
@@ -177,7 +178,7 @@ def latent_scatter(means: Tensor, labels: Tensor | None, class_names: list[str] 
     colours = colormaps["tab10"]
     for label in labels.unique().tolist():
         keep = labels == label
-        name = None if unlabelled else class_names[label] if class_names and label < len(class_names) else str(label)
+        name = None if unlabelled else class_name(class_names, label)
         ax.scatter(xy[keep, 0], xy[keep, 1], s=3, alpha=0.6, color=colours(label % 10), label=name, rasterized=True)
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])

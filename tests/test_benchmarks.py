@@ -41,7 +41,8 @@ def test_the_gpu_script_dry_runs_on_a_cpu(tmp_path, data_dir):
     tests = json.loads((out / "cuda_tests.json").read_text())
     assert tests["failed"] == 0 and tests["tests"] == tests["passed"] + tests["skipped"] > 0
     for net in ("mlp", "conv"):
-        assert set(json.loads((out / f"throughput-{net}.json").read_text())["loops"]) == {"plain", "stock-pyro", "pyro-vae"}
+        loops = set(json.loads((out / f"throughput-{net}.json").read_text())["loops"])
+        assert {"plain", "stock-pyro", "pyro-vae"} <= loops  # (and NumPyro's for the MLP, where the bench extra is)
     assert json.loads((out / "epoch.json").read_text())["images"] == 2000
     reference = json.loads((out / "reference.json").read_text())
     assert reference["test_elbo"] < 0 and reference["within_noise"] is None  # a 1-epoch dry run is no comparison

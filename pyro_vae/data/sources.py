@@ -45,6 +45,11 @@ CLASS_NAMES = {
 SUBFOLDER = {**IDX_SETS, "cifar10": "cifar-10-batches-py", "svhn": "svhn", "celeba": "celeba"}
 
 
+def class_name(names: list[str] | None, label: int) -> str:
+    """What to call class ``label``: its name when the source has one, else the number."""
+    return names[label] if names and 0 <= label < len(names) else str(label)
+
+
 @dataclass
 class Source:
     """The splits a source has (``"train"`` always; ``"val"``/``"test"`` when it brings them), each a thunk giving
@@ -252,11 +257,13 @@ def _folder(root: Path, download: bool, channels, size) -> Source:
                 raise DataError(f"no images under {root / name} (PNG, JPEG, BMP or WebP, found recursively)")
             labels = None
             if classes is not None:
-                unknown = {f.relative_to(root / name).parts[0] for f in files} - set(classes)
-                if unknown or any(len(f.relative_to(root / name).parts) < 2 for f in files):
+                parts = [f.relative_to(root / name).parts for f in files]
+                unknown = {p[0] for p in parts} - set(classes)
+                if unknown or any(len(p) < 2 for p in parts):
                     raise DataError(f"{root / name} has images outside the classes of train/ ({', '.join(classes)}): "
                                     f"{sorted(unknown)[0] if unknown else 'an image at the top level'}")  # fmt: skip
-                labels = torch.tensor([classes.index(f.relative_to(root / name).parts[0]) for f in files])
+                index = {c: i for i, c in enumerate(classes)}
+                labels = torch.tensor([index[p[0]] for p in parts])
             return FileStore(files, channels, size), labels
 
         return read

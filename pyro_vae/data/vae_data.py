@@ -10,8 +10,9 @@ Images come from a source (:mod:`pyro_vae.data.sources`: torchvision's sets, a f
   one fixed sample each (seed ``FIXED_BINARIZATION_SEED``), so bounds are comparable across runs.
 
 Splits: a source's own ``val``/``test`` splits are used when it has them; otherwise they are carved from the
-end of its training images, ``[train | val | test]``, with ``val_size`` and ``test_size`` images. The training images are held on the device, or with ``stream`` read from disk batch by batch by
-``workers`` processes (the same batches, so the same run); a lazy source too large for memory streams anyway.
+end of its training images, ``[train | val | test]``, with ``val_size`` and ``test_size`` images. The training
+images are held on the device, or with ``stream`` read from disk batch by batch by ``workers`` processes (the
+same batches, so the same run); a lazy source too large for memory streams anyway.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -202,22 +202,25 @@ class VAEData:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.config.shape)
 
+    @property
+    def data_dim(self) -> int:
+        return math.prod(self.image_shape)
+
     def count(self, split: str) -> int:
         """How many images ``split`` has."""
         return self.sizes.get(split, 0)
 
     def observed(self, split: str) -> Tensor:
         """Images of ``split`` as the model sees them at evaluation (binarized where the mode says)."""
-        if split == "train" and self.stream:
-            return self._prepare(materialise(self._train_store), "train", fixed=True)
-        if split == "train" and self.config.binarize == "dynamic":
-            return _binarize_fixed(self.images["train"].cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device)
-        return self.images[split]
+        return self.train_sample() if split == "train" else self.images[split]
 
-    def train_sample(self, n: int) -> Tensor:
-        """The first ``n`` training images as evaluation sees them (without reading a streamed training set)."""
+    def train_sample(self, n: int | None = None) -> Tensor:
+        """The first ``n`` (default: all) training images as evaluation sees them, with the training set's fixed
+        binarization (a prefix of the whole set's: the draws go image by image); a streamed set is read only
+        that far."""
+        n = self.count("train") if n is None else min(n, self.count("train"))
         if self.stream:
-            return self._prepare(self._train_store.get(np.arange(min(n, self.count("train")))), "train", fixed=True)
+            return self._prepare(materialise(self._train_store.subset(slice(0, n))), "train", fixed=True)
         x = self.images["train"][:n]
         return _binarize_fixed(x.cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device) \
             if self.config.binarize == "dynamic" else x
@@ -243,10 +246,6 @@ class VAEData:
                 batch = torch.bernoulli(batch, generator=bin_gen)
             yield batch
 
-    @property
-    def data_dim(self) -> int:
-        return math.prod(self.image_shape)
-
     def _held(self, indices: list[Tensor]) -> Iterator[Tensor]:
         x = self.images["train"]
         for index in indices:
@@ -261,8 +260,7 @@ class VAEData:
         for images in loader:
             if isinstance(images, str):  # a worker's DataError, passed back as its message
                 raise DataError(images)
-            x = to_unit(images.to(self.device)).flatten(1)
-            yield (x > 0.5).float() if self.config.binarize == "static" else x
+            yield self._prepare(images.to(self.device), "train")  # (levels cross to the device, not floats)
 
 
 class _Batches(torch.utils.data.Dataset):

@@ -129,7 +129,7 @@ class IndependentBernoulli(dist.Independent):
 
     torch's Bernoulli negates the per-pixel cross-entropy (an image-sized pass, forward and
     backward) and then ``Independent`` sums it; here the sum comes first and the negation touches
-    one number per image. Same value; on the 784-400-20 MLP at batch 128 the training step is about
+    one number per image. Same value; on the reference MLP (MNIST, 400 hidden, z = 20) at batch 128 the step is about
     6 % faster on CPU.
     """
 
@@ -140,6 +140,18 @@ class IndependentBernoulli(dist.Independent):
             self._validate_sample(value)
         logits, value = broadcast_all(self.base_dist.logits, value)
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
+
+
+def chained_locations(loc: Tensor, coeffs: Tensor, x: Tensor) -> Tensor:
+    r"""Channel locations ``(..., C, L)`` given the colour ``x`` (broadcastable) of the channels before:
+    :math:`\mu_R`, :math:`\mu_G + \alpha x_R`, :math:`\mu_B + \beta x_R + \gamma x_G` (``coeffs[..., 0..2, :]``
+    are :math:`\alpha, \beta, \gamma`); a grey image's location as it is."""
+    if loc.shape[-2] == 1:
+        return loc
+    a, b, c = coeffs[..., 0, :], coeffs[..., 1, :], coeffs[..., 2, :]
+    r, g = x[..., 0, :], x[..., 1, :]
+    loc = loc.expand(torch.broadcast_shapes(loc.shape, x.shape))
+    return torch.stack([loc[..., 0, :], loc[..., 1, :] + a * r, loc[..., 2, :] + b * r + c * g], dim=-2)
 
 
 class DiscretizedLogisticMixture(TorchDistribution):
@@ -175,27 +187,20 @@ class DiscretizedLogisticMixture(TorchDistribution):
             levels=self.levels, validate_args=False,
         )  # fmt: skip
 
-    def _means(self, x: Tensor) -> Tensor:
-        """Each component's channel locations given the channels before (``x``: ``(..., 1, C, L)``)."""
-        if self.loc.shape[-2] == 1:
-            return self.loc
-        a, b, c = self.coeffs[..., 0, :], self.coeffs[..., 1, :], self.coeffs[..., 2, :]
-        r, g = x[..., 0, :], x[..., 1, :]
-        loc = self.loc.expand(torch.broadcast_shapes(self.loc.shape, x.shape))
-        return torch.stack([loc[..., 0, :], loc[..., 1, :] + a * r, loc[..., 2, :] + b * r + c * g], dim=-2)
-
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
         x = value.unflatten(-1, self.loc.shape[-2:]).unsqueeze(-3)  # (..., 1, C, L)
-        per_channel = DiscretizedLogistic(self._means(x), self.scale, self.levels).log_prob(x)
+        locations = chained_locations(self.loc, self.coeffs, x)
+        per_channel = DiscretizedLogistic(locations, self.scale, self.levels).log_prob(x)
         joint = per_channel.sum(-2) + torch.log_softmax(self.logits, dim=-2)  # (..., K, L)
         return torch.logsumexp(joint, dim=-2).sum(-1)
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
         with torch.no_grad():
             shape = torch.Size(sample_shape) + self.batch_shape
-            k = dist.Categorical(logits=self.logits.movedim(-2, -1).expand(*shape, *self.logits.shape[-1:], -1)).sample()
+            logits = self.logits.movedim(-2, -1).expand(*shape, *self.logits.shape[-1:], -1)  # (..., L, K)
+            k = dist.Categorical(logits=logits).sample()
             pick = k.unsqueeze(-2).unsqueeze(-3)  # (..., 1, 1, L)
 
             def chosen(t: Tensor) -> Tensor:
@@ -204,13 +209,9 @@ class DiscretizedLogisticMixture(TorchDistribution):
 
             loc, scale, coeffs = chosen(self.loc), chosen(self.scale), chosen(self.coeffs)
             x = torch.zeros_like(loc)
-            for channel in range(loc.shape[-2]):
-                mean = loc[..., channel, :]
-                if channel == 1:
-                    mean = mean + coeffs[..., 0, :] * x[..., 0, :]
-                elif channel == 2:
-                    mean = mean + coeffs[..., 1, :] * x[..., 0, :] + coeffs[..., 2, :] * x[..., 1, :]
-                x[..., channel, :] = DiscretizedLogistic(mean, scale[..., channel, :], self.levels).sample()
+            for channel in range(loc.shape[-2]):  # each channel drawn given the ones already drawn
+                draw = DiscretizedLogistic(chained_locations(loc, coeffs, x), scale, self.levels).sample()
+                x[..., channel, :] = draw[..., channel, :]
             return x.flatten(-2)
 
     @property
@@ -218,8 +219,7 @@ class DiscretizedLogisticMixture(TorchDistribution):
         r"""Approximately :math:`\mathbb E[x]`: each component's locations chained through its own expected
         channels, clipped to [0, 1], averaged with the mixture weights (exact up to the clipping at 0 and 1)."""
         x = torch.zeros_like(self.loc)
-        for channel in range(self.loc.shape[-2]):
-            x = torch.where(torch.arange(self.loc.shape[-2], device=x.device).unsqueeze(-1) == channel,
-                            self._means(x).clamp(0, 1), x)  # fmt: skip
+        for _ in range(self.loc.shape[-2]):  # after pass c, channels 0..c hold their chained means
+            x = chained_locations(self.loc, self.coeffs, x).clamp(0, 1)
         weights = torch.softmax(self.logits, dim=-2).unsqueeze(-2)  # (..., K, 1, L)
         return (weights * x).sum(-3).flatten(-2)
