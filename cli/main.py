@@ -25,6 +25,7 @@ from pyro_vae.training.callbacks import BEST_NAME
 from pyro_vae.training.trainer import CONFIG_NAME
 from pyro_vae.model.rebuild import trusted_module_names
 from pyro_vae.options import Setting, coerce
+from pyro_vae.runtime import distributed
 from pyro_vae.runtime.threads import ThreadBudget
 
 POSITIVE = click.IntRange(min=1)
@@ -115,7 +116,7 @@ def train(ctx: click.Context, **opts) -> None:
 
     from pyro_vae.training.callbacks import MLflowLogger, TensorBoard
 
-    log = lambda message: click.echo(message, err=True)  # noqa: E731
+    log = _log_on_rank_0(distributed.join(opts["device"]))
     threads = _threads(opts.pop("threads"))
     overrides = _overrides(opts)
     callbacks = [*([TensorBoard()] if opts["tensorboard"] else []), *([MLflowLogger()] if opts["mlflow"] else [])]
@@ -153,6 +154,11 @@ def train(ctx: click.Context, **opts) -> None:
              f"TensorBoard logs in {trainer.out_dir / 'tensorboard'}" if opts["tensorboard"] else ""]  # fmt: skip
     log(f"wrote {trainer.checkpoint_path}, {trainer.out_dir / 'metrics.jsonl'} and {trainer.out_dir / CONFIG_NAME}"
         + "".join(f"; {e}" for e in extra if e))
+
+
+def _log_on_rank_0(group: distributed.Group):
+    """Progress lines on stderr, from rank 0 only in a job of several processes."""
+    return (lambda message: click.echo(message, err=True)) if group.is_main else (lambda message: None)
 
 
 def _threads(value: str) -> int | None:
@@ -247,22 +253,24 @@ def elbo(**opts) -> None:
     from pyro_vae import pipeline
 
     as_json, by_class = opts.pop("as_json"), opts.pop("by_class")
-    result, info = pipeline.evaluate_checkpoint(opts.pop("checkpoint"), **opts,
-                                                log=lambda message: click.echo(message, err=True))  # fmt: skip
+    group = distributed.join(opts["device"])
+    result, info = pipeline.evaluate_checkpoint(opts.pop("checkpoint"), **opts, log=_log_on_rank_0(group))
     if by_class and not info["labelled"]:
         raise ConfigError(f"--by-class needs labelled images; the {info['split']} split of {info['data']} has none")
     summary = result.summary()
     rows = result.by_class() if by_class else None
+    if group.is_main:  # every process has the numbers; rank 0 prints them
+        click.echo(_format_evaluation(info, summary, rows, as_json))
+    result.check_agreement()
+
+
+def _format_evaluation(info: dict, summary: dict, rows: dict | None, as_json: bool) -> str:
     if as_json:
         fields = {**info, **summary}
         if rows is not None:
             fields["by_class"] = {label: {"name": class_name(info["class_names"], label), **row} for label, row in rows.items()}
-        click.echo(json.dumps(_json_safe(fields), allow_nan=False))
-    else:
-        click.echo(_format_table(info, summary))
-        if rows is not None:
-            click.echo(_format_by_class(info, summary, rows))
-    result.check_agreement()
+        return json.dumps(_json_safe(fields), allow_nan=False)
+    return _format_table(info, summary) + ("" if rows is None else "\n" + _format_by_class(info, summary, rows))
 
 
 @cli.command()
@@ -399,7 +407,9 @@ def export(checkpoint: str, out_dir: str, push_to: str | None, trust_modules: tu
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"pyro-vae: error: {' '.join(str(message).split())}", err=True)
+    group = distributed.current()
+    rank = f"rank {group.rank}: " if group.parallel else ""  # (every process of a job reports its own error)
+    click.echo(f"pyro-vae: error: {rank}{' '.join(str(message).split())}", err=True)
     sys.exit(code)
 
 
@@ -436,6 +446,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _fail(f"out of memory ({str(exc).splitlines()[0][:160]}); lower the sizes (--hidden, --latent-dim, "
               "--batch-size, --particles, -n)", 1)  # fmt: skip
+    distributed.leave()
     sys.exit(code if isinstance(code, int) else 0)
 
 

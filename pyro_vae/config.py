@@ -42,6 +42,7 @@ from .model.vae import VAE
 from .options import Option, Setting, check_fields, dataclass_settings, flag_for
 from .runtime.atomic import atomic_path
 from .runtime.devices import resolve_device
+from .runtime.distributed import current, device_name
 from .runtime.limits import check_vae_fits
 from .training.callbacks import Callback
 from .training.run_lock import locked
@@ -105,13 +106,22 @@ class RunConfig:
     ) -> Trainer:
         """A :class:`Trainer` for this run in ``out_dir`` (which must not hold a checkpoint unless ``overwrite``).
         Everything is checked before any data is read; ``trust_modules``: modules besides ``pyro_vae`` whose
-        components the config may name; ``callbacks`` run after the built-in ones (TensorBoard, your own)."""
+        components the config may name; ``callbacks`` run after the built-in ones (TensorBoard, your own).
+        In a job of several processes each takes its own GPU for ``device`` (``cuda:LOCAL_RANK``), rank 0 alone
+        touches ``out_dir``, and an input error on any process stops all of them."""
+        group = current()
+        with group.together():
+            return self._build(Path(out_dir), device_name(device, group), overwrite, progress, log, trust_modules,
+                               callbacks)  # fmt: skip
+
+    def _build(self, out_dir: Path, device: str, overwrite: bool, progress: bool | None,
+               log: Callable[[str], None] | None, trust_modules: Iterable[str], callbacks: Sequence[Callback]
+               ) -> Trainer:  # fmt: skip
         self.validate(trust_modules)
         dev = resolve_device(device)
         check_vae_fits(lambda: self.untrained_model(trust_modules), dev, training=True)
-        out_dir = Path(out_dir)
         with locked(out_dir) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
-            if (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
+            if current().is_main and (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
                 raise ConfigError(
                     f"{out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with --resume "
                     f"{out_dir / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"

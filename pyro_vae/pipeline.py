@@ -1,7 +1,10 @@
 """Whole jobs, as the CLI runs them: start or resume a training run, evaluate a checkpoint.
 
 Each function takes plain arguments and returns library objects, so a script can do what the
-CLI does in one call.
+CLI does in one call. In a job of several processes (:mod:`pyro_vae.runtime.distributed`, the process group
+already started) rank 0 reads the checkpoint and hands it to the others, each process takes ``device``'s GPU of
+its own (``cuda:LOCAL_RANK``), an input error on any process stops all of them, and training and evaluation are
+shared out among them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .inference.latents import posterior_moments
 from .model.vae import VAE
 from .runtime.atomic import atomic_path
 from .runtime.devices import peak_memory_mib, reset_peak_memory, resolve_device
+from .runtime.distributed import current, device_name
 from .runtime.limits import check_disk, check_fits, check_vae_fits, chunk_size, meta_module
 from .sharing import best_validation, describe_component, n_parameters, read_model
 from .training.checkpoint import load_checkpoint, load_weights
@@ -52,9 +56,17 @@ def resume_run(
     folder; ``changes``: other settings a resumed run may change, by dotted key, e.g. ``{"data.stream": True}``;
     ``trust_modules``: modules besides ``pyro_vae`` whose components the checkpoint may rebuild, see
     :mod:`pyro_vae.model.rebuild`)."""
+    group = current()
+    with group.together():
+        return _resume_run(group, checkpoint, epochs, out_dir, data_dir, device_name(device, group), progress,
+                           plot_every, changes, log, trust_modules, callbacks)  # fmt: skip
+
+
+def _resume_run(group, checkpoint, epochs, out_dir, data_dir, device, progress, plot_every, changes, log,
+                trust_modules, callbacks) -> Trainer:  # fmt: skip
     if Path(checkpoint).is_dir():
         raise ConfigError(f"{checkpoint} is an exported model (weights only); resume from the run's ckpt.pt")
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = group.from_main(lambda: load_checkpoint(checkpoint))
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
     changes = {**(changes or {}), **{key: value for key, value in
                                      (("schedule.epochs", epochs), ("schedule.plot_every", plot_every)) if value is not None}}
@@ -87,9 +99,10 @@ def load_model(
 
 
 def _load(checkpoint: str | Path, device: str, trust_modules: Iterable[str]) -> tuple[VAE, RunConfig, dict]:
-    ckpt = read_model(checkpoint)
+    group = current()
+    ckpt = group.from_main(lambda: read_model(checkpoint))
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
-    dev = resolve_device(device)
+    dev = resolve_device(device_name(device, group))
     check_vae_fits(lambda: config.untrained_model(trust_modules), dev)
     return load_weights(config.untrained_model(trust_modules), ckpt).to(dev), config, ckpt
 
@@ -113,14 +126,16 @@ def evaluate_checkpoint(
     (what was evaluated, the IWAE chunk size, the seconds taken and the peak memory)."""
     if num_particles < 1 or iw_samples < 0 or batch_size < 1 or (limit is not None and limit < 1):
         raise ConfigError("--num-particles, --batch-size and --limit must be positive, --iw-samples >= 0")
-    vae, config, ckpt = _load(checkpoint, device, trust_modules)
-    device_ = next(vae.parameters()).device
-    x, labels, data_config, class_names = _checkpoint_data(config, split, data_dir, device_, limit)
-    vae.likelihood.check_data(x)
+    group = current()
+    with group.together():
+        vae, config, ckpt = _load(checkpoint, device, trust_modules)
+        device_ = next(vae.parameters()).device
+        x, labels, data_config, class_names = _checkpoint_data(config, split, data_dir, device_, limit)
+        vae.likelihood.check_data(x)
     reset_peak_memory(device_)
     start = time.perf_counter()
     result = evaluate(vae, x, num_particles=num_particles, iw_samples=iw_samples, batch_size=batch_size, seed=seed,
-                      labels=labels, progress=progress, log=log)  # fmt: skip
+                      labels=labels, progress=progress, log=log, group=group)  # fmt: skip
     seconds = time.perf_counter() - start
     peak_mib, peak_of = peak_memory_mib(device_)
     info = {
@@ -136,6 +151,7 @@ def evaluate_checkpoint(
         "prior": describe_component(config.model.prior),
         "guide": describe_component(config.model.guide),
         "device": str(device_),
+        "processes": group.world,
         "torch_threads": torch.get_num_threads(),
         "iwae_chunk": iwae_chunk(min(batch_size, x.shape[0]), x.shape[-1], iw_samples) if iw_samples else None,
         "seconds": seconds,

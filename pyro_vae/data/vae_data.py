@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
@@ -131,6 +131,16 @@ def _binarize_fixed(x: Tensor, mode: str, seed: int) -> Tensor:
     return x
 
 
+def _bernoulli_rows(p: Tensor, rows: slice, total: int, generator: torch.Generator) -> Tensor:
+    """Bernoulli draws of rows ``rows`` of a batch of ``total``, equal to those rows of the whole batch's draws: one
+    uniform per element in order whatever its probability, so the other rows can be zeros."""
+    if rows.start == 0 and rows.stop == total:
+        return torch.bernoulli(p, generator=generator)
+    whole = p.new_zeros(total, *p.shape[1:])
+    whole[rows] = p
+    return torch.bernoulli(whole, generator=generator)[rows]
+
+
 def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
@@ -225,12 +235,14 @@ class VAEData:
         return _binarize_fixed(x.cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device) \
             if self.config.binarize == "dynamic" else x
 
-    def train_batches(self, batch_size: int, seed: int, skip: int = 0) -> Iterator[Tensor]:
+    def train_batches(self, batch_size: int, seed: int, skip: int = 0,
+                      rows: Callable[[int], slice] | None = None) -> Iterator[Tensor]:  # fmt: skip
         """Shuffled training batches for one epoch, reproducible from ``seed`` (one per epoch), from batch
         ``skip`` on (the same batches the full epoch would give there: a run stopped mid-epoch resumes).
 
         Under dynamic binarization each batch is a fresh Bernoulli sample of its images; a streamed epoch draws
-        the same batches in the same order, so it gives the same run.
+        the same batches in the same order, so it gives the same run. ``rows(n)``: only these rows of each batch of
+        ``n`` (one process's share in a job), binarized with the draws they get in the whole batch.
         """
         n = self.count("train")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -240,10 +252,12 @@ class VAEData:
             for start in range(0, min(n, skip * batch_size), batch_size):  # the skipped batches' draws, in order
                 torch.bernoulli(torch.zeros(min(batch_size, n - start), self.data_dim, device=self.device),
                                 generator=bin_gen)  # fmt: skip
-        indices = [order[start : start + batch_size] for start in range(skip * batch_size, n, batch_size)]
-        for batch in (self._streamed(indices) if self.stream else self._held(indices)):
+        batches = [order[start : start + batch_size] for start in range(skip * batch_size, n, batch_size)]
+        shares = [slice(0, len(index)) if rows is None else rows(len(index)) for index in batches]
+        indices = [index[share] for index, share in zip(batches, shares)]
+        for batch, whole, share in zip(self._streamed(indices) if self.stream else self._held(indices), batches, shares):
             if bin_gen is not None:
-                batch = torch.bernoulli(batch, generator=bin_gen)
+                batch = _bernoulli_rows(batch, share, len(whole), bin_gen)
             yield batch
 
     def _held(self, indices: list[Tensor]) -> Iterator[Tensor]:

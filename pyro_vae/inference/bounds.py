@@ -31,6 +31,7 @@ from .analytic import AnalyticELBO, analytic_elbo
 from ..errors import AgreementError
 from .latents import ACTIVE_UNIT_THRESHOLD, active_units, latent_variances, posterior_moments
 from ..model.vae import VAE
+from ..runtime.distributed import SINGLE, Group
 
 AGREEMENT_Z_LIMIT = 4.0
 ROUNDING = 1e-6  # relative float32 error of a sum over ~1000 pixels: differences below it are not disagreement
@@ -260,6 +261,7 @@ def evaluate(
     latent_means: bool = True,
     progress: bool | None = False,
     log: Callable[[str], None] | None = None,
+    group: Group = SINGLE,
 ) -> Evaluation:
     r"""Evaluate ``vae`` on images ``x`` (on the model's device).
 
@@ -270,51 +272,65 @@ def evaluate(
     means (and so the active units). ``progress``: a progress bar in images
     (``None``: only on a terminal), advanced after every IWAE chunk. ``log`` is told, once, how long
     the evaluation will take when that is more than a minute (see :class:`_TimeLeft`).
+
+    In a job of several processes (``group``) batch :math:`i` is evaluated by rank :math:`i \bmod` world and the
+    per-image values are gathered on every rank: since a batch's draws depend only on the seed and its index,
+    the result is the one a single process computes, only sooner.
     """
     was_training = vae.training
     vae.eval()
-    pyro_elbo, an_elbo, recon, kl, iwae, means = [], [], [], [], [], []
-    kl_method = "analytic"
-    bar = tqdm(total=x.shape[0], desc=f"evaluating (K={iw_samples})" if iw_samples else "evaluating", unit="img",
-               disable=None if progress is None else not progress, leave=False, mininterval=0.5,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]")  # fmt: skip
+    starts = list(range(0, x.shape[0], batch_size))[group.rank :: group.world]
+    mine = sum(min(batch_size, x.shape[0] - start) for start in starts)
+    bar = tqdm(total=mine, desc=f"evaluating (K={iw_samples})" if iw_samples else "evaluating", unit="img",
+               disable=not group.is_main or (None if progress is None else not progress), leave=False,
+               mininterval=0.5, bar_format="{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]")
     passes = 2 * num_particles + iw_samples
-    clock = _TimeLeft(bar, log, f"evaluating {x.shape[0]} images" + (f" with K={iw_samples}" if iw_samples else ""))
+    clock = _TimeLeft(bar, log if group.is_main else None,
+                      f"evaluating {x.shape[0]} images" + (f" with K={iw_samples}" if iw_samples else ""))
+    batches = []
     try:
         with pyro.get_param_store().scope(), bar:  # keep evaluation out of the user's param store
-            for i, start in enumerate(range(0, x.shape[0], batch_size)):
+            for start in starts:
                 xb = x[start : start + batch_size]
-                batch_seed = seed * 1_000_003 + i
                 # Progress in images: each particle pass over the batch is one share of its work.
                 advance = lambda m, n=xb.shape[0]: clock.update(n * m / passes)  # noqa: E731
-                torch.manual_seed(batch_seed)
-                pyro_elbo.append(elbo_per_image(vae, xb, num_particles, advance).cpu())
-                torch.manual_seed(batch_seed)
-                terms = analytic_elbo_per_image(vae, xb, num_particles, advance)
-                an_elbo.append(terms.elbo.cpu())
-                recon.append(terms.recon.cpu())
-                kl.append(terms.kl.cpu())
-                kl_method = terms.kl_method
-                if iw_samples > 0:
-                    torch.manual_seed(batch_seed)
-                    iwae.append(iwae_bound(vae, xb, iw_samples, on_chunk=advance).cpu())
-                if latent_means:
-                    torch.manual_seed(batch_seed + 500_000)  # Monte Carlo moments (IAF guides) draw their own
-                    means.append(posterior_moments(vae, xb)[0].cpu())
+                batches.append(_evaluate_batch(vae, xb, seed * 1_000_003 + start // batch_size, num_particles,
+                                               iw_samples, latent_means, advance))  # fmt: skip
     finally:
         vae.train(was_training)
+    if group.parallel:  # batch i came from rank i mod world: deal them back into order
+        shares = group.gather(batches)
+        batches = [shares[i % group.world][i // group.world] for i in range(-(-x.shape[0] // batch_size))]
+    column = lambda key: torch.cat([b[key] for b in batches]) if batches and key in batches[0] else None  # noqa: E731
     return Evaluation(
-        elbo=torch.cat(pyro_elbo),
-        elbo_analytic=torch.cat(an_elbo),
-        recon=torch.cat(recon),
-        kl=torch.cat(kl),
-        iwae=torch.cat(iwae) if iwae else None,
+        elbo=column("elbo"),
+        elbo_analytic=column("elbo_analytic"),
+        recon=column("recon"),
+        kl=column("kl"),
+        iwae=column("iwae"),
         num_particles=num_particles,
         iwae_k=iw_samples,
-        kl_method=kl_method,
+        kl_method=batches[0]["kl_method"] if batches else "analytic",
         seed=seed,
         data_dim=x.shape[-1],
         discrete=getattr(vae.likelihood, "discrete", False),
-        posterior_mean=torch.cat(means) if means else None,
+        posterior_mean=column("posterior_mean"),
         labels=None if labels is None else labels.cpu(),
     )
+
+
+def _evaluate_batch(vae: VAE, xb: Tensor, batch_seed: int, num_particles: int, iw_samples: int, latent_means: bool,
+                    advance: Callable[[int], None]) -> dict:  # fmt: skip
+    """One batch's per-image bounds (CPU tensors), every pass from ``batch_seed``."""
+    torch.manual_seed(batch_seed)
+    out = {"elbo": elbo_per_image(vae, xb, num_particles, advance).cpu()}
+    torch.manual_seed(batch_seed)
+    terms = analytic_elbo_per_image(vae, xb, num_particles, advance)
+    out.update(elbo_analytic=terms.elbo.cpu(), recon=terms.recon.cpu(), kl=terms.kl.cpu(), kl_method=terms.kl_method)
+    if iw_samples > 0:
+        torch.manual_seed(batch_seed)
+        out["iwae"] = iwae_bound(vae, xb, iw_samples, on_chunk=advance).cpu()
+    if latent_means:
+        torch.manual_seed(batch_seed + 500_000)  # Monte Carlo moments (IAF guides) draw their own
+        out["posterior_mean"] = posterior_moments(vae, xb)[0].cpu()
+    return out

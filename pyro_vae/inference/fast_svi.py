@@ -21,6 +21,9 @@ What differs from ``SVI(model, guide, pyro.optim.Adam(...), loss)`` is only over
   the model's wiring, which does not change between steps; the data are checked once, before training,
   by the likelihood's ``check_data``, and each step checks its loss and gradients for NaN/inf before
   Adam uses them. On CPU the validation checks cost 0.5 ms of a 5.5 ms step.
+* In a job of several processes (:mod:`pyro_vae.runtime.distributed`) each computes the ELBO of its rows of the
+  global batch, with the latent noise those rows get in the whole batch (:mod:`pyro_vae.inference.global_noise`);
+  one all-reduce sums the gradients and the loss, and every process takes the same Adam step.
 * With ``JitTrace_ELBO``, the Python of Pyro's tracing (about 0.5 ms a step on CPU) runs only when a
   new batch shape is traced. Pyro's rules for jit apply: static model structure, no dependence on
   Python state outside the arguments. Each new trace is checked against the eager ``Trace_ELBO`` on
@@ -32,6 +35,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 
 import pyro
 import pyro.poutine as poutine
@@ -40,6 +44,10 @@ from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from torch import Tensor, nn
 
 from ..errors import ConfigError, TrainingError
+from ..runtime.distributed import SINGLE, Group
+from .global_noise import GlobalBatchNoise
+
+Shard = tuple[slice, int]  # this process's rows of a global batch, and the global batch's size
 
 
 def make_adam(params: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
@@ -59,8 +67,10 @@ class FastSVI:
     eagerly. The first step also runs the eager loss once with validation (as in every mode).
     """
 
-    def __init__(self, model: Callable, guide: Callable, optimizer: torch.optim.Optimizer, loss: ELBO) -> None:
-        self.model, self.guide, self.optimizer, self.loss = model, guide, optimizer, loss
+    def __init__(self, model: Callable, guide: Callable, optimizer: torch.optim.Optimizer, loss: ELBO,
+                 group: Group = SINGLE) -> None:  # fmt: skip
+        self.model, self.guide, self.optimizer, self.loss, self.group = model, guide, optimizer, loss, group
+        self.stopping = False  # (in a job) whether any process asked to stop at the last step
         self._param_list = [p for group in optimizer.param_groups for p in group["params"]]
         self.params = set(self._param_list)
         self.steps = 0
@@ -70,24 +80,47 @@ class FastSVI:
         # The eager twin of the loss: the reference each trace is checked against, and the fallback.
         self._eager = Trace_ELBO(num_particles=loss.num_particles, vectorize_particles=loss.vectorize_particles,
                                  max_plate_nesting=loss.max_plate_nesting) if self.jit else loss  # fmt: skip
-        # Stable wrappers (the jit cache is keyed by their ids) that drop the shape key before the model sees it.
-        self._model = lambda *args, _shapes=None, **kwargs: model(*args, **kwargs)
-        self._guide = lambda *args, _shapes=None, **kwargs: guide(*args, **kwargs)
+        # Stable wrappers (the jit cache is keyed by their ids) that drop the trace keys before the model sees them.
+        self._model = lambda *args, _shapes=None, _shard=None, **kwargs: model(*args, **kwargs)
+        self._guide = lambda *args, _shapes=None, _shard=None, **kwargs: guide(*args, **kwargs)
 
-    def step(self, *args, **kwargs) -> float:
-        """One gradient step on the loss; returns the loss estimate (the negative ELBO, summed over the batch)."""
-        if self.steps == 0:
-            self._check_parameters(*args, **kwargs)
-        if self.jit:
-            loss = self._jit_loss_and_grads(args, kwargs)
+    def step(self, *args, shard: Shard | None = None, stop: bool = False, **kwargs) -> float:
+        """One gradient step on the loss; returns the loss estimate (the negative ELBO, summed over the batch).
+
+        In a job, ``args`` hold this process's rows ``shard[0]`` of a global batch of ``shard[1]`` images; the loss
+        and gradients returned are the global batch's, and :attr:`stopping` says whether any process passed ``stop``.
+        """
+        if shard is not None and shard[0].stop == shard[0].start:  # no rows here (the end of an epoch)
+            loss = 0.0
         else:
-            with pyro.validation_enabled(False):
-                loss = self._eager.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            if self.steps == 0:
+                self._check_parameters(*args, **kwargs)
+            with GlobalBatchNoise(*shard) if shard is not None else nullcontext():
+                if self.jit:
+                    loss = self._jit_loss_and_grads(args, kwargs, shard)
+                else:
+                    with pyro.validation_enabled(False):
+                        loss = self._eager.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        if self.group.parallel:
+            loss = self._sum_over_processes(loss, stop)
         self._check_finite(loss)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
         return loss
+
+    def _sum_over_processes(self, loss: float, stop: bool) -> float:
+        """Every process's gradients, loss and stop request summed, in one all-reduce of one flat buffer."""
+        grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in self._param_list]
+        flat = torch.cat([*grads, torch.tensor([loss, float(stop)], dtype=grads[0].dtype, device=grads[0].device)])
+        self.group.sum(flat)
+        offset = 0
+        for p in self._param_list:
+            p.grad = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        total, stops = flat[offset:].tolist()
+        self.stopping = stops > 0
+        return total
 
     def _check_finite(self, loss: float) -> None:
         """Raise :class:`TrainingError` (gradients left in place, parameters untouched) if the loss or any
@@ -114,11 +147,14 @@ class FastSVI:
                 "make them nn.Parameters of the networks or components"
             )
 
-    def _jit_loss_and_grads(self, args: tuple, kwargs: dict) -> float:
+    def _jit_loss_and_grads(self, args: tuple, kwargs: dict, shard: Shard | None) -> float:
         device = next(a.device for a in args if isinstance(a, Tensor))
         args = tuple(a if isinstance(a, Tensor) else torch.as_tensor(a, dtype=torch.get_default_dtype(),
                                                                      device=device) for a in args)  # fmt: skip
         shapes = tuple(tuple(a.shape) for a in args)
+        if shard is not None:  # where the rows sit in the global batch is baked into the trace's noise draw
+            kwargs = {**kwargs, "_shard": (shard[0].start, shard[0].stop, shard[1])}
+            shapes = (*shapes, kwargs["_shard"])
         if shapes not in self._traced_shapes:
             return self._trace_and_check(args, kwargs, shapes)
         with pyro.validation_enabled(False):
@@ -138,7 +174,7 @@ class FastSVI:
             self.optimizer.zero_grad(set_to_none=True)
             _set_rng_state(rng)
             with torch.no_grad():
-                eager = self._eager.loss(self.model, self.guide, *args, **kwargs)
+                eager = self._eager.loss(self._model, self._guide, *args, **kwargs)
             _set_rng_state(rng)
             traced = self.loss.loss_and_grads(self._model, self._guide, *args, _shapes=shapes, **kwargs)
         if not abs(traced - eager) <= 1e-3 + 1e-5 * abs(eager):
@@ -152,7 +188,7 @@ class FastSVI:
         self.optimizer.zero_grad(set_to_none=True)
         _set_rng_state(rng)
         with pyro.validation_enabled(False):
-            return self._eager.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            return self._eager.loss_and_grads(self._model, self._guide, *args, **kwargs)
 
 
 def _rng_state() -> dict:

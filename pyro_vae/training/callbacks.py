@@ -9,6 +9,10 @@ A :class:`Callback` has three hooks, called by :class:`~pyro_vae.training.traine
   ``trainer.metrics``; :class:`Validation` adds ``val_elbo`` to it, so it comes first);
 * ``on_run_end(trainer)`` when the last epoch is done.
 
+In a job of several processes (:mod:`pyro_vae.runtime.distributed`) callbacks run on rank 0 only, which writes
+and speaks for the job, except those with ``every_rank = True`` (:class:`Validation`, whose evaluation is shared
+out among the processes).
+
 Callbacks watch; they never change the run's numbers: each epoch's random draws are seeded from
 ``(seed, epoch)``, and a callback that draws (pictures) does so under a forked RNG (a test checks that a run
 with every callback gives bit-identical weights to one without).
@@ -33,6 +37,8 @@ BEST_NAME = "best.pt"
 class Callback:
     """Base class: override the hooks you need."""
 
+    every_rank = False  # in a job, run on every process (True) or on rank 0 only
+
     def on_step_end(self, trainer: Trainer, epoch: int, step: int, loss: float) -> None:
         """After each optimisation step."""
 
@@ -45,6 +51,8 @@ class Callback:
 
 class Validation(Callback):
     """The validation ELBO (one particle, seeded) into ``record["val_elbo"]``; ``None`` without a validation split."""
+
+    every_rank = True
 
     def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
         record["val_elbo"] = trainer.validation_elbo()

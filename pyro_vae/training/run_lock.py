@@ -1,7 +1,8 @@
 """One writer per run folder: an exclusive ``flock`` on ``OUT/.lock``.
 
 A training process takes the lock before it touches anything in its run folder and holds it until
-it is done. A second trainer pointed at the same folder (with ``--overwrite`` or ``--resume``) is
+it is done (in a job of several processes, rank 0 does, for the job: the others never touch the folder). A
+second trainer pointed at the same folder (with ``--overwrite`` or ``--resume``) is
 refused with the first one's pid instead of interleaving its checkpoints and metrics with the first.
 The kernel releases a ``flock`` when the process that holds it dies, however it dies, so a killed
 run never leaves a stale lock behind; the file itself stays (removing it would race with a new taker).
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import RunInUseError
+from ..runtime.distributed import current
 
 try:
     import fcntl
@@ -23,6 +25,7 @@ except ImportError:  # pragma: no cover - Windows: no flock, runs are not locked
     fcntl = None
 
 LOCK_NAME = ".lock"
+_RANK_0_HOLDS_IT = object()  # what a lock of another rank holds: rank 0's lock stands for the whole job
 
 
 class RunFolderLock:
@@ -38,6 +41,9 @@ class RunFolderLock:
 
     def acquire(self) -> RunFolderLock:
         if self.held:
+            return self
+        if not current().is_main:
+            self._file = _RANK_0_HOLDS_IT
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
         f = open(self.folder / LOCK_NAME, "a+")
@@ -57,9 +63,9 @@ class RunFolderLock:
         return self
 
     def release(self) -> None:
-        if self._file is not None:
+        if self._file is not None and self._file is not _RANK_0_HOLDS_IT:
             self._file.close()  # closing the descriptor releases the flock
-            self._file = None
+        self._file = None
 
     def __enter__(self) -> RunFolderLock:
         return self.acquire()

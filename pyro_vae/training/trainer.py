@@ -14,6 +14,12 @@ binarization, the guide's samples), so a run resumed from a checkpoint continues
 uninterrupted run would have. SIGINT/SIGTERM stop it after the current step with a checkpoint that
 records the step (:mod:`pyro_vae.training.stopping`); a non-finite loss or gradient stops it before the
 optimiser uses it, keeping the last good checkpoint.
+
+In a job of several processes (``torchrun``; :mod:`pyro_vae.runtime.distributed`) every process runs this
+loop on its rows of each global batch of ``batch_size`` and takes the same step (:class:`FastSVI` sums the
+gradients); rank 0 alone writes the run folder and speaks. The batches and every random draw depend on the seed,
+the step and the image, not on the process, so any number of processes follows one process's run up to float
+rounding, and a checkpoint resumes at any world size. A process that dies or stops answering ends the job.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
+import signal
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +47,7 @@ from ..inference.bounds import evaluate
 from .callbacks import BEST_NAME, Callback, default_callbacks
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
 from ..data.vae_data import VAEData
+from ..runtime.distributed import PeerError, current
 from ..runtime.threads import ThreadBudget
 from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError
 from ..inference.fast_svi import FastSVI, make_adam
@@ -112,6 +122,21 @@ def _write_together(files: dict[Path, Callable[[Path], None]]) -> None:
             write(tmp)
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host still runs (a killed child not yet reaped is a zombie: gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of ``epoch``'s draws; within the 32 bits ``pyro.set_rng_seed`` (numpy) accepts."""
     return (seed * 100_003 + epoch) % 2**32
@@ -148,21 +173,31 @@ class Trainer:
         self.config = dataclasses.replace(config, model=ModelConfig.of(vae), data=recorded_data)
         self.vae, self.data = vae, data
         self.out_dir = Path(out_dir)
+        self.group = current()  # this process's place in a job (rank 0 of 1 without one)
+        self._check_shardable(data.count("train"), config.optimizer.batch_size)
+        self._peers: list[tuple[str, int]] = []  # (host, pid) of every rank, to name one that dies
         self.lock = (lock or RunFolderLock(self.out_dir)).acquire()
-        self.progress = progress
-        self.log = log or (lambda message: None)
+        self.progress = progress if self.group.is_main else False
+        self.log = (log or (lambda message: None)) if self.group.is_main else (lambda message: None)
         self.optimizer = make_adam(vae.parameters(), config.optimizer.lr, config.optimizer.adam_eps)
-        self.svi = FastSVI(vae.model, vae.guide, self.optimizer, config.objective.make())
+        self.svi = FastSVI(vae.model, vae.guide, self.optimizer, config.objective.make(), group=self.group)
         self._said_no_jit = False
         self.epoch = 0
         self.metrics: list[dict] = []
         self._pending_rng: dict | None = None
         self._partial: dict | None = None  # where in an epoch a signal stopped training (saved in the checkpoint)
-        self.callbacks: list[Callback] = [*default_callbacks(), *callbacks]
+        self.callbacks: list[Callback] = [c for c in (*default_callbacks(), *callbacks)
+                                          if self.group.is_main or c.every_rank]  # fmt: skip
         self.stop_requested = False  # a signal came: the epoch's checkpoint is written whatever the interval
         # Set it (``pyro-vae train`` does) to size the CPU thread pool each epoch to the cores other processes leave.
         self.thread_budget: ThreadBudget | None = None
         self._saved_epoch: int | None = None  # the (whole) epoch whose state OUT/ckpt.pt holds, if written here
+
+    def _check_shardable(self, n_train: int, batch_size: int) -> None:
+        world = self.group.world
+        if world > 1 and min(n_train, batch_size) < world:
+            raise DataError(f"{world} processes need a batch of at least {world} images (--batch-size {batch_size}, "
+                            f"{n_train} training images)")  # fmt: skip
 
     @property
     def checkpoint_path(self) -> Path:
@@ -199,9 +234,13 @@ class Trainer:
         """Train until ``config.epochs`` epochs are done; returns the per-epoch metrics."""
         self.lock.acquire()
         try:
-            remove_temporaries(self.out_dir, (CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, CONFIG_NAME))  # a killed writer's
-            self.config.write_toml(self.out_dir / CONFIG_NAME)  # the run, repeatable with train --config
-            write_metrics(self.out_dir / METRICS_NAME, self.metrics)  # exactly the checkpoint's epochs
+            if self.group.is_main:
+                remove_temporaries(self.out_dir, (CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, CONFIG_NAME))  # a killed writer's
+                self.config.write_toml(self.out_dir / CONFIG_NAME)  # the run, repeatable with train --config
+                write_metrics(self.out_dir / METRICS_NAME, self.metrics)  # exactly the checkpoint's epochs
+            if self.group.parallel:  # (collectives wait until here: building may fail on one rank alone)
+                self.group.broadcast_parameters(self.vae)  # one seed built them all alike; a caller's may differ
+                self._peers = self.group.gather((socket.gethostname(), os.getpid()))
             if self._pending_rng is not None:
                 set_rng_state(self._pending_rng)
             # A scoped param store: nothing leaks in from (or out to) other models in this process.
@@ -210,7 +249,8 @@ class Trainer:
                 for epoch in range(self.epoch + 1, self.config.schedule.epochs + 1):
                     if budget is not None:
                         budget.adjust()
-                    self._fit_epoch(epoch, stop)
+                    with self._peers_answer(epoch):
+                        self._fit_epoch(epoch, stop)
                 for callback in self.callbacks:
                     callback.on_run_end(self)
         finally:
@@ -233,6 +273,29 @@ class Trainer:
             callback.on_epoch_end(self, record)
         if stop.signum and epoch < self.config.schedule.epochs:
             raise self._interrupted(stop, f"after epoch {epoch}")
+
+    @contextmanager
+    def _peers_answer(self, epoch: int) -> Iterator[None]:
+        """A collective that fails (a process died, or stopped answering for the process group's timeout) ends
+        this one too, with one line naming the lost process where it can tell and how to go on."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if not self.group.parallel or not isinstance(exc, torch.distributed.DistError):
+                raise
+            saved = self.checkpoint_path
+            raise PeerError(
+                f"{self._lost_peer()} during epoch {epoch} ({str(exc).splitlines()[0][:160]}); {saved} holds the last "
+                f"checkpoint: continue with pyro-vae train --resume {saved} (any number of processes)"
+            ) from None
+
+    def _lost_peer(self) -> str:
+        """Which process of the job is gone: one on this host whose pid no longer exists, if any."""
+        here = socket.gethostname()
+        for rank, (host, pid) in enumerate(self._peers):
+            if host == here and rank != self.group.rank and not _alive(pid):
+                return f"rank {rank} (pid {pid}) died"
+        return "another process of the job failed or stopped answering"
 
     def _interrupted(self, stop: StopRequest, where: str) -> RunInterrupted:
         path = self.checkpoint_path
@@ -261,16 +324,22 @@ class Trainer:
         disable = None if self.progress is None else not self.progress  # None: only on a terminal
         bar = tqdm(total=n_train, initial=seen, desc=f"epoch {epoch}/{epochs}", unit="img", leave=False,
                    disable=disable, mininterval=0.5)  # fmt: skip
-        batches = self.data.train_batches(batch_size, seed, skip=partial["step"])
+        group = self.group if self.group.parallel else None
+        batches = self.data.train_batches(batch_size, seed, skip=partial["step"], rows=group and group.rows)
         with _gc_skips_older_objects(), bar:
             for step, x in enumerate(batches, start=partial["step"]):
                 beta = cfg.objective.kl_weight((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
-                loss = self._step(x, beta, epoch, step)  # the negative objective summed over the batch
+                size = min(batch_size, n_train - step * batch_size)  # the global batch's (x holds our rows of it)
+                shard = None if group is None else (group.rows(size), size)
+                stopping = stop is not None and stop.signum is not None
+                loss = self._step(x, beta, epoch, step, shard, stopping)  # the negative objective summed over the batch
+                if self.svi.stopping and stop is not None and stop.signum is None:  # another process was signalled
+                    stop.signum = signal.SIGTERM
                 total += loss
                 for callback in self.callbacks:
                     callback.on_step_end(self, epoch, step, loss)
-                seen += x.shape[0]
-                bar.update(x.shape[0])
+                seen += size
+                bar.update(size)
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{total / seen:.2f}")
                 if stop is not None and stop.signum is not None and seen < n_train:
@@ -284,10 +353,10 @@ class Trainer:
         return {"epoch": epoch, "train_loss": total / seen, "val_elbo": None, "beta": beta, "lr": lr,
                 "seconds": seconds, "images_per_s": seen / seconds}  # fmt: skip
 
-    def _step(self, x: torch.Tensor, beta: float, epoch: int, step: int) -> float:
+    def _step(self, x: torch.Tensor, beta: float, epoch: int, step: int, shard, stopping: bool) -> float:
         """One SVI step; a non-finite loss or gradient stops the run before Adam applies it."""
         try:
-            return self.svi.step(x, beta)
+            return self.svi.step(x, beta, shard=shard, stop=stopping)
         except TrainingError as exc:
             bad = [name for name, p in self.vae.pyro_named_parameters().items()
                    if p.grad is not None and not bool(p.grad.isfinite().all())]  # fmt: skip
@@ -302,17 +371,23 @@ class Trainer:
         val = self.data.images.get("val")
         if val is None or val.shape[0] == 0:
             return None
-        return evaluate(self.vae, val, iw_samples=0, seed=self.config.seed, latent_means=False).summary()["elbo"]
+        return evaluate(self.vae, val, iw_samples=0, seed=self.config.seed, latent_means=False,
+                        group=self.group).summary()["elbo"]  # fmt: skip
 
     def write_metrics(self) -> None:
-        """``OUT/metrics.jsonl`` from :attr:`metrics`, atomically."""
+        """``OUT/metrics.jsonl`` from :attr:`metrics`, atomically (rank 0 only)."""
+        if not self.group.is_main:
+            return
         self._write(self.out_dir / METRICS_NAME, lambda: write_metrics(self.out_dir / METRICS_NAME, self.metrics))
 
     def save(self, path: str | Path | None = None, *, with_metrics: bool = False) -> None:
         """Write the checkpoint (to ``OUT/ckpt.pt`` unless ``path`` is given) atomically; on failure (a full disk)
         the previous one stays as it was. ``with_metrics``: ``OUT/metrics.jsonl`` is committed with it, renamed
         right after it, so the two agree on disk. When ``OUT/ckpt.pt`` already holds this very state
-        (``best.pt`` of an epoch just checkpointed), it is linked instead of written again."""
+        (``best.pt`` of an epoch just checkpointed), it is linked instead of written again. In a job only rank 0
+        writes (every process holds the same state)."""
+        if not self.group.is_main:
+            return
         path = Path(path) if path is not None else self.checkpoint_path
         if path != self.checkpoint_path and self._saved_epoch == self.epoch and self._partial is None:
             self._write(path, lambda: atomic_copy(self.checkpoint_path, path))
