@@ -24,6 +24,7 @@ single-process code pays nothing.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,24 @@ T = TypeVar("T")
 
 class PeerError(PyroVAEError):
     """Another process of the job failed; this one stops with it."""
+
+
+class CollectiveError(PeerError):
+    """A collective did not complete: a process died (its connections broke) or stopped answering (timeout)."""
+
+
+@contextmanager
+def _collective(what: str) -> Iterator[None]:
+    try:
+        yield
+    except RuntimeError as exc:  # Gloo and NCCL report a lost peer or a timeout as a RuntimeError
+        raise CollectiveError(f"{what} failed: {_first_sentence(str(exc))}") from None
+
+
+def _first_sentence(text: str) -> str:
+    """``"[.../pair.cc:561] Connection closed by peer [127.0.0.1]:39576. This is typically..."`` -> the middle."""
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text.splitlines()[0] if text else "")
+    return text.split(". ")[0][:200]
 
 
 @dataclass(frozen=True)
@@ -71,7 +90,8 @@ class Group:
     def sum(self, tensor: Tensor) -> Tensor:
         """``tensor`` summed over the ranks, in place."""
         if self.parallel:
-            dist.all_reduce(tensor)
+            with _collective("all-reduce"):
+                dist.all_reduce(tensor)
         return tensor
 
     def gather(self, value: T) -> list[T]:
@@ -79,7 +99,8 @@ class Group:
         if not self.parallel:
             return [value]
         out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, value)
+        with _collective("all-gather"):
+            dist.all_gather_object(out, value)
         return out
 
     def broadcast(self, value: T) -> T:
@@ -87,14 +108,16 @@ class Group:
         if not self.parallel:
             return value
         box = [value if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
+        with _collective("broadcast"):
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Rank 0's parameters and buffers in every rank's ``module`` (as DDP does when it wraps a model)."""
         if self.parallel:
-            for tensor in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(tensor.data, src=0)
+            with _collective("broadcast"):
+                for tensor in [*module.parameters(), *module.buffers()]:
+                    dist.broadcast(tensor.data, src=0)
 
     def from_main(self, compute: Callable[[], T]) -> T:
         """``compute()`` on rank 0 only (reading a file only it may have), its result on every rank; an input error

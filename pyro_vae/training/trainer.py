@@ -47,7 +47,7 @@ from ..inference.bounds import evaluate
 from .callbacks import BEST_NAME, Callback, default_callbacks
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
 from ..data.vae_data import VAEData
-from ..runtime.distributed import PeerError, current
+from ..runtime.distributed import CollectiveError, PeerError, current
 from ..runtime.threads import ThreadBudget
 from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError
 from ..inference.fast_svi import FastSVI, make_adam
@@ -280,13 +280,11 @@ class Trainer:
         this one too, with one line naming the lost process where it can tell and how to go on."""
         try:
             yield
-        except RuntimeError as exc:
-            if not self.group.parallel or not isinstance(exc, torch.distributed.DistError):
-                raise
+        except CollectiveError as exc:
             saved = self.checkpoint_path
             raise PeerError(
-                f"{self._lost_peer()} during epoch {epoch} ({str(exc).splitlines()[0][:160]}); {saved} holds the last "
-                f"checkpoint: continue with pyro-vae train --resume {saved} (any number of processes)"
+                f"{self._lost_peer()} during epoch {epoch} ({exc}); {saved} holds the last checkpoint: continue "
+                f"with pyro-vae train --resume {saved} (any number of processes)"
             ) from None
 
     def _lost_peer(self) -> str:

@@ -1,0 +1,269 @@
+"""Many processes, one run: torchrun jobs on the CPU (Gloo, 127.0.0.1) against one process.
+
+The jobs are real ``torchrun`` launches of the installed command (and of ``python -m pyro_vae``); a job of two
+processes must train the weights one process trains (up to float rounding), print the same bounds, write only
+from rank 0, stop together when one process fails, and leave a checkpoint that resumes at any world size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from pyro.infer import Trace_ELBO
+
+from pyro_vae.inference.global_noise import GlobalBatchNoise
+from pyro_vae.runtime.distributed import Group
+from pyro_vae.data.vae_data import _bernoulli_rows
+from pyro_vae.training.checkpoint import load_checkpoint
+
+from conftest import small_config
+
+SCRIPT = Path(sys.executable).parent / "pyro-vae"
+RUN = ["--train-limit", "1000", "--val-size", "300", "--hidden", "64", "--latent-dim", "8", "--batch-size", "101",
+       "--seed", "3", "--no-progress"]  # fmt: skip
+EVAL = ["--limit", "1100", "--batch-size", "250", "--iw-samples", "20", "--json"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str], nproc: int = 2, launcher: list[str] | None = None, timeout: float = 300,
+             **popen) -> subprocess.CompletedProcess:  # fmt: skip
+    """``torchrun --nproc-per-node nproc [launcher] pyro-vae ARGS`` on a free local port."""
+    launcher = launcher or ["--master-port", str(free_port())]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *launcher,
+               "--no-python", str(SCRIPT), *map(str, args)]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def one_process(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model_state"]
+
+
+def assert_same_weights(a: Path, b: Path, tol: float = 1e-5) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert worst < tol, f"weights differ by up to {worst}"
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+# -- the pieces, in one process ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 101, 128])
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_rows_split_a_batch_in_rank_order(n, world):
+    shares = [Group(rank, world).rows(n) for rank in range(world)]
+    assert shares[0].start == 0 and shares[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(shares, shares[1:]))
+    sizes = [s.stop - s.start for s in shares]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_bernoulli_rows_are_the_rows_of_the_whole_batch():
+    p = torch.rand(11, 30)
+    whole = torch.bernoulli(p, generator=torch.Generator().manual_seed(5))
+    for rows in (slice(0, 6), slice(6, 11), slice(3, 4)):
+        part = _bernoulli_rows(p[rows], rows, 11, torch.Generator().manual_seed(5))
+        assert torch.equal(part, whole[rows])
+
+
+@pytest.mark.parametrize("guide", ["diagonal", "full-cov", "iaf"])
+@pytest.mark.parametrize("objective,particles", [("trace", 1), ("trace", 3), ("iwae", 4)])
+def test_shards_give_the_whole_batch_loss_and_gradients(guide, objective, particles):
+    """Each shard's Trace_ELBO with the whole batch's noise: the losses and the gradients add up to the whole's."""
+    config = small_config(".", objective=objective, particles=particles).updated({"model.guide.name": guide})
+    vae, loss = config.build_model(), config.objective.make()
+    if objective == "trace":  # eager: the comparison needs no trace per shard
+        loss = Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
+    x = torch.rand(10, 784).bernoulli()
+
+    def grads():
+        out = torch.cat([p.grad.flatten() for p in vae.parameters() if p.grad is not None])
+        vae.zero_grad(set_to_none=True)
+        return out
+
+    torch.manual_seed(0)
+    whole = loss.loss_and_grads(vae.model, vae.guide, x)
+    g_whole = grads()
+    parts = 0.0
+    for rows in (slice(0, 4), slice(4, 10)):
+        torch.manual_seed(0)
+        with GlobalBatchNoise(rows, 10):
+            parts += loss.loss_and_grads(vae.model, vae.guide, x[rows])
+    assert parts == pytest.approx(whole, rel=1e-6)
+    assert torch.allclose(grads(), g_whole, atol=1e-4, rtol=1e-4)
+
+
+# -- jobs ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, data_dir):
+    """The reference: one process, two epochs (traced step)."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    ok(one_process(["train", "--data-dir", data_dir, *RUN, "--epochs", 2, "--out", out]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, data_dir):
+    """The same run as two processes (torchrun, Gloo)."""
+    out = tmp_path_factory.mktemp("pair") / "run"
+    result = ok(torchrun(["train", "--data-dir", data_dir, *RUN, "--epochs", 2, "--out", out]))
+    return out, result
+
+
+def test_two_processes_train_what_one_trains(single, pair):
+    out, result = pair
+    assert_same_weights(single / "ckpt.pt", out / "ckpt.pt")
+    one = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(one, two, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6)
+        assert b["val_elbo"] == pytest.approx(a["val_elbo"], rel=1e-6)
+    # rank 0 speaks for the job: each epoch's line once
+    assert result.stderr.count("epoch 2/2") == 1 and "rank 1" not in result.stderr
+
+
+def test_sharded_elbo_prints_the_single_process_numbers(pair, data_dir):
+    ckpt = pair[0] / "ckpt.pt"
+    one = json.loads(ok(one_process(["elbo", "--checkpoint", ckpt, "--data-dir", data_dir, *EVAL])).stdout)
+    result = ok(torchrun(["elbo", "--checkpoint", ckpt, "--data-dir", data_dir, *EVAL]))
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1  # printed once, by rank 0
+    two = json.loads(lines[0])
+    assert two["processes"] == 2
+    for key in ("elbo", "elbo_analytic", "iwae", "recon", "kl", "agreement_z", "active_units", "n"):
+        assert two[key] == pytest.approx(one[key], abs=1e-4), key
+
+
+def test_python_m_and_two_nodes_on_one_host(tmp_path, single, data_dir):
+    """``python -m pyro_vae`` under two torchrun "nodes" (one process each) trains the same run; node 1's --out is
+    never touched (only rank 0 writes)."""
+    port = free_port()
+    outs = [tmp_path / "node0", tmp_path / "node1"]
+    procs = []
+    for node, out in enumerate(outs):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+                   "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                   "-m", "pyro_vae", "train", "--data-dir", str(data_dir), *RUN, "--epochs", "2", "--out", str(out)]
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    assert_same_weights(single / "ckpt.pt", outs[0] / "ckpt.pt")
+    assert not outs[1].exists()
+
+
+def test_eager_step_through_the_python_api(tmp_path, data_dir):
+    """A process group started by the caller (spawned here): the same Trainer, eager Trace_ELBO, uneven shards; a
+    batch smaller than the job is refused on every process."""
+    config = small_config(data_dir, epochs=1, train_limit=450, jit=False, batch_size=101)
+    alone = config.build(tmp_path / "alone", device="cpu", progress=False)
+    alone.fit()
+    port = free_port()
+    mp.start_processes(_train_in_group, args=(2, port, config.to_dict(), str(tmp_path / "pair")), nprocs=2,
+                       join=True, start_method="spawn")  # fmt: skip
+    assert_same_weights(tmp_path / "alone" / "ckpt.pt", tmp_path / "pair" / "ckpt.pt")
+
+
+def _train_in_group(rank: int, world: int, port: int, table: dict, out: str) -> None:
+    import torch.distributed as dist
+
+    from pyro_vae import RunConfig
+
+    from pyro_vae.errors import DataError
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        config = RunConfig.from_dict(table)
+        with pytest.raises(DataError, match="2 processes need a batch of at least 2 images"):
+            config.updated({"optimizer.batch_size": 1}).build(out, device="cpu", progress=False)
+        trainer = config.build(out, device="cpu", progress=False)
+        assert trainer.group.world == world and trainer.group.rank == rank
+        trainer.fit()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_checkpoint_of_two_processes_resumes_on_one(tmp_path, pair, data_dir):
+    out = tmp_path / "run"
+    ok(torchrun(["train", "--data-dir", data_dir, *RUN, "--epochs", 1, "--out", out]))
+    ok(one_process(["train", "--resume", out / "ckpt.pt", "--epochs", 2, "--data-dir", data_dir, "--no-progress"]))
+    assert_same_weights(pair[0] / "ckpt.pt", out / "ckpt.pt")
+
+
+def test_an_input_error_on_one_node_stops_the_job(tmp_path, data_dir):
+    """Node 1 is pointed at a folder without the data: both nodes exit non-zero at once, rank 0 saying why."""
+    port = free_port()
+    procs = []
+    for node, data in enumerate([data_dir, tmp_path / "nothing-here"]):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+                   "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                   "--no-python", str(SCRIPT), "train", "--data-dir", str(data), *RUN, "--epochs", "1",
+                   "--out", str(tmp_path / "run")]  # fmt: skip
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode != 0 for proc in procs] == [True, True]
+    said = [line for line in errors[0].splitlines() if line.startswith("pyro-vae: error:")]
+    assert len(said) == 1 and said[0].startswith("pyro-vae: error: rank 0: rank 1: ") and "nothing-here" in said[0]
+    assert "Traceback" not in errors[0].split("pyro-vae: error:")[0]
+    assert not (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_a_killed_process_ends_the_job_and_the_checkpoint_resumes(tmp_path, data_dir):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(free_port()), "--no-python", str(SCRIPT), "train", "--data-dir", str(data_dir), *RUN,
+               "--train-limit", "4000", "--epochs", "100", "--out", str(out)]  # fmt: skip
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "ckpt.pt").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (out / "ckpt.pt").exists(), job.communicate()[1][-3000:]
+    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True,
+                                                  text=True).stdout.split()]  # fmt: skip
+    victim = next(pid for pid in workers if _rank(pid) == 1)
+    os.kill(victim, signal.SIGKILL)
+    start = time.monotonic()
+    _, err = job.communicate(timeout=120)
+    assert job.returncode != 0 and time.monotonic() - start < 60
+    assert f"rank 1 (pid {victim}) died" in err and f"pyro-vae train --resume {out / 'ckpt.pt'}" in err
+    epoch = load_checkpoint(out / "ckpt.pt")["epoch"]
+    assert 1 <= epoch < 100
+    ok(one_process(["train", "--resume", out / "ckpt.pt", "--epochs", epoch + 1, "--data-dir", data_dir,
+                    "--no-progress"]))  # fmt: skip
+    assert load_checkpoint(out / "ckpt.pt")["epoch"] == epoch + 1
+
+
+def _rank(pid: int) -> int | None:
+    try:
+        variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((int(v[5:]) for v in variables if v.startswith(b"RANK=")), None)
+
+
