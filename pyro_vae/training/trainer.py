@@ -354,7 +354,8 @@ class Trainer:
     def _step(self, x: torch.Tensor, beta: float, epoch: int, step: int, shard, stopping: bool) -> float:
         """One SVI step; a non-finite loss or gradient stops the run before Adam applies it."""
         try:
-            return self.svi.step(x, beta, shard=shard, stop=stopping)
+            job = {} if shard is None else {"shard": shard, "stop": stopping}  # (a job's rows; none for one process)
+            return self.svi.step(x, beta, **job)
         except TrainingError as exc:
             bad = [name for name, p in self.vae.pyro_named_parameters().items()
                    if p.grad is not None and not bool(p.grad.isfinite().all())]  # fmt: skip
