@@ -2,7 +2,7 @@
 
     python benchmarks/distributed.py --data-dir ../shared/data [--train-images 20000] [--reference]
 
-* **Throughput**: the reference MLP (784-400-20, batch 128) for 2 epochs of ``--train-images`` images, timed in
+* **Throughput**: the reference MLP (784-400-20, global batch ``--batch-size``, 128) for 2 epochs of ``--train-images`` images, timed in
   the second epoch (``images_per_s`` of ``metrics.jsonl``) as one process with 1 thread, one process with
   every core's thread, and ``torchrun --nproc-per-node N`` (N = 2 .. ``--max-procs``, one thread each, Gloo).
   Scaling efficiency = images/s of N processes / (N x one process with one thread).
@@ -56,14 +56,15 @@ def launch(procs: int, args: list[str], threads: int = 1) -> subprocess.Complete
     return result
 
 
-def throughput(data_dir: Path, images: int, procs: int, threads: int, out: Path) -> dict:
+def throughput(data_dir: Path, images: int, batch: int, procs: int, threads: int, out: Path) -> dict:
     args = ["train", "--config", str(REFERENCE), "--data-dir", str(data_dir), "--train-limit", str(images),
-            "--val-size", "1000", "--epochs", "2", "--out", str(out), "--no-progress", "--threads", str(threads)]
+            "--val-size", "1000", "--epochs", "2", "--out", str(out), "--no-progress", "--threads", str(threads),
+            "--batch-size", str(batch)]  # fmt: skip
     start = time.perf_counter()
     launch(procs, args, threads)
     wall = time.perf_counter() - start
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"what": "throughput", "processes": procs, "threads_each": threads,
+    return {"what": "throughput", "batch_size": batch, "processes": procs, "threads_each": threads,
             "images_per_s": round(metrics[-1]["images_per_s"]), "train_loss": metrics[-1]["train_loss"],
             "process_wall_s": round(wall, 1)}  # fmt: skip
 
@@ -131,6 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--train-images", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=128, help="the global batch")
     parser.add_argument("--max-procs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--reference", action="store_true", help="also the 10-epoch reference run under torchrun")
     parser.add_argument("--json", type=Path, default=None)
@@ -141,13 +143,14 @@ def main() -> None:
         tmp = Path(tmp)
         settings = [(1, 1), *([(1, cores)] if cores > 1 else []), *((n, 1) for n in range(2, args.max_procs + 1))]
         for procs, threads in settings:
-            results.append(throughput(args.data_dir, args.train_images, procs, threads, tmp / f"p{procs}t{threads}"))
+            results.append(throughput(args.data_dir, args.train_images, args.batch_size, procs, threads,
+                                      tmp / f"p{procs}t{threads}"))  # fmt: skip
             print(json.dumps(results[-1]), flush=True)
         single = results[0]["images_per_s"]
         for row in results:
             row["scaling_efficiency"] = round(row["images_per_s"] / (row["processes"] * row["threads_each"] * single), 3)
         step_s = {net: None for net in ("mlp", "conv")}
-        step_s["mlp"] = 128 / single
+        step_s["mlp"] = args.batch_size / single
         for world in range(2, args.max_procs + 1):
             for net in ("mlp", "conv"):
                 n = parameter_count(net) + 2
