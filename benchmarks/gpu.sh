@@ -95,6 +95,27 @@ done
 
 step epoch "$PY" -m pyro_vae train --config configs/mnist-reference.toml --epochs 1 --val-size 0 --device "$DEVICE" \
   "${EPOCH[@]}" --out "$OUT/runs/epoch" --overwrite --no-progress
+# The same epoch as a torchrun job of one process (NCCL on a GPU, Gloo on the CPU), and the all-reduce a step of a
+# job makes (the reference MLP's gradients and loss, 652,826 floats) timed in a one-process group on the device.
+step torchrun_epoch "$PY" -m torch.distributed.run --nproc-per-node 1 --master-port 29533 -m pyro_vae train \
+  --config configs/mnist-reference.toml --epochs 1 --val-size 0 --device "$DEVICE" "${EPOCH[@]}" \
+  --out "$OUT/runs/torchrun_epoch" --overwrite --no-progress
+step all_reduce "$PY" - "$OUT/all_reduce.json" "$DEVICE" <<'EOF'
+import json, os, statistics, sys, time
+import torch, torch.distributed as dist
+device = torch.device("cuda" if sys.argv[2] in ("auto", "cuda") and torch.cuda.is_available() else sys.argv[2])
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29534")
+dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+flat, times = torch.zeros(652_826, device=device), []
+for i in range(220):
+    if device.type == "cuda": torch.cuda.synchronize()
+    start = time.perf_counter(); dist.all_reduce(flat)
+    if device.type == "cuda": torch.cuda.synchronize()
+    times.append(time.perf_counter() - start)
+json.dump({"backend": dist.get_backend(), "processes": 1, "floats": flat.numel(),
+           "all_reduce_ms": 1000 * statistics.median(times[20:])}, open(sys.argv[1], "w"))
+dist.destroy_process_group()
+EOF
 step reference "$PY" -m pyro_vae train --config configs/mnist-reference.toml --device "$DEVICE" "${REFERENCE[@]}" \
   --out "$OUT/runs/reference" --overwrite --no-progress
 step reference_elbo "$PY" -m pyro_vae elbo --checkpoint "$OUT/runs/reference/ckpt.pt" --device "$DEVICE" \
@@ -151,6 +172,11 @@ for net in ("mlp", "conv"):
 e = load("epoch.json")
 rows.append(f"- one epoch of the reference MLP: {e['images']} images in {e['seconds']:.2f} s ({e['images_per_s']:.0f} img/s)"
             if "seconds" in e else "- one epoch: failed")
+t = metrics("torchrun_epoch")
+rows.append(f"- the same epoch under torchrun (1 process): {t[-1]['images_per_s']:.0f} img/s" if t else "- torchrun epoch: failed")
+a = load("all_reduce.json")
+rows.append(f"- all-reduce of the MLP's gradients ({a['floats']} floats, {a['backend']}, 1 process): {a['all_reduce_ms']:.3f} ms"
+            if "all_reduce_ms" in a else "- all-reduce: failed")
 r = load("reference.json")
 rows.append(f"- reference run: test ELBO {r['test_elbo']:.3f} ± {r['elbo_stderr']:.3f} (CPU {CPU_REFERENCE[0]} ± "
             f"{CPU_REFERENCE[1]}; within noise: {r['within_noise']}), trained in {r['training_seconds']:.1f} s"

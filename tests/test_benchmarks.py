@@ -47,6 +47,8 @@ def test_the_gpu_script_dry_runs_on_a_cpu(tmp_path, data_dir):
     reference = json.loads((out / "reference.json").read_text())
     assert reference["test_elbo"] < 0 and reference["within_noise"] is None  # a 1-epoch dry run is no comparison
     assert json.loads((out / "iwae5000.json").read_text())["k"] == 50
+    assert json.loads((out / "all_reduce.json").read_text())["backend"] == "gloo"
+    assert (out / "runs" / "torchrun_epoch" / "ckpt.pt").is_file()
     assert json.loads((out / "machine.json").read_text())["quick"] is True
     summary = (out / "summary.md").read_text()
     assert "QUICK dry run" in summary and "failed" not in summary.replace("0 failed", "")

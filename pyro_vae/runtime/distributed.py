@@ -201,7 +201,7 @@ def join(requested_device: str = "auto") -> Group:
     ``cuda:LOCAL_RANK``), Gloo for the CPU."""
     if dist.is_available() and dist.is_initialized():
         return current()
-    if not launched() or int(os.environ["WORLD_SIZE"]) == 1:
+    if not launched():
         return SINGLE
     if not dist.is_available():  # pragma: no cover - torch builds without distributed support
         raise ConfigError("this torch has no torch.distributed; run one process")
