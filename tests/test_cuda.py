@@ -91,3 +91,13 @@ def test_a_gpu_index_that_does_not_exist_is_one_line(capsys, tmp_path):
     missing = f"cuda:{torch.cuda.device_count()}"
     code, _, err = run_cli(["train", "--device", missing, "--out", tmp_path / "run"], capsys)
     assert_one_line_error(code, err, "CUDA GPU(s) exist")
+
+
+def test_a_one_gpu_torchrun_job_trains_what_one_process_trains(tmp_path, data_dir):
+    """torchrun with one process per GPU: NCCL, cuda:LOCAL_RANK, and the one-process run's weights."""
+    from test_distributed import RUN, assert_same_weights, free_port, ok, one_process, torchrun
+
+    args = ["train", "--data-dir", data_dir, *RUN, "--epochs", 1, "--device", "cuda"]
+    ok(one_process([*args, "--out", tmp_path / "one"]))
+    ok(torchrun([*args, "--out", tmp_path / "job"], nproc=1))
+    assert_same_weights(tmp_path / "one" / "ckpt.pt", tmp_path / "job" / "ckpt.pt")

@@ -22,7 +22,8 @@ import torch.multiprocessing as mp
 from pyro.infer import Trace_ELBO
 
 from pyro_vae.inference.global_noise import GlobalBatchNoise
-from pyro_vae.runtime.distributed import Group
+from pyro_vae.errors import ConfigError
+from pyro_vae.runtime.distributed import SINGLE, Group, current, device_name, join, timeout
 from pyro_vae.data.vae_data import _bernoulli_rows
 from pyro_vae.training.checkpoint import load_checkpoint
 
@@ -80,6 +81,32 @@ def test_rows_split_a_batch_in_rank_order(n, world):
     assert all(a.stop == b.start for a, b in zip(shares, shares[1:]))
     sizes = [s.stop - s.start for s in shares]
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_without_a_launcher_a_process_is_a_job_of_one(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert join("auto") is SINGLE and current() is SINGLE and not SINGLE.parallel
+    with pytest.raises(ConfigError, match="no such rows"):  # an input error inside together() is raised as it is
+        with SINGLE.together():
+            raise ConfigError("no such rows")
+
+
+def test_each_process_takes_its_own_gpu():
+    job = Group(rank=5, world=8, local_rank=1)
+    assert device_name("cuda", job) == "cuda:1" and device_name("cuda:0", job) == "cuda:0"
+    assert device_name("cpu", job) == "cpu" and device_name("cuda", SINGLE) == "cuda"
+    assert device_name("auto", job) == ("cuda:1" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("value,ok_", [("30", True), ("0.5", True), ("0", False), ("soon", False)])
+def test_the_collective_timeout_comes_from_the_environment(monkeypatch, value, ok_):
+    monkeypatch.setenv("PYRO_VAE_DIST_TIMEOUT", value)
+    if ok_:
+        assert timeout().total_seconds() == float(value)
+    else:
+        with pytest.raises(ConfigError, match="PYRO_VAE_DIST_TIMEOUT"):
+            timeout()
 
 
 def test_bernoulli_rows_are_the_rows_of_the_whole_batch():
