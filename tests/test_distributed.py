@@ -294,3 +294,23 @@ def _rank(pid: int) -> int | None:
     return next((int(v[5:]) for v in variables if v.startswith(b"RANK=")), None)
 
 
+
+
+def test_sigterm_stops_every_process_at_the_same_step(tmp_path, data_dir):
+    """torchrun hands SIGTERM to each worker at its own moment; they stop after the same step, rank 0 saving it."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(free_port()), "--no-python", str(SCRIPT), "train", "--data-dir", str(data_dir), *RUN,
+               "--train-limit", "4000", "--epochs", "100", "--out", str(out)]  # fmt: skip
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "ckpt.pt").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=120)
+    said = sorted(line.split(": ", 3)[3] for line in err.splitlines() if line.startswith("pyro-vae: error: rank"))
+    assert len(said) == 2 and said[0] == said[1] and said[0].startswith("stopped by SIGTERM"), err[-3000:]
+    partial = load_checkpoint(out / "ckpt.pt")["partial_epoch"]
+    where = said[0].split(" at ")[1].split(";")[0] if " at epoch" in said[0] else None
+    assert partial is None or where == f"epoch {partial['epoch']}, step {partial['step']}"

@@ -206,7 +206,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     run, rng, kills = tmp_path / "killed", random.Random(13), []
-    modes = ["early", "later", "save"] * 8
+    modes = ["early", "later", "save"] * 6
     while len(kills) < len(modes):
         resume = (run / "ckpt.pt").exists()
         args = ["--resume", run / "ckpt.pt"] if resume else ["--out", run, *KILL_RUN]
@@ -219,7 +219,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
             assert _epochs(run)[:epoch] == list(range(1, epoch + 1))
     print(f"\nkill test: {len(kills)} SIGKILLs, {kills.count('save')} inside a checkpoint write, "
           f"{kills.count('early')} from start, {kills.count('later')} after a checkpoint")
-    assert kills.count("save") >= 4, kills  # killed inside a checkpoint write
+    assert kills.count("save") >= 3, kills  # killed inside a checkpoint write
     args = ["--resume", run / "ckpt.pt"] if (run / "ckpt.pt").exists() else ["--out", run, *KILL_RUN]
     final = subprocess.run([SCRIPT, "train", "--data-dir", data_dir, *args], capture_output=True, text=True,
                            timeout=300)  # fmt: skip

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,6 +95,12 @@ class Group:
                 dist.all_reduce(tensor)
         return tensor
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank."""
+        if not self.parallel:
+            return flag
+        return bool(self.sum(torch.tensor([float(flag)])).item())
+
     def gather(self, value: T) -> list[T]:
         """Every rank's ``value`` (plain data, CPU tensors), in rank order, on every rank."""
         if not self.parallel:
@@ -158,6 +165,37 @@ class Group:
 
 
 SINGLE = Group()
+
+
+class Peers:
+    """Where every process of ``group`` runs (host, pid), gathered once (a collective), to say which one died."""
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+        self.where = group.gather((socket.gethostname(), os.getpid()))
+
+    def lost(self) -> str:
+        """The process that is gone, if it ran on this host (its pid no longer runs), else who it may be."""
+        here = socket.gethostname()
+        for rank, (host, pid) in enumerate(self.where):
+            if host == here and rank != self.group.rank and not _alive(pid):
+                return f"rank {rank} (pid {pid}) died"
+        return "another process of the job failed or stopped answering"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host still runs (a killed child not yet reaped is a zombie: gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
 
 def launched() -> bool:

@@ -27,9 +27,7 @@ from __future__ import annotations
 import gc
 import json
 import math
-import os
 import signal
-import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -47,10 +45,10 @@ from ..inference.bounds import evaluate
 from .callbacks import BEST_NAME, Callback, default_callbacks
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
 from ..data.vae_data import VAEData
-from ..runtime.distributed import CollectiveError, PeerError, current
+from ..runtime.distributed import CollectiveError, PeerError, Peers, current
 from ..runtime.threads import ThreadBudget
 from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError
-from ..inference.fast_svi import FastSVI, make_adam
+from ..inference.fast_svi import FastSVI, Shard, make_adam
 from ..runtime.limits import check_step_fits
 from .run_lock import RunFolderLock
 from .stopping import StopRequest, stop_requests
@@ -122,21 +120,6 @@ def _write_together(files: dict[Path, Callable[[Path], None]]) -> None:
             write(tmp)
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` on this host still runs (a killed child not yet reaped is a zombie: gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of ``epoch``'s draws; within the 32 bits ``pyro.set_rng_seed`` (numpy) accepts."""
     return (seed * 100_003 + epoch) % 2**32
@@ -175,7 +158,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.group = current()  # this process's place in a job (rank 0 of 1 without one)
         self._check_shardable(data.count("train"), config.optimizer.batch_size)
-        self._peers: list[tuple[str, int]] = []  # (host, pid) of every rank, to name one that dies
+        self._peers: Peers | None = None  # where every process runs, to name one that dies
         self.lock = (lock or RunFolderLock(self.out_dir)).acquire()
         self.progress = progress if self.group.is_main else False
         self.log = (log or (lambda message: None)) if self.group.is_main else (lambda message: None)
@@ -240,7 +223,7 @@ class Trainer:
                 write_metrics(self.out_dir / METRICS_NAME, self.metrics)  # exactly the checkpoint's epochs
             if self.group.parallel:  # (collectives wait until here: building may fail on one rank alone)
                 self.group.broadcast_parameters(self.vae)  # one seed built them all alike; a caller's may differ
-                self._peers = self.group.gather((socket.gethostname(), os.getpid()))
+                self._peers = Peers(self.group)
             if self._pending_rng is not None:
                 set_rng_state(self._pending_rng)
             # A scoped param store: nothing leaks in from (or out to) other models in this process.
@@ -268,10 +251,13 @@ class Trainer:
             raise self._interrupted(stop, f"at epoch {epoch}, step {self._partial['step']}")
         self.metrics.append(record)
         self.epoch = epoch
-        self.stop_requested = stop.signum is not None
+        # (in a job, every process must agree: a signal reaches each one at its own moment)
+        self.stop_requested = self.group.any(stop.signum is not None)
+        if self.stop_requested and stop.signum is None:  # another process was signalled
+            stop.signum = signal.SIGTERM
         for callback in self.callbacks:
             callback.on_epoch_end(self, record)
-        if stop.signum and epoch < self.config.schedule.epochs:
+        if self.stop_requested and epoch < self.config.schedule.epochs:
             raise self._interrupted(stop, f"after epoch {epoch}")
 
     @contextmanager
@@ -282,18 +268,11 @@ class Trainer:
             yield
         except CollectiveError as exc:
             saved = self.checkpoint_path
+            who = self._peers.lost() if self._peers is not None else "another process of the job"
             raise PeerError(
-                f"{self._lost_peer()} during epoch {epoch} ({exc}); {saved} holds the last checkpoint: continue "
+                f"{who} during epoch {epoch} ({exc}); {saved} holds the last checkpoint: continue "
                 f"with pyro-vae train --resume {saved} (any number of processes)"
             ) from None
-
-    def _lost_peer(self) -> str:
-        """Which process of the job is gone: one on this host whose pid no longer exists, if any."""
-        here = socket.gethostname()
-        for rank, (host, pid) in enumerate(self._peers):
-            if host == here and rank != self.group.rank and not _alive(pid):
-                return f"rank {rank} (pid {pid}) died"
-        return "another process of the job failed or stopped answering"
 
     def _interrupted(self, stop: StopRequest, where: str) -> RunInterrupted:
         path = self.checkpoint_path
@@ -329,10 +308,9 @@ class Trainer:
                 beta = cfg.objective.kl_weight((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
                 size = min(batch_size, n_train - step * batch_size)  # the global batch's (x holds our rows of it)
                 shard = None if group is None else (group.rows(size), size)
-                stopping = stop is not None and stop.signum is not None
-                loss = self._step(x, beta, epoch, step, shard, stopping)  # the negative objective summed over the batch
-                if self.svi.stopping and stop is not None and stop.signum is None:  # another process was signalled
-                    stop.signum = signal.SIGTERM
+                asked = stop is not None and stop.signum is not None
+                loss = self._step(x, beta, epoch, step, shard, asked)  # the negative objective summed over the batch
+                stopping = self._stopping(stop)
                 total += loss
                 for callback in self.callbacks:
                     callback.on_step_end(self, epoch, step, loss)
@@ -340,7 +318,7 @@ class Trainer:
                 bar.update(size)
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{total / seen:.2f}")
-                if stop is not None and stop.signum is not None and seen < n_train:
+                if stopping and seen < n_train:
                     self._partial = {"epoch": epoch, "step": step + 1, "loss_sum": total, "seen": seen,
                                      "seconds": time.perf_counter() - start}  # fmt: skip
                     return None
@@ -351,7 +329,19 @@ class Trainer:
         return {"epoch": epoch, "train_loss": total / seen, "val_elbo": None, "beta": beta, "lr": lr,
                 "seconds": seconds, "images_per_s": seen / seconds}  # fmt: skip
 
-    def _step(self, x: torch.Tensor, beta: float, epoch: int, step: int, shard, stopping: bool) -> float:
+    def _stopping(self, stop: StopRequest | None) -> bool:
+        """Whether to stop after this step: a signal came; in a job, where every process agreed to (the step's
+        all-reduce carried each one's request: a signal reaches each process at its own moment)."""
+        if stop is None:
+            return False
+        if not self.group.parallel:
+            return stop.signum is not None
+        if self.svi.stopping and stop.signum is None:  # another process was signalled
+            stop.signum = signal.SIGTERM
+        return self.svi.stopping
+
+    def _step(self, x: torch.Tensor, beta: float, epoch: int, step: int, shard: Shard | None, stopping: bool
+              ) -> float:  # fmt: skip
         """One SVI step; a non-finite loss or gradient stops the run before Adam applies it."""
         try:
             job = {} if shard is None else {"shard": shard, "stop": stopping}  # (a job's rows; none for one process)
