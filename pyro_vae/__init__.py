@@ -13,7 +13,8 @@ Where things are (the folders follow the architecture):
 * ``training/``: optimiser and schedule settings, the :class:`Trainer` and its callbacks (validation,
   checkpoints, best.pt, metrics, pictures, TensorBoard, MLflow), checkpoints, the run folder's lock, clean stops
   on SIGINT/SIGTERM;
-* ``runtime/``: devices, size checks before allocation, atomic writes, the CPU thread budget;
+* ``runtime/``: devices, size checks before allocation, atomic writes, the CPU thread budget, jobs of several
+  processes under torchrun (:mod:`~pyro_vae.runtime.distributed`);
 * :mod:`pyro_vae.config`: :class:`RunConfig`, one description of a run (command line, ``config.toml``,
   checkpoints); :mod:`pyro_vae.options`: how each setting is declared once;
 * :mod:`pyro_vae.pipeline`: what the commands run; :mod:`pyro_vae.plots`: pictures; :mod:`pyro_vae.sharing`:

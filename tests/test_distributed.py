@@ -206,8 +206,9 @@ def test_python_m_and_two_nodes_on_one_host(tmp_path, single, data_dir):
 
 
 def test_eager_step_through_the_python_api(tmp_path, data_dir):
-    """A process group started by the caller (spawned here): the same Trainer, eager Trace_ELBO, uneven shards; a
-    batch smaller than the job is refused on every process."""
+    """A process group started by the caller (spawned here): the same Trainer, eager Trace_ELBO, uneven shards, each
+    process reading only its rows from disk (streamed) against one process holding them all; a batch smaller than
+    the job is refused on every process."""
     config = small_config(data_dir, epochs=1, train_limit=450, jit=False, batch_size=101)
     alone = config.build(tmp_path / "alone", device="cpu", progress=False)
     alone.fit()
@@ -229,7 +230,7 @@ def _train_in_group(rank: int, world: int, port: int, table: dict, out: str) -> 
         config = RunConfig.from_dict(table)
         with pytest.raises(DataError, match="2 processes need a batch of at least 2 images"):
             config.updated({"optimizer.batch_size": 1}).build(out, device="cpu", progress=False)
-        trainer = config.build(out, device="cpu", progress=False)
+        trainer = config.updated({"data.stream": True, "data.workers": 0}).build(out, device="cpu", progress=False)
         assert trainer.group.world == world and trainer.group.rank == rank
         trainer.fit()
     finally:

@@ -1,1 +1,2 @@
-"""What the process runs on: devices, size checks before allocation, atomic file writes."""
+"""What the process runs on: devices, size checks before allocation, atomic file writes, the CPU thread budget,
+and its place in a job of several processes (torchrun)."""
