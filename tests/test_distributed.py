@@ -92,6 +92,17 @@ def test_without_a_launcher_a_process_is_a_job_of_one(monkeypatch):
             raise ConfigError("no such rows")
 
 
+@pytest.mark.parametrize("rank,world,message", [("x", "2", "RANK must be a whole number"),
+                                                ("2", "2", "do not fit together")])
+def test_a_garbled_launcher_environment_is_one_line(monkeypatch, rank, world, message):
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    with pytest.raises(ConfigError, match=message):
+        join("cpu")
+
+
 def test_each_process_takes_its_own_gpu():
     job = Group(rank=5, world=8, local_rank=1)
     assert device_name("cuda", job) == "cuda:1" and device_name("cuda:0", job) == "cuda:0"

@@ -243,7 +243,10 @@ def join(requested_device: str = "auto") -> Group:
         return SINGLE
     if not dist.is_available():  # pragma: no cover - torch builds without distributed support
         raise ConfigError("this torch has no torch.distributed; run one process")
-    rank, world, local = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    rank, world, local = (_whole_number(name, "0" if name == "LOCAL_RANK" else None)
+                          for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))  # fmt: skip
+    if not 0 <= rank < world or local < 0:
+        raise ConfigError(f"the launcher's RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local} do not fit together")
     device = torch.device(device_name(requested_device, Group(rank, world, local)))
     if device.type == "cuda":
         if device.index is not None and device.index >= torch.cuda.device_count():
@@ -254,6 +257,14 @@ def join(requested_device: str = "auto") -> Group:
     kwargs = {"device_id": device} if device.type == "cuda" else {}
     dist.init_process_group(backend, timeout=timeout(), **kwargs)
     return current()
+
+
+def _whole_number(name: str, default: str | None) -> int:
+    text = os.environ.get(name, default)
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"the launcher's {name} must be a whole number, got {text!r}") from None
 
 
 def leave() -> None:
