@@ -2,9 +2,10 @@
 
     python benchmarks/distributed.py --data-dir ../shared/data [--train-images 20000] [--reference]
 
-* **Throughput**: the reference MLP (784-400-20, global batch ``--batch-size``, 128) for 2 epochs of ``--train-images`` images, timed in
-  the second epoch (``images_per_s`` of ``metrics.jsonl``) as one process with 1 thread, one process with
-  every core's thread, and ``torchrun --nproc-per-node N`` (N = 2 .. ``--max-procs``, one thread each, Gloo).
+* **Throughput**: the reference MLP (784-400-20, global batch ``--batch-size``, default 128) for 2 epochs of
+  ``--train-images`` images, timed in the second epoch (``images_per_s`` of ``metrics.jsonl``) as one process
+  with 1 thread, one process with every core's thread, and ``torchrun --nproc-per-node N`` (N = 2 ..
+  ``--max-procs``, one thread each, Gloo).
   Scaling efficiency = images/s of N processes / (N x one process with one thread).
 * **Communication**: the one all-reduce a step makes (the gradients of every parameter plus the loss, float32)
   timed between N Gloo processes on this host, against the step time of one process, for the reference MLP and
@@ -120,7 +121,8 @@ def reference(data_dir: Path, out: Path) -> list[dict]:
         done = launch(procs, ["elbo", "--checkpoint", str(out / "ckpt.pt"), "--data-dir", str(data_dir), "--json"],
                       threads)  # fmt: skip
         s = json.loads(done.stdout)
-        rows.append({"what": "reference elbo", "trained_by": "torchrun --nproc-per-node 2", "train_s": round(train_s, 1),
+        rows.append({"what": "reference elbo", "trained_by": "torchrun --nproc-per-node 2",
+                     "train_s": round(train_s, 1),
                      "evaluated_by": procs, "elbo": s["elbo"], "elbo_stderr": s["elbo_stderr"], "iwae": s["iwae"],
                      "iwae_stderr": s["iwae_stderr"], "agreement_z": s["agreement_z"],
                      "active_units": s["active_units"], "eval_s": round(s["seconds"], 1),
@@ -148,7 +150,8 @@ def main() -> None:
             print(json.dumps(results[-1]), flush=True)
         single = results[0]["images_per_s"]
         for row in results:
-            row["scaling_efficiency"] = round(row["images_per_s"] / (row["processes"] * row["threads_each"] * single), 3)
+            cores_used = row["processes"] * row["threads_each"]
+            row["scaling_efficiency"] = round(row["images_per_s"] / (cores_used * single), 3)
         step_s = {net: None for net in ("mlp", "conv")}
         step_s["mlp"] = args.batch_size / single
         for world in range(2, args.max_procs + 1):

@@ -255,7 +255,8 @@ class VAEData:
         batches = [order[start : start + batch_size] for start in range(skip * batch_size, n, batch_size)]
         shares = [slice(0, len(index)) if rows is None else rows(len(index)) for index in batches]
         indices = [index[share] for index, share in zip(batches, shares)]
-        for batch, whole, share in zip(self._streamed(indices) if self.stream else self._held(indices), batches, shares):
+        read = self._streamed(indices) if self.stream else self._held(indices)
+        for batch, whole, share in zip(read, batches, shares):
             if bin_gen is not None:
                 batch = _bernoulli_rows(batch, share, len(whole), bin_gen)
             yield batch

@@ -218,7 +218,8 @@ class Trainer:
         self.lock.acquire()
         try:
             if self.group.is_main:
-                remove_temporaries(self.out_dir, (CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, CONFIG_NAME))  # a killed writer's
+                # a killed writer's temporary files
+                remove_temporaries(self.out_dir, (CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, CONFIG_NAME))
                 self.config.write_toml(self.out_dir / CONFIG_NAME)  # the run, repeatable with train --config
                 write_metrics(self.out_dir / METRICS_NAME, self.metrics)  # exactly the checkpoint's epochs
             if self.group.parallel:  # (collectives wait until here: building may fail on one rank alone)
