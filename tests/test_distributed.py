@@ -273,8 +273,8 @@ def test_an_input_error_on_one_node_stops_the_job(tmp_path, data_dir):
     assert not (tmp_path / "run" / "ckpt.pt").exists()
 
 
-def test_a_killed_process_ends_the_job_and_the_checkpoint_resumes(tmp_path, data_dir):
-    out = tmp_path / "run"
+def long_job(out: Path, data_dir) -> subprocess.Popen:
+    """A 2-process training job of 100 epochs, returned once its first checkpoint is on disk."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                str(free_port()), "--no-python", str(SCRIPT), "train", "--data-dir", str(data_dir), *RUN,
                "--train-limit", "4000", "--epochs", "100", "--out", str(out)]  # fmt: skip
@@ -283,6 +283,12 @@ def test_a_killed_process_ends_the_job_and_the_checkpoint_resumes(tmp_path, data
     while not (out / "ckpt.pt").exists() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (out / "ckpt.pt").exists(), job.communicate()[1][-3000:]
+    return job
+
+
+def test_a_killed_process_ends_the_job_and_the_checkpoint_resumes(tmp_path, data_dir):
+    out = tmp_path / "run"
+    job = long_job(out, data_dir)
     workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True,
                                                   text=True).stdout.split()]  # fmt: skip
     victim = next(pid for pid in workers if _rank(pid) == 1)
@@ -306,18 +312,10 @@ def _rank(pid: int) -> int | None:
     return next((int(v[5:]) for v in variables if v.startswith(b"RANK=")), None)
 
 
-
-
 def test_sigterm_stops_every_process_at_the_same_step(tmp_path, data_dir):
     """torchrun hands SIGTERM to each worker at its own moment; they stop after the same step, rank 0 saving it."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(free_port()), "--no-python", str(SCRIPT), "train", "--data-dir", str(data_dir), *RUN,
-               "--train-limit", "4000", "--epochs", "100", "--out", str(out)]  # fmt: skip
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not (out / "ckpt.pt").exists() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    job = long_job(out, data_dir)
     time.sleep(0.3)
     job.send_signal(signal.SIGTERM)
     _, err = job.communicate(timeout=120)
