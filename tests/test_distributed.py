@@ -324,3 +324,26 @@ def test_sigterm_stops_every_process_at_the_same_step(tmp_path, data_dir):
     partial = load_checkpoint(out / "ckpt.pt")["partial_epoch"]
     where = said[0].split(" at ")[1].split(";")[0] if " at epoch" in said[0] else None
     assert partial is None or where == f"epoch {partial['epoch']}, step {partial['step']}"
+
+
+def test_processes_on_one_machine_download_one_at_a_time(tmp_path):
+    """While one reader may download into a data folder, a second waits for it (then finds the files there)."""
+    import threading
+
+    from pyro_vae.data.sources import _one_downloader
+
+    order = []
+    second_in = threading.Event()
+
+    def second():
+        with _one_downloader(tmp_path):
+            order.append("second")
+            second_in.set()
+
+    with _one_downloader(tmp_path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not second_in.wait(0.5)  # blocked while the first holds the folder
+        order.append("first done")
+    thread.join(10)
+    assert order == ["first done", "second"]

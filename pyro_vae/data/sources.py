@@ -14,9 +14,11 @@ A source returns each split it has as a thunk, so only the splits asked for are 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import pickle
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,11 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: downloads are not serialised
+    fcntl = None
 from .images import ArrayStore, FileStore, array_layout, as_nchw, check_pixels, conformed_shape, image_files
 
 Store = ArrayStore | FileStore
@@ -63,10 +70,26 @@ class Source:
 def read_source(dataset: str, root: Path, download: bool, channels: int | None, size: tuple[int, int] | None) -> Source:
     """The splits of ``dataset`` under ``root`` (a torchvision root; the folder itself for ``folder``; the file for
     ``array``), images conformed to ``channels`` and ``size`` (see :func:`pyro_vae.data.images.conform`)."""
-    if dataset in IDX_SETS:
-        return _idx_set(dataset, root, download, channels, size)
     readers = {"cifar10": _cifar10, "svhn": _svhn, "celeba": _celeba, "folder": _folder, "array": _array}
-    return readers[dataset](root, download, channels, size)
+    read = functools.partial(_idx_set, dataset) if dataset in IDX_SETS else readers[dataset]
+    with _one_downloader(root) if download else contextlib.nullcontext():
+        return read(root, download, channels, size)
+
+
+@contextlib.contextmanager
+def _one_downloader(root: Path) -> Iterator[None]:
+    """An exclusive lock on ``root`` while a source that may be downloaded is read: the processes of a job (or two
+    runs) on one machine do not download into the same folder at once; the later ones find the files there."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / ".pyro-vae-download.lock", "a")
+    except OSError:  # a read-only root holds its data already (or the reader says what is missing)
+        yield
+        return
+    with lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def holds(dataset: str, root: Path) -> bool:
