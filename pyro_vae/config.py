@@ -110,25 +110,20 @@ class RunConfig:
         In a job of several processes each takes its own GPU for ``device`` (``cuda:LOCAL_RANK``), rank 0 alone
         touches ``out_dir``, and an input error on any process stops all of them."""
         group = current()
-        with group.together():
-            return self._build(Path(out_dir), device_name(device, group), overwrite, progress, log, trust_modules,
-                               callbacks)  # fmt: skip
-
-    def _build(self, out_dir: Path, device: str, overwrite: bool, progress: bool | None,
-               log: Callable[[str], None] | None, trust_modules: Iterable[str], callbacks: Sequence[Callback]
-               ) -> Trainer:  # fmt: skip
-        self.validate(trust_modules)
-        dev = resolve_device(device)
-        check_vae_fits(lambda: self.untrained_model(trust_modules), dev, training=True)
-        with locked(out_dir) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
-            if current().is_main and (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
-                raise ConfigError(
-                    f"{out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with --resume "
-                    f"{out_dir / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"
-                )
-            data = VAEData(self.data, self.data.root, dev, splits=("train", "val"))  # as given: no fallback
-            vae = self.build_model(trust_modules).to(dev)
-            return Trainer(vae, data, self, out_dir, progress=progress, log=log, lock=lock, callbacks=callbacks)
+        with group.together():  # an input error on any process stops every one
+            self.validate(trust_modules)
+            dev = resolve_device(device_name(device, group))
+            check_vae_fits(lambda: self.untrained_model(trust_modules), dev, training=True)
+            out_dir = Path(out_dir)
+            with locked(out_dir) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
+                if group.is_main and (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
+                    raise ConfigError(
+                        f"{out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with --resume "
+                        f"{out_dir / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"
+                    )
+                data = VAEData(self.data, self.data.root, dev, splits=("train", "val"))  # as given: no fallback
+                vae = self.build_model(trust_modules).to(dev)
+                return Trainer(vae, data, self, out_dir, progress=progress, log=log, lock=lock, callbacks=callbacks)
 
     def updated(self, overrides: dict[str, Any], trust_modules: Iterable[str] = ()) -> RunConfig:
         """A validated copy with each dotted key of ``overrides`` set: ``config.updated({"objective.beta": 4.0})``."""

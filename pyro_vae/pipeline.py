@@ -57,35 +57,30 @@ def resume_run(
     ``trust_modules``: modules besides ``pyro_vae`` whose components the checkpoint may rebuild, see
     :mod:`pyro_vae.model.rebuild`)."""
     group = current()
-    with group.together():
-        return _resume_run(group, checkpoint, epochs, out_dir, data_dir, device_name(device, group), progress,
-                           plot_every, changes, log, trust_modules, callbacks)  # fmt: skip
-
-
-def _resume_run(group, checkpoint, epochs, out_dir, data_dir, device, progress, plot_every, changes, log,
-                trust_modules, callbacks) -> Trainer:  # fmt: skip
-    if Path(checkpoint).is_dir():
-        raise ConfigError(f"{checkpoint} is an exported model (weights only); resume from the run's ckpt.pt")
-    ckpt = group.from_main(lambda: load_checkpoint(checkpoint))
-    config = RunConfig.from_checkpoint(ckpt, trust_modules)
-    changes = {**(changes or {}), **{key: value for key, value in
-                                     (("schedule.epochs", epochs), ("schedule.plot_every", plot_every)) if value is not None}}
-    resumable = {s.key for s in settings() if s.option.resumable}
-    fixed = sorted(set(changes) - resumable)
-    if fixed:
-        raise ConfigError(f"{', '.join(fixed)} cannot change on --resume (the checkpoint fixes them)")
-    if changes:
-        config = config.updated(changes, trust_modules)
-    if config.schedule.epochs < ckpt["epoch"]:
-        raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {config.schedule.epochs} is fewer")
-    with locked(Path(out_dir or Path(checkpoint).parent)) as lock:
-        dev = resolve_device(device)
-        data = VAEData(config.data, data_dir, dev, splits=("train", "val"))
-        check_vae_fits(lambda: config.untrained_model(trust_modules), dev, training=True)
-        vae = config.untrained_model(trust_modules).to(dev)
-        trainer = Trainer(vae, data, config, lock.folder, progress=progress, log=log, lock=lock, callbacks=callbacks)
-        trainer.load_state(ckpt)
-        return trainer
+    with group.together():  # an input error on any process stops every one
+        if Path(checkpoint).is_dir():
+            raise ConfigError(f"{checkpoint} is an exported model (weights only); resume from the run's ckpt.pt")
+        ckpt = group.from_main(lambda: load_checkpoint(checkpoint))
+        config = RunConfig.from_checkpoint(ckpt, trust_modules)
+        given = (("schedule.epochs", epochs), ("schedule.plot_every", plot_every))
+        changes = {**(changes or {}), **{key: value for key, value in given if value is not None}}
+        resumable = {s.key for s in settings() if s.option.resumable}
+        fixed = sorted(set(changes) - resumable)
+        if fixed:
+            raise ConfigError(f"{', '.join(fixed)} cannot change on --resume (the checkpoint fixes them)")
+        if changes:
+            config = config.updated(changes, trust_modules)
+        if config.schedule.epochs < ckpt["epoch"]:
+            raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {config.schedule.epochs} is fewer")
+        with locked(Path(out_dir or Path(checkpoint).parent)) as lock:
+            dev = resolve_device(device_name(device, group))
+            data = VAEData(config.data, data_dir, dev, splits=("train", "val"))
+            check_vae_fits(lambda: config.untrained_model(trust_modules), dev, training=True)
+            vae = config.untrained_model(trust_modules).to(dev)
+            trainer = Trainer(vae, data, config, lock.folder, progress=progress, log=log, lock=lock,
+                              callbacks=callbacks)  # fmt: skip
+            trainer.load_state(ckpt)
+            return trainer
 
 
 def load_model(

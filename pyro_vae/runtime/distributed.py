@@ -129,19 +129,9 @@ class Group:
     def from_main(self, compute: Callable[[], T]) -> T:
         """``compute()`` on rank 0 only (reading a file only it may have), its result on every rank; an input error
         there is raised on every rank."""
-        result: tuple[str, Any] = ("", None)
-        error: PyroVAEError | None = None
-        if self.is_main:
-            try:
-                result = ("ok", compute())
-            except PyroVAEError as exc:
-                error, result = exc, ("error", str(exc))
-        kind, value = self.broadcast(result)
-        if error is not None:
-            raise error
-        if kind == "error":
-            raise PeerError(f"rank 0: {value}")
-        return value
+        with self.together():
+            value = compute() if self.is_main else None
+        return self.broadcast(value)
 
     @contextmanager
     def together(self) -> Iterator[None]:
