@@ -8,7 +8,7 @@ from Python, is written beside the run as ``OUT/config.toml`` and stored as-is i
                                                                         (pyro_vae.data.vae_data.DataConfig)
     [model]      latent_dim; [model.net], [model.prior], [model.likelihood], [model.guide]
                                                                         (pyro_vae.model.config.ModelConfig)
-    [objective]  kind, particles, beta, warmup_epochs, warmup_start, jit (pyro_vae.inference.objectives)
+    [objective]  kind, particles, beta, warmup_epochs, warmup_start, jit, compile (pyro_vae.inference.objectives)
     [optimizer]  lr, adam_eps, batch_size                               (pyro_vae.training.schedule)
     [schedule]   epochs, lr_schedule, checkpoint_every, plot_every      (pyro_vae.training.schedule)
 
@@ -167,6 +167,8 @@ class RunConfig:
         table = ckpt["config"]
         if ckpt.get("format_version") == 1:
             table = convert_v1(ckpt, trust_modules)
+        if "compile" not in table.get("objective", {}):  # trained before the compiled step: resume without it
+            table = {**table, "objective": {**table.get("objective", {}), "compile": False}}
         try:
             return cls.from_dict(table, "the checkpoint's config", trust_modules)
         except ConfigError as exc:

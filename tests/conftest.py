@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# torch.compile costs seconds per model and the suite trains hundreds of small ones: the training step runs
+# uncompiled here (the numbers --no-compile gives), in this process and in the commands it starts. The tests
+# of the compiled step turn compiling back on with the ``compiling`` fixture.
+os.environ["TORCH_COMPILE_DISABLE"] = "1"
+
 import pyro
 import pytest
 import torch
+import torch._dynamo
 
 from pyro_vae import DataConfig, ModelConfig, NetConfig, RunConfig
 from pyro_vae.model.config import component_config
@@ -21,6 +27,14 @@ def data_dir() -> Path:
     if not (DATA_DIR / "MNIST" / "raw").is_dir():
         pytest.fail(f"test data not found at {DATA_DIR} (set PYRO_VAE_TEST_DATA to a torchvision root)")
     return DATA_DIR
+
+
+@pytest.fixture
+def compiling(monkeypatch):
+    """torch.compile on, for this test (and the commands it starts)."""
+    monkeypatch.setenv("TORCH_COMPILE_DISABLE", "0")
+    with torch._dynamo.config.patch(disable=False):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -28,6 +28,11 @@ What differs from ``SVI(model, guide, pyro.optim.Adam(...), loss)`` is only over
   new batch shape is traced. Pyro's rules for jit apply: static model structure, no dependence on
   Python state outside the arguments. Each new trace is checked against the eager ``Trace_ELBO`` on
   the same draws; a trace that fails or disagrees is dropped for the eager loss, with the reason.
+* With ``compile`` (a ``Trace_ELBO`` loss, one process), the batches of the first shape (the full batches)
+  go through :class:`~pyro_vae.inference.compiled_elbo.CompiledELBO`: the loss and its gradients as one
+  graph compiled by ``torch.compile``. It draws what the eager step draws and rounds differently. Its loss
+  and gradients are checked once against the eager ``Trace_ELBO``'s on the same draws; if compiling fails
+  or they disagree, FastSVI says why in ``compile_disabled_reason`` and carries on as without it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, TrainingError
 from ..runtime.distributed import SINGLE, Group
+from .compiled_elbo import CompiledELBO, compile_disabled
 from .global_noise import GlobalBatchNoise
 
 Shard = tuple[slice, int]  # this process's rows of a global batch, and the global batch's size
@@ -68,7 +74,7 @@ class FastSVI:
     """
 
     def __init__(self, model: Callable, guide: Callable, optimizer: torch.optim.Optimizer, loss: ELBO,
-                 group: Group = SINGLE) -> None:  # fmt: skip
+                 group: Group = SINGLE, compile: bool = False) -> None:  # fmt: skip
         self.model, self.guide, self.optimizer, self.loss, self.group = model, guide, optimizer, loss, group
         self.stopping = False  # (in a job) whether any process asked to stop at the last step
         self._param_list = [p for group in optimizer.param_groups for p in group["params"]]
@@ -83,6 +89,11 @@ class FastSVI:
         # Stable wrappers (the jit cache is keyed by their ids) that drop the trace keys before the model sees them.
         self._model = lambda *args, _shapes=None, _shard=None, **kwargs: model(*args, **kwargs)
         self._guide = lambda *args, _shapes=None, _shard=None, **kwargs: guide(*args, **kwargs)
+        self.compiled: CompiledELBO | None = None
+        self.compile_disabled_reason: str | None = None
+        self._compile = compile and type(loss) in (Trace_ELBO, JitTrace_ELBO)  # (to be tried, on the first step)
+        if self._compile and group.parallel:
+            self._compile, self.compile_disabled_reason = False, "the compiled step runs in one process only"
 
     def step(self, *args, shard: Shard | None = None, stop: bool = False, **kwargs) -> float:
         """One gradient step on the loss; returns the loss estimate (the negative ELBO, summed over the batch).
@@ -96,11 +107,7 @@ class FastSVI:
             if self.steps == 0:
                 self._check_parameters(*args, **kwargs)
             with GlobalBatchNoise(*shard) if shard is not None else nullcontext():
-                if self.jit:
-                    loss = self._jit_loss_and_grads(args, kwargs, shard)
-                else:
-                    with pyro.validation_enabled(False):
-                        loss = self._eager.loss_and_grads(self.model, self.guide, *args, **kwargs)
+                loss = self._loss_and_grads(args, kwargs, shard)
         if self.group.parallel:
             loss = self._sum_over_processes(loss, stop)
         self._check_finite(loss)
@@ -108,6 +115,47 @@ class FastSVI:
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
         return loss
+
+    def _loss_and_grads(self, args: tuple, kwargs: dict, shard: Shard | None) -> float:
+        if self._compile and not kwargs:
+            tensors = _as_tensors(args)
+            if self.compiled is None and self.compile_disabled_reason is None:
+                self._compile_and_check(tensors)
+            if self.compiled is not None and self.compiled.shapes == tuple(tuple(a.shape) for a in tensors):
+                loss, grads = self.compiled(*tensors)
+                for p, g in zip(self._param_list, grads):
+                    p.grad = g
+                return loss.item()
+        if self.jit:
+            return self._jit_loss_and_grads(args, kwargs, shard)
+        with pyro.validation_enabled(False):
+            return self._eager.loss_and_grads(self.model, self.guide, *args, **kwargs)
+
+    def _compile_and_check(self, args: tuple[Tensor, ...]) -> None:
+        """Compile for the shape of ``args``, then score them compiled and eager on the same draws: the loss and
+        every gradient must agree to float32 rounding. The random state is left as it was."""
+        rng = _rng_state()
+        self.compile_disabled_reason = compile_disabled()
+        if self.compile_disabled_reason:
+            return
+        try:
+            compiled = CompiledELBO(self._model, self._guide, self._param_list, self._eager, args)
+        except Exception as exc:  # anything make_fx or inductor cannot handle (no C++ compiler, say)
+            _set_rng_state(rng)
+            self.compile_disabled_reason = f"compiling failed ({type(exc).__name__}: {_first_line(exc)})"
+            return
+        _set_rng_state(rng)
+        loss, grads = compiled(*args)
+        _set_rng_state(rng)
+        with pyro.validation_enabled(False):
+            eager = self._eager.loss_and_grads(self._model, self._guide, *args)
+        _set_rng_state(rng)
+        disagree = _disagreement(loss.item(), grads, eager, self._param_list)
+        self.optimizer.zero_grad(set_to_none=True)
+        if disagree:
+            self.compile_disabled_reason = f"the compiled step disagrees with the eager Trace_ELBO: {disagree}"
+        else:
+            self.compiled = compiled
 
     def _sum_over_processes(self, loss: float, stop: bool) -> float:
         """Every process's gradients, loss and stop request summed, in one all-reduce of one flat buffer."""
@@ -148,9 +196,7 @@ class FastSVI:
             )
 
     def _jit_loss_and_grads(self, args: tuple, kwargs: dict, shard: Shard | None) -> float:
-        device = next(a.device for a in args if isinstance(a, Tensor))
-        args = tuple(a if isinstance(a, Tensor) else torch.as_tensor(a, dtype=torch.get_default_dtype(),
-                                                                     device=device) for a in args)  # fmt: skip
+        args = _as_tensors(args)
         shapes = tuple(tuple(a.shape) for a in args)
         if shard is not None:  # where the rows sit in the global batch is baked into the trace's noise draw
             kwargs = {**kwargs, "_shard": (shard[0].start, shard[0].stop, shard[1])}
@@ -169,7 +215,7 @@ class FastSVI:
                     warnings.simplefilter("ignore", FutureWarning)
                     self.loss.loss_and_grads(self._model, self._guide, *args, _shapes=shapes, **kwargs)
             except Exception as exc:  # anything torch.jit.trace cannot handle
-                reason = f"tracing failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+                reason = f"tracing failed ({type(exc).__name__}: {_first_line(exc)})"
                 return self._fall_back(reason, rng, args, kwargs)
             self.optimizer.zero_grad(set_to_none=True)
             _set_rng_state(rng)
@@ -189,6 +235,30 @@ class FastSVI:
         _set_rng_state(rng)
         with pyro.validation_enabled(False):
             return self._eager.loss_and_grads(self._model, self._guide, *args, **kwargs)
+
+
+def _as_tensors(args: tuple) -> tuple[Tensor, ...]:
+    """Numbers (the KL weight) as tensors on the data's device, so that a changing value does not bake into a trace."""
+    device = next(a.device for a in args if isinstance(a, Tensor))
+    return tuple(a if isinstance(a, Tensor) else torch.as_tensor(a, dtype=torch.get_default_dtype(), device=device)
+                 for a in args)  # fmt: skip
+
+
+def _disagreement(loss: float, grads: list[Tensor | None], eager: float, params: list[Tensor]) -> str | None:
+    """How a compiled loss and gradients differ from the eager ones (in ``p.grad``) beyond float32 rounding."""
+    if not abs(loss - eager) <= 1e-3 + 1e-5 * abs(eager):
+        return f"loss {loss:.6g} against {eager:.6g}"
+    for i, (p, g) in enumerate(zip(params, grads)):
+        reference = p.grad if p.grad is not None else torch.zeros_like(p)
+        got = g if g is not None else torch.zeros_like(p)
+        scale = float(reference.abs().max()) + 1e-6
+        if not float((got - reference).abs().max()) <= 1e-3 * scale:
+            return f"gradient of parameter {i} {tuple(p.shape)} off by {float((got - reference).abs().max()):.3g}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:160]
 
 
 def _rng_state() -> dict:

@@ -5,7 +5,8 @@ r"""The training objective: which Pyro ELBO, how many particles, and the KL weig
 * ``iwae``: ``RenyiELBO(alpha=0)``, the importance-weighted bound with ``particles`` samples per image
   (Burda et al. 2016), particles vectorised.
 
-``particles`` > 1 averages that many samples (vectorised) for the ELBO objectives. β weights the KL
+With ``compile`` the ``trace`` objective's full batches run as one compiled graph
+(:mod:`pyro_vae.inference.compiled_elbo`). ``particles`` > 1 averages that many samples (vectorised) for the ELBO objectives. β weights the KL
 (β-VAE): :math:`\mathbb E_q[\log p(x \mid z)] - \beta\,\mathrm{KL}`, applied with ``poutine.scale`` on the
 latent site (:mod:`pyro_vae.model.vae`). ``warmup_epochs`` ramps it linearly, step by step, from
 ``warmup_start`` to ``beta`` (reaching it at the last warm-up step).
@@ -40,6 +41,10 @@ class ObjectiveConfig:
     jit: Annotated[bool, Option(
         "--objective trace: trace the ELBO once per batch shape and replay it (JitTrace_ELBO); falls back to "
         "eager Pyro, with a note, if the model cannot be traced")] = True  # fmt: skip
+    compile: Annotated[bool, Option(
+        "--objective trace, one process: compile the full batches' loss and gradients into one graph "
+        "(torch.compile); it rounds differently, and --no-compile gives the uncompiled step's numbers bit for "
+        "bit. Falls back, with a note, where compiling fails", resumable=True)] = True  # fmt: skip
 
     def validate(self) -> None:
         check_fields(self)

@@ -163,8 +163,9 @@ class Trainer:
         self.progress = progress if self.group.is_main else False
         self.log = (log or (lambda message: None)) if self.group.is_main else (lambda message: None)
         self.optimizer = make_adam(vae.parameters(), config.optimizer.lr, config.optimizer.adam_eps)
-        self.svi = FastSVI(vae.model, vae.guide, self.optimizer, config.objective.make(), group=self.group)
-        self._said_no_jit = False
+        self.svi = FastSVI(vae.model, vae.guide, self.optimizer, config.objective.make(), group=self.group,
+                           compile=config.objective.compile)  # fmt: skip
+        self._said_no_jit = self._said_compile = False
         self.epoch = 0
         self.metrics: list[dict] = []
         self._pending_rng: dict | None = None
@@ -324,11 +325,20 @@ class Trainer:
                                      "seconds": time.perf_counter() - start}  # fmt: skip
                     return None
         seconds = time.perf_counter() - start
+        self._say_how_it_stepped()
+        return {"epoch": epoch, "train_loss": total / seen, "val_elbo": None, "beta": beta, "lr": lr,
+                "seconds": seconds, "images_per_s": seen / seconds}  # fmt: skip
+
+    def _say_how_it_stepped(self) -> None:
+        """Once: whether the step was compiled (and in how long), and why the compiled or traced step was not used."""
+        svi = self.svi
+        if not self._said_compile and (svi.compiled or svi.compile_disabled_reason):
+            self._said_compile = True
+            self.log(f"compiled the training step in {svi.compiled.seconds:.1f} s" if svi.compiled else
+                     f"training without the compiled step: {svi.compile_disabled_reason}")  # fmt: skip
         if self.svi.jit_disabled_reason and not self._said_no_jit:
             self.log(f"training without the traced step: {self.svi.jit_disabled_reason}")
             self._said_no_jit = True
-        return {"epoch": epoch, "train_loss": total / seen, "val_elbo": None, "beta": beta, "lr": lr,
-                "seconds": seconds, "images_per_s": seen / seconds}  # fmt: skip
 
     def _stopping(self, stop: StopRequest | None) -> bool:
         """Whether to stop after this step: a signal came; in a job, where every process agreed to (the step's

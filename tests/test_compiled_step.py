@@ -1,0 +1,152 @@
+"""The compiled step: Trace_ELBO's loss and gradients as one torch.compile'd graph, and what it falls back to.
+
+The suite runs with TORCH_COMPILE_DISABLE=1 (conftest); the tests that compile ask for the ``compiling`` fixture.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+from test_cli import TINY, run_cli
+from test_fast_svi import assert_same_weights, batches, make_vae, run_fast
+
+from pyro_vae import ObjectiveConfig, RunConfig
+from pyro_vae.inference import fast_svi
+from pyro_vae.inference.compiled_elbo import CompiledELBO
+from pyro_vae.inference.fast_svi import FastSVI, make_adam
+from pyro_vae.model.guides import FullCovGaussianGuide, IAFGuide
+
+
+@pytest.mark.parametrize("guide, particles", [(lambda: FullCovGaussianGuide(4), 3), (lambda: IAFGuide(4), 1)])
+def test_the_compiled_loss_and_gradients_are_trace_elbo_s(compiling, guide, particles):
+    """On the same draws, with a KL weight: Trace_ELBO's loss and every gradient, to float32 rounding."""
+    torch.manual_seed(0)
+    vae = make_vae(guide=guide())
+    params = list(vae.parameters())
+    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
+    x, beta = batches(1)[0], torch.tensor(0.5)
+    with pyro.get_param_store().scope():
+        compiled = CompiledELBO(vae.model, vae.guide, params, elbo, (x, beta))
+        for seed in (1, 2):
+            pyro.set_rng_seed(seed)
+            loss, grads = compiled(x, beta)
+            pyro.set_rng_seed(seed)
+            with pyro.validation_enabled(False):
+                eager = elbo.loss_and_grads(vae.model, vae.guide, x, beta)
+            assert loss.item() == pytest.approx(eager, rel=1e-5)
+            for p, g in zip(params, grads):
+                torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-4 * float(p.grad.abs().max()))
+                p.grad = None
+
+
+def test_a_compiled_fast_svi_takes_the_steps_of_the_uncompiled_one(compiling):
+    """Five steps (the KL weight changing, the last batch smaller and so traced, not compiled): the losses and
+    weights of the uncompiled step, to float32 rounding; the first step's draws are the same."""
+    xs = batches(4) + [batches(1, seed=1)[0][:7]]
+    betas = [0.2, 0.4, 0.6, 0.8, 1.0]
+    runs = {}
+    for compile in (False, True):
+        vae = make_vae()
+        svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(),
+                      compile=compile)  # fmt: skip
+        runs[compile] = vae, run_fast(vae, None, xs, betas, svi=svi), svi
+    (plain, plain_losses, _), (compiled, compiled_losses, svi) = runs[False], runs[True]
+    assert svi.compiled is not None and svi.compile_disabled_reason is None
+    assert svi.compiled.shapes == ((16, 784), ())
+    assert compiled_losses[0] == pytest.approx(plain_losses[0], rel=1e-6)
+    assert compiled_losses == pytest.approx(plain_losses, rel=1e-4)
+    assert_same_weights(plain, compiled)
+
+
+def test_without_compiling_the_step_is_the_uncompiled_one_bit_for_bit():
+    """TORCH_COMPILE_DISABLE=1 (as in this suite) gives the uncompiled step exactly, and says why."""
+    xs = batches(3)
+    vaes, losses = [], []
+    for compile in (False, True):
+        vae = make_vae()
+        svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(),
+                      compile=compile)  # fmt: skip
+        losses.append(run_fast(vae, None, xs, svi=svi))
+        vaes.append(vae)
+    assert svi.compiled is None and svi.compile_disabled_reason == "TORCH_COMPILE_DISABLE=1 is set"
+    assert losses[0] == losses[1]
+    assert all(torch.equal(p, q) for p, q in zip(vaes[0].parameters(), vaes[1].parameters()))
+
+
+def test_a_guide_without_reparameterisation_is_not_compiled(compiling):
+    """Its score-function term is not in the compiled loss: FastSVI says so and trains as without compiling."""
+    logit = torch.nn.Parameter(torch.zeros(3))
+    loc = torch.nn.Parameter(torch.zeros(3))
+
+    def model(x):
+        pyro.module("m", torch.nn.ParameterList([loc]))
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Bernoulli(0.5 * torch.ones(3)).to_event(1))
+            pyro.sample("x", dist.Normal(loc + c, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("g", torch.nn.ParameterList([logit]))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Bernoulli(logits=logit).to_event(1))
+
+    svi = FastSVI(model, guide, make_adam([logit, loc], 0.1), ObjectiveConfig(jit=False).make(), compile=True)
+    with pyro.get_param_store().scope():
+        losses = [svi.step(torch.randn(8, 3)) for _ in range(3)]
+    assert svi.compiled is None and "site c is not reparameterised" in svi.compile_disabled_reason
+    assert all(math.isfinite(loss) for loss in losses) and logit.grad is None
+
+
+def test_a_compiled_graph_that_disagrees_with_trace_elbo_is_dropped(compiling, monkeypatch):
+    """The check on the first batch: a graph whose loss is off is never used (torch.compile is replaced here by
+    the uncompiled graph plus one nat, so no inductor is needed); the run is the uncompiled one."""
+
+    def off_by_one(graph, **options):
+        def run(*args):
+            loss, grads = graph(*args)
+            return loss + 1.0, grads
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", off_by_one)
+    xs = batches(3)
+    vae, plain = make_vae(), make_vae()
+    svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), compile=True)
+    losses = run_fast(vae, None, xs, svi=svi)
+    assert svi.compiled is None and "disagrees with the eager Trace_ELBO: loss" in svi.compile_disabled_reason
+    plain_svi = FastSVI(plain.model, plain.guide, make_adam(plain.parameters(), 1e-2), ObjectiveConfig().make())
+    assert losses == run_fast(plain, None, xs, svi=plain_svi)
+    assert all(torch.equal(p, q) for p, q in zip(vae.parameters(), plain.parameters()))
+
+
+def test_a_job_of_several_processes_is_not_compiled():
+    group = fast_svi.Group(rank=0, world=2, local_rank=0)
+    vae = make_vae()
+    svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), group=group,
+                  compile=True)  # fmt: skip
+    assert svi.compile_disabled_reason == "the compiled step runs in one process only"
+
+
+def test_train_compiles_by_default_and_says_so(compiling, tmp_path, data_dir, capsys):
+    code, _, err = run_cli(["train", "--data-dir", data_dir, "--epochs", "1", "--out", tmp_path / "run", *TINY], capsys)
+    assert code == 0, err
+    assert "compiled the training step in" in err
+    code, _, err = run_cli(["train", "--data-dir", data_dir, "--epochs", "1", "--out", tmp_path / "plain",
+                            "--no-compile", *TINY], capsys)  # fmt: skip
+    assert code == 0 and "compiled" not in err
+    compiled, plain = (torch.load(tmp_path / name / "ckpt.pt", weights_only=True) for name in ("run", "plain"))
+    assert RunConfig.from_checkpoint(compiled).objective.compile
+    assert not RunConfig.from_checkpoint(plain).objective.compile
+    for name, value in plain["model_state"].items():
+        torch.testing.assert_close(compiled["model_state"][name], value, atol=1e-4, rtol=1e-3)
+
+
+def test_a_checkpoint_from_before_the_compiled_step_resumes_without_it():
+    table = RunConfig().to_dict()
+    del table["objective"]["compile"]
+    assert not RunConfig.from_checkpoint({"format_version": 2, "config": table}).objective.compile
+    assert RunConfig.from_checkpoint({"format_version": 2, "config": RunConfig().to_dict()}).objective.compile
