@@ -7,7 +7,9 @@ Three training loops over the same networks, the same device-resident data and t
               ``torch.optim.Adam`` with its defaults, as in pytorch/examples' vae/main.py;
   stock-pyro  ``SVI(vae.model, vae.guide, pyro.optim.Adam, Trace_ELBO())`` stepped per batch, as in
               Pyro's VAE example (Pyro's default validation on);
-  pyro-vae    ``Trainer.train_epoch``: exactly the loop ``pyro-vae train`` runs;
+  pyro-vae    ``Trainer.train_epoch``: exactly the loop ``pyro-vae train`` runs (the step compiled);
+  pyro-vae-no-compile
+              the same with ``--no-compile`` (the traced ``JitTrace_ELBO`` step);
   numpyro, numpyro-scan
               the peer: the same MLP VAE in NumPyro, a jitted step per batch / the epoch in one
               ``lax.scan`` (``benchmarks/numpyro_vae.py``; run when ``pip install "pyro-vae[bench]"`` put
@@ -30,6 +32,7 @@ loop; on CPU it is the peak RSS of a separate process that trains only that loop
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import resource
@@ -53,7 +56,8 @@ from numpyro_vae import available as numpyro_available
 from pyro_vae import Bernoulli, DataConfig, NetConfig, RunConfig, StandardNormal, Trainer, VAE, VAEData
 from pyro_vae.training.trainer import epoch_seed
 
-TORCH_LOOPS = ("plain", "stock-pyro", "pyro-vae")
+TORCH_LOOPS = ("plain", "stock-pyro", "pyro-vae", "pyro-vae-no-compile")
+TRAINER_LOOPS = {"pyro-vae": True, "pyro-vae-no-compile": False}  # loop -> objective.compile
 LOOPS = TORCH_LOOPS + NUMPYRO_LOOPS
 FULL_EPOCH = 60_000  # images in an MNIST training epoch: epoch times are quoted for this many
 
@@ -85,11 +89,13 @@ class Loops:
         self.plain_optimizer = torch.optim.Adam(self.models["plain"].parameters(), lr=args.lr)
         self.stock_svi = SVI(self.models["stock-pyro"].model, self.models["stock-pyro"].guide,
                              pyro.optim.Adam({"lr": args.lr}), loss=Trace_ELBO())  # fmt: skip
-        config = RunConfig().updated({"optimizer.batch_size": args.batch_size, "optimizer.lr": args.lr,
-                                      "schedule.epochs": 10**6})  # fmt: skip
-        # Nothing is written: the benchmark calls train_epoch, never fit or save.
-        run_folder = tempfile.mkdtemp(prefix="throughput-")  # the Trainer locks its folder; it writes nothing here
-        self.trainer = Trainer(self.models["pyro-vae"], data, config, run_folder, progress=False)
+        self.trainers = {}
+        for name, compile in TRAINER_LOOPS.items():
+            config = RunConfig().updated({"optimizer.batch_size": args.batch_size, "optimizer.lr": args.lr,
+                                          "schedule.epochs": 10**6, "objective.compile": compile})  # fmt: skip
+            # Nothing is written: the benchmark calls train_epoch, never fit or save.
+            run_folder = tempfile.mkdtemp(prefix="throughput-")  # the Trainer locks its folder; writes nothing there
+            self.trainers[name] = Trainer(self.models[name], data, config, run_folder, progress=False)
         self.store = {name: {"params": {}, "constraints": {}} for name in TORCH_LOOPS}
         self.numpyro = None
         if set(args.loops) & set(NUMPYRO_LOOPS):
@@ -103,8 +109,8 @@ class Loops:
             return self.numpyro.run(name, seed)
         # Each loop has its own Pyro param store, as each would in its own process.
         with pyro.get_param_store().scope(self.store[name]) as state:
-            if name == "pyro-vae":
-                loss = self.trainer.train_epoch(epoch)["train_loss"]
+            if name in self.trainers:
+                loss = self.trainers[name].train_epoch(epoch)["train_loss"]
             else:
                 step = {"plain": lambda x: plain_step(self.models["plain"], self.plain_optimizer, x).item(),
                         "stock-pyro": self.stock_svi.step}[name]  # fmt: skip
@@ -185,7 +191,7 @@ def benchmark(args: argparse.Namespace) -> dict:
                 cuda_peak[name] = max(cuda_peak[name], torch.cuda.max_memory_allocated(device))
             if round_ >= args.warmup_rounds:
                 rates[name].append(images / seconds)
-            print(f"round {round_ + 1}{' (warm-up)' if round_ < args.warmup_rounds else ''}  {name:12s} "
+            print(f"round {round_ + 1}{' (warm-up)' if round_ < args.warmup_rounds else ''}  {name:19s} "
                   f"{images / seconds:9.0f} img/s  loss {losses[name]:.2f}", file=sys.stderr)  # fmt: skip
     result = {
         "command": " ".join(["python", *sys.argv]),
@@ -215,9 +221,9 @@ def benchmark(args: argparse.Namespace) -> dict:
             per_round = [a / b for a, b in zip(rates[name], rates["plain"])]
             result["loops"][name]["ratio_to_plain_median"] = statistics.median(per_round)
             result["loops"][name]["ratio_to_plain_per_round"] = per_round
-    for peer in set(loops_run) & set(NUMPYRO_LOOPS) if "pyro-vae" in rates else ():
-        per_round = [a / b for a, b in zip(rates["pyro-vae"], rates[peer])]
-        result["loops"]["pyro-vae"][f"ratio_to_{peer}_median"] = statistics.median(per_round)
+    for ours, peer in itertools.product(set(loops_run) & set(TRAINER_LOOPS), set(loops_run) & set(NUMPYRO_LOOPS)):
+        per_round = [a / b for a, b in zip(rates[ours], rates[peer])]
+        result["loops"][ours][f"ratio_to_{peer}_median"] = statistics.median(per_round)
     if args.memory and device.type == "cpu":
         for name in loops_run:
             result["loops"][name].update(isolated_peak_memory(args, name))
@@ -243,7 +249,7 @@ def report(result: dict) -> str:
         mem = f"  peak {e.get('peak_memory_mib', e.get('peak_rss_mib', float('nan'))):.0f} MiB" if (
             "peak_memory_mib" in e or "peak_rss_mib" in e) else ""  # fmt: skip
         bound = f"  {100 * e['fraction_of_flop_bound']:.0f}% of FLOP bound" if "fraction_of_flop_bound" in e else ""
-        lines.append(f"  {name:12s} {e['images_per_s_median']:9.0f} img/s (min {e['images_per_s_min']:.0f}, "
+        lines.append(f"  {name:19s} {e['images_per_s_median']:9.0f} img/s (min {e['images_per_s_min']:.0f}, "
                      f"max {e['images_per_s_max']:.0f}){ratio}{mem}{bound}")  # fmt: skip
     if "flops" in result:
         f = result["flops"]

@@ -43,7 +43,7 @@ class ObjectiveConfig:
         "eager Pyro, with a note, if the model cannot be traced")] = True  # fmt: skip
     compile: Annotated[bool, Option(
         "--objective trace, one process: compile the full batches' loss and gradients into one graph "
-        "(torch.compile); it rounds differently, and --no-compile gives the uncompiled step's numbers bit for "
+        "(torch.compile's inductor); it rounds differently, and --no-compile gives the uncompiled step's numbers bit for "
         "bit. Falls back, with a note, where compiling fails", resumable=True)] = True  # fmt: skip
 
     def validate(self) -> None:
