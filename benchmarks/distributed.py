@@ -12,7 +12,8 @@
   the default conv net.
 * ``--reference``: the reference run (``configs/mnist-reference.toml``) under ``torchrun --nproc-per-node 2``,
   then ``pyro-vae elbo`` on its checkpoint in one process and sharded over two: the test ELBO against the
-  single-process run's (README: -102.689 +- 0.266), and the two evaluations' numbers side by side.
+  uncompiled single-process run's (README, `--no-compile`: -102.689 +- 0.266; a job's step is not compiled), and the
+  two evaluations' numbers side by side.
 
 Prints one JSON object per measurement and a Markdown summary; ``--json FILE`` keeps them. On one machine the
 processes share its cores and memory bandwidth: this measures the mechanism, not a cluster's network.

@@ -6,11 +6,12 @@
 #
 #   machine.json          date, device, versions (nvidia-smi's line when there is one)
 #   cuda_tests.json       pytest -m cuda: passed / failed / skipped
-#   throughput-mlp.json   benchmarks/throughput.py's three loops (plain PyTorch, stock Pyro, pyro-vae), MLP 784-400-20
+#   throughput-mlp.json   benchmarks/throughput.py's loops (plain PyTorch, stock Pyro, pyro-vae compiled and
+#                         --no-compile), MLP 784-400-20
 #   throughput-conv.json  the same, conv net
 #   epoch.json            one full 60,000-image epoch of the reference MLP (batch 128): seconds and images/s
 #   reference.json        the 10-epoch reference run (configs/mnist-reference.toml) on DEVICE: test ELBO against
-#                         the CPU figure (-102.689 +- 0.266), training seconds
+#                         the CPU figure (-102.714 +- 0.266), training seconds
 #   iwae5000.json         pyro-vae elbo --iw-samples 5000 over the 10,000 test images: seconds and peak memory
 #
 # Needs only the project's install (python -m pyro_vae, pytest) and the MNIST files. A step that fails is recorded
@@ -126,7 +127,7 @@ step iwae5000 "$PY" -m pyro_vae elbo --checkpoint "$OUT/runs/reference/ckpt.pt" 
 import json, math, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-CPU_REFERENCE = (-102.689, 0.266)  # README: test ELBO of configs/mnist-reference.toml on the CPU
+CPU_REFERENCE = (-102.714, 0.266)  # README: test ELBO of configs/mnist-reference.toml on the CPU
 def load(name):
     path = out / name
     return json.loads(path.read_text()) if path.is_file() else {"failed": True}
@@ -165,8 +166,10 @@ for net in ("mlp", "conv"):
     r = load(f"throughput-{net}.json")
     if "loops" in r:
         loops = r["loops"]
-        rows.append(f"- throughput, {net}: " + ", ".join(f"{k} {v['images_per_s_median']:.0f} img/s" for k, v in loops.items())
-                    + f"; pyro-vae / plain {loops['pyro-vae'].get('ratio_to_plain_median', float('nan')):.2f}")
+        rows.append(f"- throughput, {net}: " + ", ".join(
+            f"{k} {v['images_per_s_median']:.0f} img/s" + (f" ({v['ratio_to_plain_median']:.2f}x plain)"
+                                                            if "ratio_to_plain_median" in v else "")
+            for k, v in loops.items()))
     else:
         rows.append(f"- throughput, {net}: failed")
 e = load("epoch.json")

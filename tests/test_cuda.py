@@ -54,6 +54,26 @@ def test_fast_svi_matches_stock_svi_on_gpu():
     t.assert_same_weights(stock, fast)
 
 
+def test_the_compiled_step_on_the_gpu_takes_the_uncompiled_steps(compiling):
+    """Inductor's Triton kernels: the loss and weights of the uncompiled step, to float32 rounding (the
+    first step's draws, from the GPU's generator, the same)."""
+    import test_fast_svi as t
+
+    from pyro_vae.inference.fast_svi import FastSVI, make_adam
+
+    xs = [x.cuda() for x in t.batches(4)]
+    runs = {}
+    for compile in (False, True):
+        vae = t.make_vae().cuda()
+        svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(),
+                      compile=compile)  # fmt: skip
+        runs[compile] = vae, t.run_fast(vae, None, xs, svi=svi), svi
+    assert runs[True][2].compiled is not None, runs[True][2].compile_disabled_reason
+    assert runs[True][1][0] == pytest.approx(runs[False][1][0], rel=1e-5)
+    assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-4)
+    t.assert_same_weights(runs[False][0], runs[True][0])
+
+
 def test_commands_run_a_cpu_checkpoint_on_the_gpu(trained, data_dir, tmp_path, capsys):
     from test_cli import run_cli
 

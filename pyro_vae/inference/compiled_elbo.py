@@ -60,12 +60,13 @@ class CompiledELBO:
             graph = make_fx(self._loss_and_grads)(self.params, *args)
         # Straight to inductor, the backend torch.compile would hand this graph to: the graph is already a pure
         # function of its tensor inputs, so dynamo's guards and frame handling (0.5 ms a call on CPU) buy nothing.
-        # inductor warns that a CPU has no CUDA, and of its own deprecations.
+        # In this process (no pool of compile workers, whose CPU time --threads auto would take for another
+        # program's); inductor warns that a CPU has no CUDA, and of its own deprecations.
         cpp_log = logging.getLogger("torch.utils.cpp_extension")
         level = cpp_log.level
         cpp_log.setLevel(logging.ERROR)
         try:
-            with warnings.catch_warnings(), inductor_config.patch(fallback_random=True):
+            with warnings.catch_warnings(), inductor_config.patch(fallback_random=True, compile_threads=1):
                 warnings.simplefilter("ignore", FutureWarning)
                 self._fn = compile_fx(graph, [[p.detach() for p in self.params], *args])
         finally:
