@@ -180,6 +180,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     for round_ in range(args.warmup_rounds + args.rounds):
         shift = round_ % len(loops_run)
         for name in loops_run[shift:] + loops_run[:shift]:
+            time.sleep(args.pause)  # the last loop's idle threads (torch's OpenMP, XLA's) stop spinning first
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             synchronize(device)
@@ -271,6 +272,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=12_800, help="images per round (the first N of MNIST's train set)")
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--warmup-rounds", type=int, default=1)
+    p.add_argument("--pause", type=float, default=0.5,
+                   help="seconds between loops: torch's and XLA's worker threads spin for a while after their "
+                        "loop ends, slowing the next loop")  # fmt: skip
     p.add_argument("--loops", nargs="+", choices=LOOPS, default=None,
                    help="which loops to time [default: all; the NumPyro ones when installed, MLP on the CPU]")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,

@@ -16,6 +16,7 @@ from test_cli import TINY, run_cli
 from test_fast_svi import assert_same_weights, batches, make_vae, run_fast
 
 from pyro_vae import ObjectiveConfig, RunConfig
+from pyro_vae.errors import TrainingError
 from pyro_vae.inference import fast_svi
 from pyro_vae.inference.compiled_elbo import CompiledELBO
 from pyro_vae.inference.fast_svi import FastSVI, make_adam
@@ -34,7 +35,8 @@ def test_the_compiled_loss_and_gradients_are_trace_elbo_s(compiling, guide, part
         compiled = CompiledELBO(vae.model, vae.guide, params, elbo, (x, beta))
         for seed in (1, 2):
             pyro.set_rng_seed(seed)
-            loss, grads = compiled(x, beta)
+            loss, bad, grads = compiled(x, beta)
+            assert not bad
             pyro.set_rng_seed(seed)
             with pyro.validation_enabled(False):
                 eager = elbo.loss_and_grads(vae.model, vae.guide, x, beta)
@@ -61,6 +63,21 @@ def test_a_compiled_fast_svi_takes_the_steps_of_the_uncompiled_one(compiling):
     assert compiled_losses[0] == pytest.approx(plain_losses[0], rel=1e-6)
     assert compiled_losses == pytest.approx(plain_losses, rel=1e-4)
     assert_same_weights(plain, compiled)
+
+
+def test_a_non_finite_compiled_step_stops_before_the_update(compiling):
+    """The graph says whether its loss or any gradient is NaN or infinite; such a step raises, unapplied."""
+    vae = make_vae()
+    svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), compile=True)
+    xs = batches(2)
+    with pyro.get_param_store().scope():
+        svi.step(xs[0], 1.0)
+        assert svi.compiled is not None
+        before = [p.detach().clone() for p in vae.parameters()]
+        xs[1][0, 0] = float("nan")
+        with pytest.raises(TrainingError, match="the loss became nan"):
+            svi.step(xs[1], 1.0)
+    assert all(torch.equal(p, q) for p, q in zip(vae.parameters(), before))
 
 
 def test_without_compiling_the_step_is_the_uncompiled_one_bit_for_bit():
@@ -107,8 +124,8 @@ def test_a_compiled_graph_that_disagrees_with_trace_elbo_is_dropped(compiling, m
 
     def off_by_one(graph, example_inputs):
         def run(*args):
-            loss, grads = graph(*args)
-            return loss + 1.0, grads
+            loss, bad, grads = graph(*args)
+            return loss + 1.0, bad, grads
 
         return run
 

@@ -138,7 +138,7 @@ def bernoulli(p: Tensor, generator: torch.Generator) -> Tensor:
     Other devices and dtypes use ``torch.bernoulli``."""
     if p.device.type != "cpu" or p.dtype != torch.float32:
         return torch.bernoulli(p, generator=generator)
-    return (torch.rand(p.shape, generator=generator) < p).to(p.dtype)
+    return torch.rand(p.shape, generator=generator).lt_(p)  # (in place: 1.0 where u < p, else 0.0)
 
 
 def _bernoulli_rows(p: Tensor, rows: slice, total: int, generator: torch.Generator) -> Tensor:

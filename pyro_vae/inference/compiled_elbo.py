@@ -73,11 +73,13 @@ class CompiledELBO:
             cpp_log.setLevel(level)
         self.seconds = time.perf_counter() - start
 
-    def __call__(self, *args: Tensor) -> tuple[Tensor, list[Tensor | None]]:
-        """The loss (a 0-d tensor) and each parameter's gradient (``None`` for one the loss does not use)."""
-        loss, grads = self._fn([p.detach() for p in self.params], *args)
+    def __call__(self, *args: Tensor) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+        """The loss (a 0-d tensor), whether it or any gradient is NaN or infinite (a 0-d bool tensor: summed per
+        tensor inside the graph, where the gradients are made), and each parameter's gradient (``None`` for one
+        the loss does not use)."""
+        loss, bad, grads = self._fn([p.detach() for p in self.params], *args)
         grads = iter(grads)
-        return loss, [next(grads) if used else None for used in self._used]
+        return loss, bad, [next(grads) if used else None for used in self._used]
 
     def _loss_and_grads(self, params: list[Tensor], *args: Tensor) -> tuple[Tensor, list[Tensor]]:
         """What the graph computes; run once, by ``make_fx``, on the real parameters."""
@@ -95,4 +97,6 @@ class CompiledELBO:
             loss = loss - elbo / self._elbo.num_particles
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         self._used = [g is not None for g in grads]
-        return loss.detach(), [g for g in grads if g is not None]
+        grads = [g for g in grads if g is not None]
+        total = loss.detach() + sum(g.sum() for g in grads)  # NaN and infinities survive the sums (inf - inf: NaN)
+        return loss.detach(), ~total.isfinite(), grads
