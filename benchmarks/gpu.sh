@@ -34,7 +34,7 @@ FAILED=0
 export PYRO_VAE_DATA="$DATA"
 
 if [ "$QUICK" = 1 ]; then  # tiny settings: every step runs, in minutes, on a CPU
-  THROUGHPUT=(--train-images 512 --rounds 2 --warmup-rounds 0 --no-memory --no-flops)
+  THROUGHPUT=(--train-images 512 --rounds 2 --warmup-rounds 0 --pause 0 --no-memory --no-flops)
   EPOCH=(--train-limit 2000)
   REFERENCE=(--epochs 1 --train-limit 2000)
   IWAE=(--iw-samples 50 --limit 200)

@@ -13,7 +13,6 @@ os.environ["TORCH_COMPILE_DISABLE"] = "1"
 import pyro
 import pytest
 import torch
-import torch._dynamo
 
 from pyro_vae import DataConfig, ModelConfig, NetConfig, RunConfig
 from pyro_vae.model.config import component_config
@@ -33,8 +32,6 @@ def data_dir() -> Path:
 def compiling(monkeypatch):
     """torch.compile on, for this test (and the commands it starts)."""
     monkeypatch.setenv("TORCH_COMPILE_DISABLE", "0")
-    with torch._dynamo.config.patch(disable=False):
-        yield
 
 
 @pytest.fixture(autouse=True)

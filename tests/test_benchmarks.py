@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_throughput_benchmark_runs(tmp_path, data_dir):
     out = tmp_path / "throughput.json"
     cmd = [sys.executable, ROOT / "benchmarks" / "throughput.py", "--data-dir", data_dir, "--train-images", "256",
-           "--batch-size", "64", "--hidden", "32", "--latent-dim", "4", "--rounds", "2", "--warmup-rounds", "0",
+           "--batch-size", "64", "--hidden", "32", "--latent-dim", "4", "--rounds", "2", "--warmup-rounds", "0", "--pause", "0",
            "--out", out]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

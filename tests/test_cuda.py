@@ -74,6 +74,21 @@ def test_the_compiled_step_on_the_gpu_takes_the_uncompiled_steps(compiling):
     t.assert_same_weights(runs[False][0], runs[True][0])
 
 
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_seeded_run_on_one_gpu_repeats_bit_for_bit(tmp_path, data_dir, compile, monkeypatch):
+    """What the README states about reproducibility on CUDA: the same seed, device and settings give the same
+    weights, compiled (Triton kernels) or not. (Atomics-based kernels would break this; the MLP uses none.)"""
+    if compile:
+        monkeypatch.setenv("TORCH_COMPILE_DISABLE", "0")
+    weights = []
+    for run in ("a", "b"):
+        trainer = small_run(tmp_path / run, data_dir, epochs=2, train_limit=1000, device="cuda")
+        trainer.fit()
+        assert (trainer.svi.compiled is not None) == compile, trainer.svi.compile_disabled_reason
+        weights.append({k: v.cpu() for k, v in trainer.vae.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_commands_run_a_cpu_checkpoint_on_the_gpu(trained, data_dir, tmp_path, capsys):
     from test_cli import run_cli
 
