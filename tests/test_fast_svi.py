@@ -187,3 +187,34 @@ def test_a_model_that_cannot_be_traced_trains_eagerly_and_says_why():
     losses = run_fast(traced_vae, None, batches(3), svi=svi)
     assert not svi.jit and "differs from the eager" in svi.jit_disabled_reason
     assert all(math.isfinite(loss) for loss in losses)
+
+
+def test_the_direct_fused_adam_step_is_optimizer_step_bit_for_bit():
+    """FastSVI's shortcut around torch.optim's bookkeeping: the same weights and state, to the last bit, over a
+    learning-rate change; it stands aside for other settings, hooks and the first (state-making) step."""
+    from pyro_vae.inference.fast_svi import fused_adam_step
+
+    a, b = make_vae(), make_vae()
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = make_adam(a.parameters(), 1e-2), make_adam(b.parameters(), 1e-2)
+    assert not fused_adam_step(opt_b)  # no gradients, no state yet
+    for step in range(4):
+        for p, q in zip(a.parameters(), b.parameters()):
+            p.grad = q.grad = torch.randn_like(p)
+        if step == 2:
+            for opt in (opt_a, opt_b):
+                opt.param_groups[0]["lr"] = 3e-3
+        opt_a.step()
+        if step == 0:  # the first step makes the state
+            assert not fused_adam_step(opt_b)
+            opt_b.step()
+        else:
+            assert fused_adam_step(opt_b)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert all(torch.equal(opt_a.state[p][k], opt_b.state[q][k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert not fused_adam_step(torch.optim.Adam(a.parameters(), lr=1e-2, fused=True, amsgrad=True))
+    handle = opt_b.register_step_post_hook(lambda *args: None)
+    assert not fused_adam_step(opt_b)
+    handle.remove()
+    assert fused_adam_step(opt_b)
