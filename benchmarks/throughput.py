@@ -85,7 +85,8 @@ class Loops:
         self.models = {}
         for name in TORCH_LOOPS:
             pyro.set_rng_seed(0)
-            self.models[name] = VAE(net, StandardNormal(args.latent_dim), Bernoulli(), image_shape=(1, 28, 28)).to(data.device)
+            self.models[name] = VAE(net, StandardNormal(args.latent_dim), Bernoulli(),
+                                    image_shape=(1, 28, 28)).to(data.device)  # fmt: skip
         self.plain_optimizer = torch.optim.Adam(self.models["plain"].parameters(), lr=args.lr)
         self.stock_svi = SVI(self.models["stock-pyro"].model, self.models["stock-pyro"].guide,
                              pyro.optim.Adam({"lr": args.lr}), loss=Trace_ELBO())  # fmt: skip

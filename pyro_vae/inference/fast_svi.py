@@ -30,9 +30,10 @@ What differs from ``SVI(model, guide, pyro.optim.Adam(...), loss)`` is only over
   the same draws; a trace that fails or disagrees is dropped for the eager loss, with the reason.
 * With ``compile`` (a ``Trace_ELBO`` loss, one process), the batches of the first shape (the full batches)
   go through :class:`~pyro_vae.inference.compiled_elbo.CompiledELBO`: the loss and its gradients as one
-  graph compiled by inductor (``torch.compile``'s compiler). It draws what the eager step draws and rounds differently. Its loss
-  and gradients are checked once against the eager ``Trace_ELBO``'s on the same draws; if compiling fails
-  or they disagree, FastSVI says why in ``compile_disabled_reason`` and carries on as without it.
+  graph compiled by inductor (``torch.compile``'s compiler). It draws what the eager step draws and rounds
+  differently. Its loss and gradients are checked once against the eager ``Trace_ELBO``'s on the same draws;
+  if compiling fails or they disagree, FastSVI says why in ``compile_disabled_reason`` and carries on as
+  without it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ r"""The training objective: which Pyro ELBO, how many particles, and the KL weig
   (Burda et al. 2016), particles vectorised.
 
 With ``compile`` the ``trace`` objective's full batches run as one compiled graph
-(:mod:`pyro_vae.inference.compiled_elbo`). ``particles`` > 1 averages that many samples (vectorised) for the ELBO objectives. β weights the KL
+(:mod:`pyro_vae.inference.compiled_elbo`).
+
+``particles`` > 1 averages that many samples (vectorised) for the ELBO objectives. β weights the KL
 (β-VAE): :math:`\mathbb E_q[\log p(x \mid z)] - \beta\,\mathrm{KL}`, applied with ``poutine.scale`` on the
 latent site (:mod:`pyro_vae.model.vae`). ``warmup_epochs`` ramps it linearly, step by step, from
 ``warmup_start`` to ``beta`` (reaching it at the last warm-up step).
@@ -43,8 +45,8 @@ class ObjectiveConfig:
         "eager Pyro, with a note, if the model cannot be traced")] = True  # fmt: skip
     compile: Annotated[bool, Option(
         "--objective trace, one process: compile the full batches' loss and gradients into one graph "
-        "(torch.compile's inductor); it rounds differently, and --no-compile gives the uncompiled step's numbers bit for "
-        "bit. Falls back, with a note, where compiling fails", resumable=True)] = True  # fmt: skip
+        "(torch.compile's inductor); it rounds differently, and --no-compile gives the uncompiled step's numbers "
+        "bit for bit. Falls back, with a note, where compiling fails", resumable=True)] = True  # fmt: skip
 
     def validate(self) -> None:
         check_fields(self)
