@@ -9,7 +9,8 @@ For a guide whose latent sites are reparameterised, ``Trace_ELBO``'s loss of a b
 (each site's scaled ``log_prob_sum``), and its surrogate loss is the same expression, so
 :math:`\nabla\mathcal L` is the gradient ``SVI`` takes. Pyro's Python runs once: ``make_fx`` records the
 tensor operations of tracing model and guide, summing the sites and ``torch.autograd.grad`` (the backward's
-operations included) as one function :math:`(\theta, \phi, x, \beta) \mapsto (\mathcal L, \nabla\mathcal L)`.
+operations included) as one function :math:`(\theta, \phi, x, \beta) \mapsto (\mathcal L, \nabla\mathcal L)`,
+plus whether any of them is NaN or infinite.
 Inductor, ``torch.compile``'s compiler, then turns its elementwise work, forward and backward, into a few fused C++ (or
 Triton) loops around the matrix products, which stay the BLAS's.
 
@@ -81,7 +82,7 @@ class CompiledELBO:
         grads = iter(grads)
         return loss, bad, [next(grads) if used else None for used in self._used]
 
-    def _loss_and_grads(self, params: list[Tensor], *args: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def _loss_and_grads(self, params: list[Tensor], *args: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """What the graph computes; run once, by ``make_fx``, on the real parameters."""
         loss = 0.0
         for model_trace, guide_trace in self._elbo._get_traces(self.model, self.guide, args, {}):
