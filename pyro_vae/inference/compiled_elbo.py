@@ -23,6 +23,7 @@ that changes between steps except through the arguments.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import warnings
@@ -74,16 +75,18 @@ class CompiledELBO:
             cpp_log.setLevel(level)
         self.seconds = time.perf_counter() - start
 
-    def __call__(self, *args: Tensor) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-        """The loss (a 0-d tensor), whether it or any gradient is NaN or infinite (a 0-d bool tensor: summed per
-        tensor inside the graph, where the gradients are made), and each parameter's gradient (``None`` for one
-        the loss does not use)."""
-        loss, bad, grads = self._fn([p.detach() for p in self.params], *args)
+    def __call__(self, *args: Tensor) -> tuple[float, bool, list[Tensor | None]]:
+        """The loss, whether it and every gradient are finite (the gradients are summed inside the graph, where
+        they are made; both numbers cross to the host in one copy), and each parameter's gradient (``None`` for
+        one the loss does not use)."""
+        checks, grads = self._fn([p.detach() for p in self.params], *args)
+        loss, total = checks.tolist()
         grads = iter(grads)
-        return loss, bad, [next(grads) if used else None for used in self._used]
+        return loss, math.isfinite(total), [next(grads) if used else None for used in self._used]
 
-    def _loss_and_grads(self, params: list[Tensor], *args: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """What the graph computes; run once, by ``make_fx``, on the real parameters."""
+    def _loss_and_grads(self, params: list[Tensor], *args: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """What the graph computes, run once by ``make_fx`` on the real parameters: the loss and the loss plus every
+        gradient's sum (NaN and infinities survive the sums: inf - inf is NaN), and the gradients."""
         loss = 0.0
         for model_trace, guide_trace in self._elbo._get_traces(self.model, self.guide, args, {}):
             elbo = 0.0
@@ -99,5 +102,5 @@ class CompiledELBO:
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         self._used = [g is not None for g in grads]
         grads = [g for g in grads if g is not None]
-        total = loss.detach() + sum(g.sum() for g in grads)  # NaN and infinities survive the sums (inf - inf: NaN)
-        return loss.detach(), ~total.isfinite(), grads
+        loss = loss.detach()
+        return torch.stack([loss, loss + sum(g.sum() for g in grads)]), grads

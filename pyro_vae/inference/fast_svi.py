@@ -48,6 +48,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from torch import Tensor, nn
+from torch.optim import optimizer as optim_module
 
 from ..errors import ConfigError, TrainingError
 from ..runtime.distributed import SINGLE, Group
@@ -90,11 +91,10 @@ def fused_adam_step(optimizer: torch.optim.Optimizer) -> bool:
 
 
 def _has_hooks(optimizer: torch.optim.Optimizer) -> bool:
-    from torch.optim import optimizer as module
-
     own = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
     everyone = ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")
-    return any(getattr(optimizer, name, None) for name in own) or any(getattr(module, name, None) for name in everyone)
+    return any(getattr(optimizer, name, None) for name in own) or any(getattr(optim_module, name, None)
+                                                                       for name in everyone)  # fmt: skip
 
 
 class FastSVI:
@@ -163,10 +163,10 @@ class FastSVI:
             if self.compiled is None and self.compile_disabled_reason is None:
                 self._compile_and_check(tensors)
             if self.compiled is not None and self.compiled.shapes == tuple(tuple(a.shape) for a in tensors):
-                loss, bad, grads = self.compiled(*tensors)
+                loss, finite, grads = self.compiled(*tensors)
                 for p, g in zip(self._param_list, grads):
                     p.grad = g
-                return loss.item(), not bad.item()
+                return loss, finite
         if self.jit:
             return self._jit_loss_and_grads(args, kwargs, shard), False
         with pyro.validation_enabled(False):
@@ -191,7 +191,7 @@ class FastSVI:
         with pyro.validation_enabled(False):
             eager = self._eager.loss_and_grads(self._model, self._guide, *args)
         _set_rng_state(rng)
-        disagree = _disagreement(loss.item(), grads, eager, self._param_list)
+        disagree = _disagreement(loss, grads, eager, self._param_list)
         self.optimizer.zero_grad(set_to_none=True)
         if disagree:
             self.compile_disabled_reason = f"the compiled step disagrees with the eager Trace_ELBO: {disagree}"
