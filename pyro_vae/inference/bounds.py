@@ -32,6 +32,7 @@ from ..errors import AgreementError
 from .latents import ACTIVE_UNIT_THRESHOLD, active_units, latent_variances, posterior_moments
 from ..model.vae import VAE
 from ..runtime.distributed import SINGLE, Group
+from ..runtime.heap import reused_heap
 
 AGREEMENT_Z_LIMIT = 4.0
 ROUNDING = 1e-6  # relative float32 error of a sum over ~1000 pixels: differences below it are not disagreement
@@ -289,7 +290,9 @@ def evaluate(
                       f"evaluating {x.shape[0]} images" + (f" with K={iw_samples}" if iw_samples else ""))
     batches = []
     try:
-        with pyro.get_param_store().scope(), bar:  # keep evaluation out of the user's param store
+        # The param store's scope keeps evaluation out of the user's; the heap's lets each chunk reuse the last
+        # one's memory instead of faulting in fresh pages.
+        with pyro.get_param_store().scope(), reused_heap(), bar:
             for start in starts:
                 xb = x[start : start + batch_size]
                 # Progress in images: each particle pass over the batch is one share of its work.

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..options import Option, check_fields
@@ -90,12 +92,46 @@ def stage_sizes(size: int, stages: int) -> list[int]:
     return sizes
 
 
+class PhaseConvTranspose2d(nn.ConvTranspose2d):
+    r"""``ConvTranspose2d(kernel 4, stride 2, padding 1)``, computed on the CPU as one ordinary convolution.
+
+    Output row :math:`2m + a` of the transposed convolution sees only input rows :math:`m - 1 + a` and
+    :math:`m + a`, through kernel rows 3 and 1 when :math:`a = 0` and rows 2 and 0 when :math:`a = 1`; columns
+    likewise. So the four output phases :math:`(a, b)` are one 2x2 convolution with ``4 * out_channels`` filters
+    over the input padded by 1, phase :math:`(a, b)` read at offset :math:`(a, b)`, then interleaved. Same
+    parameters, same values up to float rounding. oneDNN's transposed convolution is slow with few output
+    channels, the usual last layer of a decoder (1 channel: 138 -> 70 ms for 5,000 images; with 32 channels the
+    interleaving costs more than it saves, see ``benchmarks/RESULTS.md``), so :func:`_halving` uses this class
+    only there. Elsewhere than the CPU it is the plain transposed convolution.
+    """
+
+    TAPS = ((3, 1), (2, 0))  # kernel index of tap d (0: the earlier input row) for output phase a
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if x.device.type != "cpu" or x.dim() != 4 or output_size is not None:
+            return super().forward(x, output_size)
+        n, _, height, width = x.shape
+        taps = torch.tensor(self.TAPS)
+        # weight (in, out, 4, 4) -> (out, a, b, in, dy, dx) = weight[in, out, TAPS[a][dy], TAPS[b][dx]]
+        phases = self.weight[:, :, taps[:, :, None, None], taps[None, None]].permute(1, 2, 4, 0, 3, 5)
+        y = F.conv2d(x, phases.reshape(-1, self.in_channels, 2, 2), padding=1)
+        y = y.view(n, self.out_channels, 2, 2, height + 1, width + 1)
+        rows = [torch.stack([y[:, :, a, b, a : a + height, b : b + width] for b in (0, 1)], -1) for a in (0, 1)]
+        out = torch.stack(rows, -3).reshape(n, self.out_channels, 2 * height, 2 * width)
+        return out if self.bias is None else out + self.bias.view(-1, 1, 1)
+
+
+PHASE_MAX_CHANNELS = 4  # transposed layers with at most this many outputs use PhaseConvTranspose2d
+
+
 def _halving(n_in: int, n_out: int, height: int, width: int, transposed: bool) -> nn.Module:
     """A stride-2 convolution from ``(height, width)`` to their halves rounded up (or, ``transposed``, back):
     kernel 4 on an even side (exact halving), 3 on an odd one (``2n - 1`` back), padding 1."""
     kernel = (4 if height % 2 == 0 else 3, 4 if width % 2 == 0 else 3)
-    cls = nn.ConvTranspose2d if transposed else nn.Conv2d
-    return cls(n_in, n_out, kernel, stride=2, padding=1)
+    if not transposed:
+        return nn.Conv2d(n_in, n_out, kernel, stride=2, padding=1)
+    phased = kernel == (4, 4) and n_out <= PHASE_MAX_CHANNELS
+    return (PhaseConvTranspose2d if phased else nn.ConvTranspose2d)(n_in, n_out, kernel, stride=2, padding=1)
 
 
 class ResidualBlock(nn.Module):
