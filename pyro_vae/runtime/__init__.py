@@ -1,2 +1,2 @@
 """What the process runs on: devices, size checks before allocation, atomic file writes, the CPU thread budget,
-and its place in a job of several processes (torchrun)."""
+freed memory reused while evaluating, and its place in a job of several processes (torchrun)."""
