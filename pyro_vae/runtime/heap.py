@@ -11,13 +11,14 @@ Inside :func:`reused_heap` every block comes from the heap (``M_MMAP_MAX = 0``) 
 to ``mmap`` and the unused heap is returned to the kernel (``malloc_trim``). The thresholds are then left at
 the values glibc's own adaptive rule ends at after large frees (mmap above 32 MiB, trim above 64 MiB), because
 setting any of them turns that rule off. What is computed does not change, only where its memory comes from.
-Elsewhere than glibc (macOS, musl) this does nothing.
+It helps a thread that allocates from glibc's main heap, as a fresh process's main thread does (``pyro-vae
+elbo``); glibc serves a thread it has moved to a secondary arena from mmap for blocks this large whatever the
+settings. Elsewhere than glibc (macOS, musl) this does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import platform
 import threading
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ def _glibc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname (find_library would start ldconfig on every import)
     except OSError:
         return None
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
