@@ -11,9 +11,9 @@ Inside :func:`reused_heap` every block comes from the heap (``M_MMAP_MAX = 0``) 
 to ``mmap`` and the unused heap is returned to the kernel (``malloc_trim``). The thresholds are then left at
 the values glibc's own adaptive rule ends at after large frees (mmap above 32 MiB, trim above 64 MiB), because
 setting any of them turns that rule off. What is computed does not change, only where its memory comes from.
-It helps a thread that allocates from glibc's main heap, as a fresh process's main thread does (``pyro-vae
-elbo``); glibc serves a thread it has moved to a secondary arena from mmap for blocks this large whatever the
-settings. Elsewhere than glibc (macOS, musl) this does nothing.
+It works for a thread that allocates from glibc's main heap, as a process's main thread does until an
+allocation fails: glibc then moves the thread to a secondary arena for good, and serves blocks this large
+there from mmap whatever the settings. Elsewhere than glibc (macOS, musl) this does nothing.
 """
 
 from __future__ import annotations
