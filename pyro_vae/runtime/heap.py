@@ -7,8 +7,8 @@ feature maps chunk after chunk (a conv decoder's are 125 MB at batch 500 x 10 pa
 model spent more time in those page faults than in its convolutions (``benchmarks/RESULTS.md``).
 
 Inside :func:`reused_heap` every block comes from the heap (``M_MMAP_MAX = 0``) and freed memory stays there
-(``M_TRIM_THRESHOLD`` at its largest, 2 GiB), so each chunk reuses the last one's pages. On leaving, large blocks go back
-to ``mmap`` and the unused heap is returned to the kernel (``malloc_trim``). The thresholds are then left at
+(``M_TRIM_THRESHOLD`` at its largest, 2 GiB), so each chunk reuses the last one's pages. On leaving, large
+blocks go back to ``mmap`` and the unused heap is returned to the kernel (``malloc_trim``). The thresholds are then left at
 the values glibc's own adaptive rule ends at after large frees (mmap above 32 MiB, trim above 64 MiB), because
 setting any of them turns that rule off. What is computed does not change, only where its memory comes from.
 It works for a thread that allocates from glibc's main heap, as a process's main thread does until an
