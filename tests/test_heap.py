@@ -1,9 +1,9 @@
 """reused_heap: freed memory is reused inside the block and handed back when it ends (glibc only).
 
-The check runs in a fresh process, as ``pyro-vae elbo`` does. Inside the whole suite's process it would not hold:
-the out-of-memory tests make an allocation fail, and glibc then moves the thread to a secondary arena for good,
-where blocks of this size are always mmap-ed (checked: one failed 128 TiB ``torch.empty``, and every later
-256 MiB block was mmap-ed inside the block)."""
+The check runs in a fresh process, as ``pyro-vae elbo`` does. After an allocation fails, glibc moves the thread to
+a secondary arena for good, where blocks of this size are always mmap-ed (checked: after one failed 128 TiB
+``torch.empty``, every 256 MiB block was mmap-ed inside the block). In the whole suite's long process the main
+thread had been moved so (every block mmap-ed there too), so the check cannot run in it."""
 
 from __future__ import annotations
 
