@@ -20,7 +20,7 @@ from click.core import ParameterSource
 
 from pyro_vae.config import RunConfig, read_table, settings, with_overrides
 from pyro_vae.data.sources import class_name
-from pyro_vae.errors import AgreementError, ConfigError, PyroVAEError, RunInterrupted
+from pyro_vae.errors import AgreementError, ConfigError, PyroVAEError, RunInterrupted, first_line
 from pyro_vae.training.callbacks import BEST_NAME
 from pyro_vae.training.trainer import CONFIG_NAME
 from pyro_vae.model.rebuild import trusted_module_names
@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
     except RuntimeError as exc:
         if not _is_out_of_memory(exc):
             raise
-        _fail(f"out of memory ({str(exc).splitlines()[0][:160]}); lower the sizes (--hidden, --latent-dim, "
+        _fail(f"out of memory ({first_line(exc)}); lower the sizes (--hidden, --latent-dim, "
               "--batch-size, --particles, -n)", 1)  # fmt: skip
     distributed.leave()
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,6 +1,12 @@
 """Errors a user can cause (bad input) and fix; the CLI prints them as one line, never a traceback."""
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters: what a one-line error quotes of an
+    exception raised by torch, the hub or the user's code (their messages can run to pages)."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]
+
+
 class PyroVAEError(Exception):
     """Base class of the errors caused by input: a missing file, a wrong option, data that does not fit."""
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .config import RunConfig
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, first_line
 from .model.vae import VAE
 from .runtime.atomic import atomic_path
 from .runtime.devices import resolve_device
@@ -194,7 +194,7 @@ def download(repo: str) -> Path:
                                           allow_patterns=[CONFIG_JSON, WEIGHTS, CARD]))  # fmt: skip
     except Exception as exc:  # the hub's errors (offline, not found, no access) are many classes
         raise CheckpointError(f"could not download {HUB_PREFIX}{repo} ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None  # fmt: skip
+                              f"{first_line(exc)})") from None  # fmt: skip
 
 
 def push(folder: str | Path, repo: str) -> str:
@@ -206,7 +206,7 @@ def push(folder: str | Path, repo: str) -> str:
         api.upload_folder(folder_path=str(folder), repo_id=repo, allow_patterns=[CONFIG_JSON, WEIGHTS, CARD])
     except Exception as exc:  # the hub's errors (offline, no token, no access) are many classes
         raise CheckpointError(f"could not upload to {repo} ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None  # fmt: skip
+                              f"{first_line(exc)})") from None  # fmt: skip
     return f"https://huggingface.co/{repo}"
 
 

@@ -50,7 +50,7 @@ from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from torch import Tensor, nn
 from torch.optim import optimizer as optim_module
 
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, TrainingError, first_line
 from ..runtime.distributed import SINGLE, Group
 from .compiled_elbo import CompiledELBO, compile_disabled
 from .global_noise import GlobalBatchNoise
@@ -183,7 +183,7 @@ class FastSVI:
             compiled = CompiledELBO(self._model, self._guide, self._param_list, self._eager, args)
         except Exception as exc:  # anything make_fx or inductor cannot handle (no C++ compiler, say)
             _set_rng_state(rng)
-            self.compile_disabled_reason = f"compiling failed ({type(exc).__name__}: {_first_line(exc)})"
+            self.compile_disabled_reason = f"compiling failed ({type(exc).__name__}: {first_line(exc)})"
             return
         _set_rng_state(rng)
         loss, _, grads = compiled(*args)
@@ -256,7 +256,7 @@ class FastSVI:
                     warnings.simplefilter("ignore", FutureWarning)
                     self.loss.loss_and_grads(self._model, self._guide, *args, _shapes=shapes, **kwargs)
             except Exception as exc:  # anything torch.jit.trace cannot handle
-                reason = f"tracing failed ({type(exc).__name__}: {_first_line(exc)})"
+                reason = f"tracing failed ({type(exc).__name__}: {first_line(exc)})"
                 return self._fall_back(reason, rng, args, kwargs)
             self.optimizer.zero_grad(set_to_none=True)
             _set_rng_state(rng)
@@ -296,10 +296,6 @@ def _disagreement(loss: float, grads: list[Tensor | None], eager: float, params:
         if not float((got - reference).abs().max()) <= 1e-3 * scale:
             return f"gradient of parameter {i} {tuple(p.shape)} off by {float((got - reference).abs().max()):.3g}"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:160]
 
 
 def _rng_state() -> dict:

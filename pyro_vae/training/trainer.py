@@ -47,7 +47,7 @@ from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, se
 from ..data.vae_data import VAEData
 from ..runtime.distributed import CollectiveError, PeerError, Peers, current
 from ..runtime.threads import ThreadBudget
-from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError
+from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError, first_line
 from ..inference.fast_svi import FastSVI, Shard, make_adam
 from ..runtime.limits import check_step_fits
 from .run_lock import RunFolderLock
@@ -208,7 +208,7 @@ class Trainer:
                 raise ValueError(f"malformed partial_epoch {str(partial)[:100]}")
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise CheckpointError(f"the checkpoint's training state is unusable: {type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:200]}") from None  # fmt: skip
+                                  f"{first_line(exc, 200)}") from None  # fmt: skip
         self.epoch = ckpt["epoch"]
         self.metrics = list(ckpt["metrics"])
         self._pending_rng = ckpt["rng"]
