@@ -105,13 +105,13 @@ class PhaseConvTranspose2d(nn.ConvTranspose2d):
     only there. Elsewhere than the CPU it is the plain transposed convolution.
     """
 
-    TAPS = ((3, 1), (2, 0))  # kernel index of tap d (0: the earlier input row) for output phase a
+    TAPS = torch.tensor([[3, 1], [2, 0]])  # kernel index of tap d (0: the earlier input row) for output phase a
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         if x.device.type != "cpu" or x.dim() != 4 or output_size is not None:
             return super().forward(x, output_size)
         n, _, height, width = x.shape
-        taps = torch.tensor(self.TAPS)
+        taps = self.TAPS
         # weight (in, out, 4, 4) -> (out, a, b, in, dy, dx) = weight[in, out, TAPS[a][dy], TAPS[b][dx]]
         phases = self.weight[:, :, taps[:, :, None, None], taps[None, None]].permute(1, 2, 4, 0, 3, 5)
         y = F.conv2d(x, phases.reshape(-1, self.in_channels, 2, 2), padding=1)
