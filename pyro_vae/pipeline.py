@@ -148,7 +148,7 @@ def evaluate_checkpoint(
         "device": str(device_),
         "processes": group.world,
         "torch_threads": torch.get_num_threads(),
-        "iwae_chunk": iwae_chunk(min(batch_size, x.shape[0]), x.shape[-1], iw_samples) if iw_samples else None,
+        "iwae_chunk": iwae_chunk(min(batch_size, x.shape[0]), x.shape[-1], iw_samples, device_) if iw_samples else None,
         "seconds": seconds,
         "peak_memory_mib": peak_mib,
         "peak_memory_of": peak_of,

@@ -109,6 +109,25 @@ def test_each_process_takes_its_own_gpu():
     assert device_name("cpu", job) == "cpu" and device_name("cuda", SINGLE) == "cuda"
     assert device_name("auto", job) == ("cuda:1" if torch.cuda.is_available() else "cpu")
 
+@pytest.mark.parametrize("world,local", [(1, 0), (2, 1)])
+def test_a_job_binds_each_process_to_an_indexed_gpu(monkeypatch, world, local):
+    """``--device cuda`` under torchrun, a job of one process too (found on a GPU: torch.cuda.set_device("cuda")
+    raised "Expected a torch.device with a specified index"): set_device and NCCL get ``cuda:LOCAL_RANK``. The
+    CUDA calls are recorded, not made, so this runs without a GPU."""
+    import pyro_vae.runtime.distributed as distributed
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, **kwargs: calls.append((backend, kwargs.get("device_id"))))  # fmt: skip
+    monkeypatch.setattr(distributed, "current", lambda: Group(world - 1, world, local))
+    for name, value in {"RANK": world - 1, "WORLD_SIZE": world, "LOCAL_RANK": local, "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": 1}.items():  # fmt: skip
+        monkeypatch.setenv(name, str(value))
+    distributed.join("cuda")
+    assert calls == [("set_device", torch.device("cuda", local)), ("nccl", torch.device("cuda", local))]
+
 
 @pytest.mark.parametrize("value,ok_", [("30", True), ("0.5", True), ("0", False), ("soon", False)])
 def test_the_collective_timeout_comes_from_the_environment(monkeypatch, value, ok_):

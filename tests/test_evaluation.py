@@ -92,6 +92,14 @@ def test_chunks_combine_to_the_bound_over_all_samples(trained, monkeypatch):
     assert chunked == pytest.approx(all_seven, abs=1e-4)
 
 
+def test_a_gpu_takes_the_particles_in_larger_passes():
+    """MNIST, 500 images a batch, K=5000: 10 particles a pass on the CPU, 171 on a GPU (the H200 measurement in
+    bounds.py); a fixed number for a device type, whatever memory is free, so that a seed fixes the bound."""
+    assert bounds.iwae_chunk(500, 784, 5000) == bounds.iwae_chunk(500, 784, 5000, "cpu") == 10
+    assert bounds.iwae_chunk(500, 784, 5000, "cuda") == bounds.iwae_chunk(500, 784, 5000, torch.device("cuda:1"))
+    assert bounds.iwae_chunk(500, 784, 5000, "cuda") == 171 and bounds.iwae_chunk(500, 784, 100, "cuda") == 100
+
+
 def test_bound_tightens_with_k(trained):
     x = trained.data.images["val"][:400]
     values = {k: evaluate(trained.vae, x, iw_samples=k, latent_means=False).iwae for k in (1, 5, 50)}

@@ -156,6 +156,20 @@ def test_a_streamed_run_equals_the_in_memory_run(workers, data_dir, tmp_path):
     assert [m["val_elbo"] for m in streamed.metrics] == [m["val_elbo"] for m in held.metrics]
 
 
+def test_levels_become_correctly_rounded_floats():
+    """``to_unit`` gives ``level / 255`` correctly rounded (numpy's float32 division), on the CPU by division and
+    elsewhere from its table, which is checked here too. Negative control: CUDA's way of dividing by a scalar
+    (a multiplication by the float32 reciprocal) is one ulp off for 126 levels, and the comparison sees it."""
+    from pyro_vae.data.images import _UNIT_LEVELS, to_unit
+
+    levels = torch.arange(256, dtype=torch.uint8).reshape(4, 1, 8, 8)
+    exact = torch.from_numpy(np.arange(256, dtype=np.float32) / np.float32(255)).reshape(4, 1, 8, 8)
+    assert torch.equal(to_unit(levels), exact) and torch.equal(_UNIT_LEVELS.reshape(4, 1, 8, 8), exact)
+    assert torch.equal(_UNIT_LEVELS[levels.int()], exact)  # the lookup other devices make
+    reciprocal = levels.float() * torch.tensor(1 / 255, dtype=torch.float32)
+    assert (reciprocal != exact).sum() == 126
+
+
 def test_streamed_batches_from_a_step_on_are_the_tail_of_the_epoch(data_dir, tmp_path):
     train_images, _ = mnist_subset(data_dir, 230, 0)
     write_images(tmp_path / "train", train_images)

@@ -28,9 +28,20 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes read as one channel
 CHANNEL_COUNTS = (1, 3, 4)  # channel counts an array may have (4: the alpha channel is dropped)
 
 
+# level / 255 for each level, correctly rounded. On the CPU the division itself is (IEEE); CUDA divides by a Python
+# scalar as a multiplication by its float32 reciprocal, which puts 126 of the 256 levels one ulp off, so there the
+# levels are looked up: a batch converted on the GPU (a streamed run) equals the same batch converted on the CPU.
+_UNIT_LEVELS = torch.arange(256, dtype=torch.float64).div(255).float()
+
+
 def to_unit(x: Tensor) -> Tensor:
-    """Levels 0..255 as floats in [0, 1] (float images are already there)."""
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    """Levels 0..255 as floats in [0, 1], ``level / 255`` correctly rounded on every device (float images are
+    already there)."""
+    if x.dtype != torch.uint8:
+        return x.float()
+    if x.device.type == "cpu":
+        return x.float() / 255.0
+    return _UNIT_LEVELS.to(x.device)[x.int()]
 
 
 def conformed_shape(shape: tuple[int, int, int], channels: int | None, size: tuple[int, int] | None) -> tuple[int, int, int]:

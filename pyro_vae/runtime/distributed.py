@@ -238,6 +238,8 @@ def join(requested_device: str = "auto") -> Group:
     if not 0 <= rank < world or local < 0:
         raise ConfigError(f"the launcher's RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local} do not fit together")
     device = torch.device(device_name(requested_device, Group(rank, world, local)))
+    if device.type == "cuda" and device.index is None:  # a job of one process: device_name leaves "cuda" as it is
+        device = torch.device("cuda", local)  # (set_device and NCCL's device_id need an index)
     if device.type == "cuda":
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"rank {rank} wants {device} but this node has {torch.cuda.device_count()} GPU(s): "
