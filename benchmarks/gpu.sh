@@ -15,6 +15,8 @@
 #   reference.json        the 10-epoch reference run (configs/mnist-reference.toml) on DEVICE: test ELBO against
 #                         the CPU figure (-102.714 +- 0.266), training seconds
 #   iwae5000.json         pyro-vae elbo --iw-samples 5000 over the 10,000 test images: seconds and peak memory
+#   profile.json          benchmarks/gpu_profile.py: IWAE-5000 on 1,000 images by chunk size, epochs 1-5 timed, and
+#                         profile_ops.txt / profile_python.txt (the torch profiler's and cProfile's view of an epoch)
 #
 # Needs only the project's install (python -m pyro_vae, pytest) and the MNIST files. A step that fails is recorded
 # as failed in its JSON file and the script carries on; it exits non-zero if any step failed.
@@ -43,19 +45,21 @@ if [ "$QUICK" = 1 ]; then  # tiny settings: every step runs, in minutes, on a CP
   REFERENCE=(--epochs 1 --train-limit 2000)
   IWAE=(--iw-samples 50 --limit 200)
   REFERENCE_ELBO=(--limit 500)
+  PROFILE=(--images 200 --iw-samples 50 --train-limit 2000 --budgets 4194304 16777216)
 else
   THROUGHPUT=()
   EPOCH=()
   REFERENCE=()
   IWAE=(--iw-samples 5000)
   REFERENCE_ELBO=()
+  PROFILE=()
 fi
 
 step() {  # step NAME COMMAND...: run it, log to OUT/NAME.log, remember a failure
   local name=$1; shift
   echo "== $name: $*" >&2
   local start=$SECONDS
-  if timeout "$STEP_TIMEOUT" "$@" > "$OUT/$name.log" 2>&1; then
+  if timeout -k 10 "$STEP_TIMEOUT" "$@" > "$OUT/$name.log" 2>&1; then
     echo "   done in $((SECONDS - start)) s" >&2
   else
     echo "   FAILED (see $OUT/$name.log)" >&2
@@ -95,15 +99,15 @@ EOF
 
 for net in mlp conv; do
   step "throughput-$net" "$PY" benchmarks/throughput.py --data-dir "$DATA" --device "$DEVICE" --net "$net" \
-    "${THROUGHPUT[@]}" "${EXTRA_THROUGHPUT[@]}" --out "$OUT/throughput-$net.json"
+    ${THROUGHPUT[@]+"${THROUGHPUT[@]}"} ${EXTRA_THROUGHPUT[@]+"${EXTRA_THROUGHPUT[@]}"} --out "$OUT/throughput-$net.json"
 done
 
 step epoch "$PY" -m pyro_vae train --config configs/mnist-reference.toml --epochs 2 --val-size 0 --device "$DEVICE" \
-  "${EPOCH[@]}" --out "$OUT/runs/epoch" --overwrite --no-progress
-# The same epoch as a torchrun job of one process (NCCL on a GPU, Gloo on the CPU), and the all-reduce a step of a
+  ${EPOCH[@]+"${EPOCH[@]}"} --out "$OUT/runs/epoch" --overwrite --no-progress
+# The same epochs as a torchrun job of one process (NCCL on a GPU, Gloo on the CPU), and the all-reduce a step of a
 # job makes (the reference MLP's gradients and loss, 652,826 floats) timed in a one-process group on the device.
 step torchrun_epoch "$PY" -m torch.distributed.run --nproc-per-node 1 --master-port 29533 -m pyro_vae train \
-  --config configs/mnist-reference.toml --epochs 1 --val-size 0 --device "$DEVICE" "${EPOCH[@]}" \
+  --config configs/mnist-reference.toml --epochs 2 --val-size 0 --device "$DEVICE" ${EPOCH[@]+"${EPOCH[@]}"} \
   --out "$OUT/runs/torchrun_epoch" --overwrite --no-progress
 step all_reduce "$PY" - "$OUT/all_reduce.json" "$DEVICE" <<'EOF'
 import json, os, statistics, sys, time
@@ -121,11 +125,13 @@ json.dump({"backend": dist.get_backend(), "processes": 1, "floats": flat.numel()
            "all_reduce_ms": 1000 * statistics.median(times[20:])}, open(sys.argv[1], "w"))
 dist.destroy_process_group()
 EOF
-step reference "$PY" -m pyro_vae train --config configs/mnist-reference.toml --device "$DEVICE" "${REFERENCE[@]}" \
+step reference "$PY" -m pyro_vae train --config configs/mnist-reference.toml --device "$DEVICE" ${REFERENCE[@]+"${REFERENCE[@]}"} \
   --out "$OUT/runs/reference" --overwrite --no-progress
 step reference_elbo "$PY" -m pyro_vae elbo --checkpoint "$OUT/runs/reference/ckpt.pt" --device "$DEVICE" \
-  "${REFERENCE_ELBO[@]}" --json
-step iwae5000 "$PY" -m pyro_vae elbo --checkpoint "$OUT/runs/reference/ckpt.pt" --device "$DEVICE" "${IWAE[@]}" --json
+  ${REFERENCE_ELBO[@]+"${REFERENCE_ELBO[@]}"} --json
+step iwae5000 "$PY" -m pyro_vae elbo --checkpoint "$OUT/runs/reference/ckpt.pt" --device "$DEVICE" ${IWAE[@]+"${IWAE[@]}"} --json
+step profile "$PY" benchmarks/gpu_profile.py --checkpoint "$OUT/runs/reference/ckpt.pt" --data-dir "$DATA" \
+  --device "$DEVICE" --out "$OUT" ${PROFILE[@]+"${PROFILE[@]}"}
 
 "$PY" - "$OUT" <<'EOF' || FAILED=1
 import json, math, sys
@@ -182,7 +188,7 @@ rows.append(f"- one epoch of the reference MLP: {e['images']} images in {e['seco
             f" the first epoch, which compiles the step: {e['first_epoch_seconds']:.2f} s)"
             if "seconds" in e else "- one epoch: failed")
 t = metrics("torchrun_epoch")
-rows.append(f"- the same epoch under torchrun (1 process): {t[-1]['images_per_s']:.0f} img/s" if t else "- torchrun epoch: failed")
+rows.append(f"- the same second epoch under torchrun (1 process): {t[-1]['images_per_s']:.0f} img/s" if t else "- torchrun epoch: failed")
 a = load("all_reduce.json")
 rows.append(f"- all-reduce of the MLP's gradients ({a['floats']} floats, {a['backend']}, 1 process): {a['all_reduce_ms']:.3f} ms"
             if "all_reduce_ms" in a else "- all-reduce: failed")
@@ -193,6 +199,16 @@ rows.append(f"- reference run: test ELBO {r['test_elbo']:.3f} ± {r['elbo_stderr
 i = load("iwae5000.json")
 rows.append(f"- IWAE K={i['k']} over {i['images']} test images: {i['seconds']:.1f} s, peak {i['peak_memory_mib']:.0f} MiB "
             f"({i['peak_memory_of']})" if "seconds" in i else "- IWAE: failed")
+pr = load("profile.json")
+if "epochs" in pr:
+    chunks = pr["iwae_by_chunk"]
+    rows.append(f"- IWAE K={chunks['k']} over {chunks['images']} images by decoder outputs a pass: " + ", ".join(
+        f"2^{int(b).bit_length() - 1}: {r['seconds']:.2f} s" for b, r in chunks["by_budget"].items()))
+    rows.append("- epochs 1-5 of the reference MLP (s; 3 profiled, 4 under cProfile): " + ", ".join(
+        f"{v:.2f}" for v in pr["epochs"]["epoch_seconds"].values()) + (
+        f"; epoch 3's kernels: {pr['epochs']['epoch_3_kernel_seconds']:.3f} s" if pr["epochs"]["epoch_3_kernel_seconds"] else ""))
+else:
+    rows.append("- profile: failed")
 (out / "summary.md").write_text("\n".join(rows) + "\n")
 print("\n".join(rows))
 EOF

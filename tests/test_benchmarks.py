@@ -50,5 +50,8 @@ def test_the_gpu_script_dry_runs_on_a_cpu(tmp_path, data_dir):
     assert json.loads((out / "all_reduce.json").read_text())["backend"] == "gloo"
     assert (out / "runs" / "torchrun_epoch" / "ckpt.pt").is_file()
     assert json.loads((out / "machine.json").read_text())["quick"] is True
+    profile = json.loads((out / "profile.json").read_text())
+    assert list(profile["epochs"]["epoch_seconds"]) == ["1", "2", "3", "4", "5"]
+    assert len(profile["iwae_by_chunk"]["by_budget"]) == 2 and (out / "profile_python.txt").stat().st_size > 0
     summary = (out / "summary.md").read_text()
     assert "QUICK dry run" in summary and "failed" not in summary.replace("0 failed", "")

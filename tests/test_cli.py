@@ -283,12 +283,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.mark.parametrize("name", ["v1_mog_gaussian_fullcov.pt", "v1_flow_iaf.pt"])
 def test_format_1_checkpoints_written_by_0_1_give_the_same_bounds(name, data_dir, tmp_path, capsys):
     """Real checkpoints written by pyro-vae 0.1 (tests/fixtures, made by the command in v1_bounds.json) convert
-    to a RunConfig and reproduce the bounds 0.1 printed, to the last digit."""
+    to a RunConfig and reproduce the bounds 0.1 printed, to float32 rounding (the last printed digits depend on
+    the machine's BLAS kernels: this check failed at the 8th significant digit on another x86-64 CPU)."""
     expected = json.loads((FIXTURES / "v1_bounds.json").read_text())[name]
     code, out, err = run_cli(["elbo", "--checkpoint", FIXTURES / name, "--data-dir", data_dir, "--limit", "200",
                               "--iw-samples", "10", "--json"], capsys)  # fmt: skip
     assert code == 0, err
     result = json.loads(out)
-    assert {key: result[key] for key in expected} == expected
+    assert {key: result[key] for key in expected} == pytest.approx(expected, rel=1e-6)
     config = RunConfig.from_checkpoint(torch.load(FIXTURES / name, weights_only=True))
     assert config.model.latent_dim == 4 and config.optimizer.batch_size == 100

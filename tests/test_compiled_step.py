@@ -141,12 +141,22 @@ def test_a_compiled_graph_that_disagrees_with_trace_elbo_is_dropped(compiling, m
     assert all(torch.equal(p, q) for p, q in zip(vae.parameters(), plain.parameters()))
 
 
-def test_a_job_of_several_processes_is_not_compiled():
-    group = fast_svi.Group(rank=0, world=2, local_rank=0)
+def test_a_job_s_graph_is_for_its_rows(compiling):
+    """In a job the graph is compiled for this process's rows of the full batch, and used only for them: the
+    last batch's rows (another slice of another total, even with as many rows) take the uncompiled step."""
+    group = fast_svi.Group(rank=1, world=2, local_rank=1)
     vae = make_vae()
     svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), group=group,
                   compile=True)  # fmt: skip
-    assert svi.compile_disabled_reason == "the compiled step runs in one process only"
+    x, beta = batches(1)[0], torch.tensor(1.0)
+    with pyro.get_param_store().scope(), pyro.validation_enabled(False):
+        svi._loss_and_grads((x[8:16], beta), {}, (slice(8, 16), 16))
+        assert svi.compiled is not None and svi._compiled_for == (((8, 784), ()), (8, 16, 16))
+        calls = []
+        compiled, svi.compiled = svi.compiled, lambda *args: calls.append(args) or compiled(*args)
+        svi._loss_and_grads((x[8:16], beta), {}, (slice(8, 16), 16))
+        svi._loss_and_grads((x[7:15], beta), {}, (slice(7, 15), 15))  # 8 rows, but of a batch of 15
+    assert len(calls) == 1
 
 
 def test_train_compiles_by_default_and_says_so(compiling, tmp_path, data_dir, capsys):
@@ -170,3 +180,63 @@ def test_a_checkpoint_from_before_the_compiled_step_resumes_without_it():
     del table["objective"]["compile"]
     assert not RunConfig.from_checkpoint({"format_version": 2, "config": table}).objective.compile
     assert RunConfig.from_checkpoint({"format_version": 2, "config": RunConfig().to_dict()}).objective.compile
+
+
+def test_each_process_s_graph_gives_its_share_of_the_whole_batch(compiling):
+    """A job compiles one graph per process, for its rows of the batch with the whole batch's noise
+    (GlobalBatchNoise active while the graph is recorded): the shares' losses and gradients add up to the whole
+    batch's eager Trace_ELBO. Negative control: shares that draw only their own rows' noise do not add up."""
+    from pyro_vae.inference.global_noise import GlobalBatchNoise
+
+    torch.manual_seed(0)
+    vae = make_vae()
+    params = list(vae.parameters())
+    elbo = Trace_ELBO(max_plate_nesting=1)
+    x, beta, shares = batches(1)[0], torch.tensor(0.5), (slice(0, 6), slice(6, 16))
+    with pyro.get_param_store().scope(), pyro.validation_enabled(False):
+        pyro.set_rng_seed(4)
+        whole = elbo.loss_and_grads(vae.model, vae.guide, x, beta)
+        whole_grads = [p.grad for p in params]
+        vae.zero_grad(set_to_none=True)
+        loss, grads, own_rows = 0.0, [torch.zeros_like(p) for p in params], 0.0
+        for rows in shares:
+            with GlobalBatchNoise(rows, 16):
+                compiled = CompiledELBO(vae.model, vae.guide, params, elbo, (x[rows], beta))
+            pyro.set_rng_seed(4)
+            part, finite, part_grads = compiled(x[rows], beta)
+            assert finite
+            loss += part
+            grads = [g + h for g, h in zip(grads, part_grads)]
+            pyro.set_rng_seed(4)
+            own_rows += elbo.loss(vae.model, vae.guide, x[rows], beta)
+    assert loss == pytest.approx(whole, rel=1e-5)
+    for p, g, w in zip(params, grads, whole_grads):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * float(w.abs().max()))
+    assert own_rows != pytest.approx(whole, rel=1e-3)
+
+
+def test_a_job_checks_the_summed_gradients_for_nan(compiling):
+    """In a job the graph's own finiteness check covers this process's share only: another process's NaN arrives
+    in the all-reduce, and the step must stop there, before Adam (here the other process is a stub that adds NaN
+    to the sum)."""
+    group = fast_svi.Group(rank=0, world=2, local_rank=0)
+    vae = make_vae()
+    svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), group=group,
+                  compile=True)  # fmt: skip
+    poison = {"on": False}
+
+    def other_process(tensor):
+        if poison["on"]:
+            tensor[0] = float("nan")  # the first gradient entry
+        return tensor
+
+    object.__setattr__(group, "sum", other_process)  # (Group is a frozen dataclass)
+    x = batches(1)[0]
+    with pyro.get_param_store().scope():
+        svi.step(x[:8], 1.0, shard=(slice(0, 8), 16))
+        assert svi.compiled is not None and svi.compiled_processes == 1  # (the stub adds no other process)
+        before = [p.detach().clone() for p in vae.parameters()]
+        poison["on"] = True
+        with pytest.raises(TrainingError, match="a gradient became NaN"):
+            svi.step(x[:8], 1.0, shard=(slice(0, 8), 16))
+    assert all(torch.equal(a, p) for a, p in zip(before, vae.parameters()))

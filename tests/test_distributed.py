@@ -109,14 +109,17 @@ def test_each_process_takes_its_own_gpu():
     assert device_name("cpu", job) == "cpu" and device_name("cuda", SINGLE) == "cuda"
     assert device_name("auto", job) == ("cuda:1" if torch.cuda.is_available() else "cpu")
 
+@pytest.mark.parametrize("requested", ["cuda", "auto"])
 @pytest.mark.parametrize("world,local", [(1, 0), (2, 1)])
-def test_a_job_binds_each_process_to_an_indexed_gpu(monkeypatch, world, local):
-    """``--device cuda`` under torchrun, a job of one process too (found on a GPU: torch.cuda.set_device("cuda")
-    raised "Expected a torch.device with a specified index"): set_device and NCCL get ``cuda:LOCAL_RANK``. The
-    CUDA calls are recorded, not made, so this runs without a GPU."""
+def test_a_job_binds_each_process_to_an_indexed_gpu(monkeypatch, world, local, requested):
+    """``--device cuda`` (or ``auto`` with a GPU) under torchrun, a job of one process too (found on a GPU:
+    torch.cuda.set_device("cuda") raised "Expected a torch.device with a specified index"; ``auto`` in a job of one
+    reached torch.device("auto")): set_device and NCCL get ``cuda:LOCAL_RANK``. The CUDA calls are recorded, not
+    made, so this runs without a GPU."""
     import pyro_vae.runtime.distributed as distributed
 
     calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
     monkeypatch.setattr(distributed.dist, "init_process_group",
@@ -125,8 +128,37 @@ def test_a_job_binds_each_process_to_an_indexed_gpu(monkeypatch, world, local):
     for name, value in {"RANK": world - 1, "WORLD_SIZE": world, "LOCAL_RANK": local, "MASTER_ADDR": "127.0.0.1",
                         "MASTER_PORT": 1}.items():  # fmt: skip
         monkeypatch.setenv(name, str(value))
-    distributed.join("cuda")
+    distributed.join(requested)
     assert calls == [("set_device", torch.device("cuda", local)), ("nccl", torch.device("cuda", local))]
+
+
+def test_a_job_of_one_without_a_gpu_takes_the_cpu(monkeypatch):
+    """``--device auto`` (the default) under ``torchrun --nproc-per-node 1`` on a machine without a GPU: Gloo."""
+    import pyro_vae.runtime.distributed as distributed
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kwargs: calls.append(backend))
+    monkeypatch.setattr(distributed, "current", lambda: SINGLE)
+    for name, value in {"RANK": 0, "WORLD_SIZE": 1, "LOCAL_RANK": 0, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": 1}.items():
+        monkeypatch.setenv(name, str(value))
+    distributed.join("auto")
+    assert calls == ["gloo"]
+
+
+def test_a_job_s_flags_travel_on_the_process_s_device(monkeypatch):
+    """NCCL reduces only CUDA tensors: a flag the processes sum (a stop request) goes on the device given, the
+    trainer's own (before: always the CPU, which NCCL refuses). The meta device stands in for a GPU here."""
+    seen = []
+
+    def fake_sum(self, tensor):
+        seen.append(tensor.device)
+        return torch.tensor([2.0])
+
+    monkeypatch.setattr(Group, "sum", fake_sum)
+    assert Group(0, 2).any(False, torch.device("meta")) and seen == [torch.device("meta")]
+    assert Group(0, 2).any(False) and seen[-1] == torch.device("cpu")
+    assert SINGLE.any(False, "meta") is False and len(seen) == 2  # one process: no collective
 
 
 @pytest.mark.parametrize("value,ok_", [("30", True), ("0.5", True), ("0", False), ("soon", False)])
@@ -203,6 +235,21 @@ def test_two_processes_train_what_one_trains(single, pair):
         assert b["val_elbo"] == pytest.approx(a["val_elbo"], rel=1e-6)
     # rank 0 speaks for the job: each epoch's line once
     assert result.stderr.count("epoch 2/2") == 1 and "rank 1" not in result.stderr
+
+
+def test_a_job_runs_the_compiled_step_in_every_process(tmp_path, pair, data_dir):
+    """Compiling on: each process compiles its graph (its rows, the whole batch's noise), the all-reduce runs
+    between the graph and Adam, and the job trains the uncompiled job's run up to float32 rounding. Each process
+    compiles its own (rank 0 counts them for the job's log line)."""
+    out = tmp_path / "run"
+    result = ok(torchrun(["train", "--data-dir", data_dir, *RUN, "--epochs", 2, "--out", out],
+                         env={**os.environ, "TORCH_COMPILE_DISABLE": "0"}))  # fmt: skip
+    assert "compiled the training step" in result.stderr and "(in each of the 2 processes)" in result.stderr
+    assert_same_weights(pair[0] / "ckpt.pt", out / "ckpt.pt")  # (measured: 3.9e-8 apart)
+    # Negative control: a job that fell back to the traced step would give the uncompiled job's weights exactly.
+    assert not all(torch.equal(a, b) for a, b in zip(weights(pair[0] / "ckpt.pt").values(),
+                                                    weights(out / "ckpt.pt").values()))  # fmt: skip
+    assert "compiled the training step" not in pair[1].stderr  # the reference job is the uncompiled one
 
 
 def test_sharded_elbo_prints_the_single_process_numbers(pair, data_dir):

@@ -13,6 +13,7 @@ Every source ends here, so there is one rule for making images the size a run as
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,12 @@ def to_unit(x: Tensor) -> Tensor:
         return x.float()
     if x.device.type == "cpu":
         return x.float() / 255.0
-    return _UNIT_LEVELS.to(x.device)[x.int()]
+    return _unit_levels(x.device)[x.int()]
+
+
+@functools.cache
+def _unit_levels(device: torch.device) -> Tensor:
+    return _UNIT_LEVELS.to(device)  # (copied to a device once, not with every streamed batch)
 
 
 def conformed_shape(shape: tuple[int, int, int], channels: int | None, size: tuple[int, int] | None) -> tuple[int, int, int]:

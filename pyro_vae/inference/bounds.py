@@ -38,9 +38,12 @@ AGREEMENT_Z_LIMIT = 4.0
 ROUNDING = 1e-6  # relative float32 error of a sum over ~1000 pixels: differences below it are not disagreement
 _ELEMENTS_PER_CHUNK = 1 << 22  # decoder outputs held at once in the IWAE pass (16 MiB of float32)
 # On a GPU a pass costs launches, not arithmetic: K=5000 over 1,000 MNIST images of the reference MLP took 2.69 s
-# in passes of 10 particles and 0.27 s in passes of 171 (1 << 26 outputs, 841 MiB at the peak) on an H200. A fixed
-# number, not one read off the free memory: the chunks decide the draws, and a seed must give the same bound.
+# in passes of 10 particles and 0.27 s in passes of 171 (1 << 26 outputs, 841 MiB at the peak: 13 B an output) on
+# an H200. A conv decoder holds more per output (its 32 x 14 x 14 layer alone 8 floats), so a smaller GPU gets one
+# output per _CUDA_BYTES_PER_OUTPUT of its memory. Never the free memory: the chunks decide the draws, and a seed
+# must give the same bound on the same GPU whatever else holds memory.
 _CUDA_ELEMENTS_PER_CHUNK = 1 << 26
+_CUDA_BYTES_PER_OUTPUT = 256
 
 
 def log_weights(vae: VAE, x: Tensor, num_particles: int = 1) -> Tensor:
@@ -61,8 +64,16 @@ def iwae_chunk(batch_size: int, data_dim: int, k: int, device: torch.device | st
     """Particles per pass of :func:`iwae_bound` (and of :func:`elbo_per_image`): about
     ``_ELEMENTS_PER_CHUNK`` decoder outputs at once (``_CUDA_ELEMENTS_PER_CHUNK`` on a GPU), so memory does not
     grow with ``k``."""
-    elements = _CUDA_ELEMENTS_PER_CHUNK if torch.device(device).type == "cuda" else _ELEMENTS_PER_CHUNK
+    device = torch.device(device)
+    elements = _ELEMENTS_PER_CHUNK
+    if device.type == "cuda":
+        elements = max(elements, min(_CUDA_ELEMENTS_PER_CHUNK, _gpu_memory_bytes(device) // _CUDA_BYTES_PER_OUTPUT))
     return max(1, min(k, elements // max(1, batch_size * data_dim)))
+
+
+def _gpu_memory_bytes(device: torch.device) -> int:
+    """The GPU's whole memory (a property of the card, unlike its free memory)."""
+    return torch.cuda.get_device_properties(device).total_memory
 
 
 OnChunk = Callable[[int], None] | None  # told the particles each chunk has done (for progress)

@@ -28,12 +28,14 @@ What differs from ``SVI(model, guide, pyro.optim.Adam(...), loss)`` is only over
   new batch shape is traced. Pyro's rules for jit apply: static model structure, no dependence on
   Python state outside the arguments. Each new trace is checked against the eager ``Trace_ELBO`` on
   the same draws; a trace that fails or disagrees is dropped for the eager loss, with the reason.
-* With ``compile`` (a ``Trace_ELBO`` loss, one process), the batches of the first shape (the full batches)
+* With ``compile`` (a ``Trace_ELBO`` loss), the batches of the first shape (the full batches)
   go through :class:`~pyro_vae.inference.compiled_elbo.CompiledELBO`: the loss and its gradients as one
   graph compiled by inductor (``torch.compile``'s compiler). It draws what the eager step draws and rounds
   differently. Its loss and gradients are checked once against the eager ``Trace_ELBO``'s on the same draws;
   if compiling fails or they disagree, FastSVI says why in ``compile_disabled_reason`` and carries on as
-  without it.
+  without it. In a job every process compiles its own graph, for its rows of the full batch (the whole
+  batch's noise drawn inside it, as :class:`GlobalBatchNoise` draws it eagerly); the all-reduce runs between
+  the graph and Adam, so the step is the eager job's up to rounding.
 """
 
 from __future__ import annotations
@@ -127,8 +129,10 @@ class FastSVI:
         self.compiled: CompiledELBO | None = None
         self.compile_disabled_reason: str | None = None
         self._compile = compile and type(loss) in (Trace_ELBO, JitTrace_ELBO)  # (to be tried, on the first step)
-        if self._compile and group.parallel:
-            self._compile, self.compile_disabled_reason = False, "the compiled step runs in one process only"
+        self._compiled_for: tuple | None = None  # the argument shapes and rows the graph was compiled for
+        # In a job: the most processes that ran their compiled graph in one step (a last, smaller batch runs none).
+        self.compiled_processes = 0
+        self._ran_graph = False  # whether the compiled graph made this step's loss and gradients
 
     def step(self, *args, shard: Shard | None = None, stop: bool = False, **kwargs) -> float:
         """One gradient step on the loss; returns the loss estimate (the negative ELBO, summed over the batch).
@@ -137,6 +141,7 @@ class FastSVI:
         and gradients returned are the global batch's, and :attr:`stopping` says whether any process passed ``stop``.
         """
         checked = False  # whether the loss and gradients are known to be finite
+        self._ran_graph = False
         if shard is not None and shard[0].stop == shard[0].start:  # no rows here (the end of an epoch)
             loss = 0.0
         else:
@@ -145,7 +150,7 @@ class FastSVI:
             with GlobalBatchNoise(*shard) if shard is not None else nullcontext():
                 loss, checked = self._loss_and_grads(args, kwargs, shard)
         if self.group.parallel:
-            loss = self._sum_over_processes(loss, stop)
+            loss = self._sum_over_processes(loss, stop, self._ran_graph)
         if not checked:
             self._check_finite(loss)
         if not fused_adam_step(self.optimizer):
@@ -160,21 +165,27 @@ class FastSVI:
         graph answers that; the others are checked by :meth:`_check_finite`)."""
         if self._compile and not kwargs:
             tensors = _as_tensors(args)
+            # A job's graph holds its rows of the whole batch's noise: the rows are part of what it is for.
+            key = (tuple(tuple(a.shape) for a in tensors), _rows_key(shard))
             if self.compiled is None and self.compile_disabled_reason is None:
-                self._compile_and_check(tensors)
-            if self.compiled is not None and self.compiled.shapes == tuple(tuple(a.shape) for a in tensors):
+                self._compile_and_check(tensors, key)
+            if self.compiled is not None and self._compiled_for == key:
                 loss, finite, grads = self.compiled(*tensors)
                 for p, g in zip(self._param_list, grads):
                     p.grad = g
-                return loss, finite
+                self._ran_graph = True
+                # In a job these are this process's share: finiteness is checked once summed over the processes.
+                return loss, finite and not self.group.parallel
         if self.jit:
             return self._jit_loss_and_grads(args, kwargs, shard), False
         with pyro.validation_enabled(False):
             return self._eager.loss_and_grads(self.model, self.guide, *args, **kwargs), False
 
-    def _compile_and_check(self, args: tuple[Tensor, ...]) -> None:
-        """Compile for the shape of ``args``, then score them compiled and eager on the same draws: the loss and
-        every gradient must agree to float32 rounding. The random state is left as it was."""
+    def _compile_and_check(self, args: tuple[Tensor, ...], key: tuple) -> None:
+        """Compile for the shape of ``args`` (and, in a job, the rows ``key`` names: the step's
+        :class:`GlobalBatchNoise` is active, so the graph records the whole batch's draw), then score them compiled
+        and eager on the same draws: the loss and every gradient must agree to float32 rounding. The random state
+        is left as it was."""
         rng = _rng_state()
         self.compile_disabled_reason = compile_disabled()
         if self.compile_disabled_reason:
@@ -196,19 +207,22 @@ class FastSVI:
         if disagree:
             self.compile_disabled_reason = f"the compiled step disagrees with the eager Trace_ELBO: {disagree}"
         else:
-            self.compiled = compiled
+            self.compiled, self._compiled_for = compiled, key
 
-    def _sum_over_processes(self, loss: float, stop: bool) -> float:
-        """Every process's gradients, loss and stop request summed, in one all-reduce of one flat buffer."""
+    def _sum_over_processes(self, loss: float, stop: bool, compiled: bool) -> float:
+        """Every process's gradients, loss, stop request and whether its compiled graph made this step, summed in
+        one all-reduce of one flat buffer."""
         grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in self._param_list]
-        flat = torch.cat([*grads, torch.tensor([loss, float(stop)], dtype=grads[0].dtype, device=grads[0].device)])
+        flags = torch.tensor([loss, float(stop), float(compiled)], dtype=grads[0].dtype, device=grads[0].device)
+        flat = torch.cat([*grads, flags])
         self.group.sum(flat)
         offset = 0
         for p in self._param_list:
             p.grad = flat[offset : offset + p.numel()].view_as(p)
             offset += p.numel()
-        total, stops = flat[offset:].tolist()
+        total, stops, compiled_processes = flat[offset:].tolist()
         self.stopping = stops > 0
+        self.compiled_processes = max(self.compiled_processes, round(compiled_processes))
         return total
 
     def _check_finite(self, loss: float) -> None:
@@ -240,7 +254,7 @@ class FastSVI:
         args = _as_tensors(args)
         shapes = tuple(tuple(a.shape) for a in args)
         if shard is not None:  # where the rows sit in the global batch is baked into the trace's noise draw
-            kwargs = {**kwargs, "_shard": (shard[0].start, shard[0].stop, shard[1])}
+            kwargs = {**kwargs, "_shard": _rows_key(shard)}
             shapes = (*shapes, kwargs["_shard"])
         if shapes not in self._traced_shapes:
             return self._trace_and_check(args, kwargs, shapes)
@@ -276,6 +290,11 @@ class FastSVI:
         _set_rng_state(rng)
         with pyro.validation_enabled(False):
             return self._eager.loss_and_grads(self._model, self._guide, *args, **kwargs)
+
+
+def _rows_key(shard: Shard | None) -> tuple[int, int, int] | None:
+    """This process's rows of the global batch and its size, as a key of what a trace or graph was made for."""
+    return None if shard is None else (shard[0].start, shard[0].stop, shard[1])
 
 
 def _as_tensors(args: tuple) -> tuple[Tensor, ...]:

@@ -44,9 +44,10 @@ class ObjectiveConfig:
         "--objective trace: trace the ELBO once per batch shape and replay it (JitTrace_ELBO); falls back to "
         "eager Pyro, with a note, if the model cannot be traced")] = True  # fmt: skip
     compile: Annotated[bool, Option(
-        "--objective trace, one process: compile the full batches' loss and gradients into one graph "
-        "(torch.compile's inductor); it rounds differently, and --no-compile gives the uncompiled step's numbers "
-        "bit for bit. Falls back, with a note, where compiling fails", resumable=True)] = True  # fmt: skip
+        "--objective trace: compile the full batches' loss and gradients into one graph (torch.compile's "
+        "inductor; in a torchrun job, one per process); it rounds differently, and --no-compile gives the "
+        "uncompiled step's numbers bit for bit. Falls back, with a note, where compiling fails",
+        resumable=True)] = True  # fmt: skip
 
     def validate(self) -> None:
         check_fields(self)

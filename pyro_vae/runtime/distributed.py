@@ -95,11 +95,12 @@ class Group:
                 dist.all_reduce(tensor)
         return tensor
 
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any rank."""
+    def any(self, flag: bool, device: torch.device | str = "cpu") -> bool:
+        """Whether ``flag`` is true on any rank. ``device``: this process's device, where the backend reduces
+        (NCCL only CUDA tensors: the process's own GPU; Gloo CPU tensors)."""
         if not self.parallel:
             return flag
-        return bool(self.sum(torch.tensor([float(flag)])).item())
+        return bool(self.sum(torch.tensor([float(flag)], device=device)).item())
 
     def gather(self, value: T) -> list[T]:
         """Every rank's ``value`` (plain data, CPU tensors), in rank order, on every rank."""
@@ -237,8 +238,11 @@ def join(requested_device: str = "auto") -> Group:
                           for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))  # fmt: skip
     if not 0 <= rank < world or local < 0:
         raise ConfigError(f"the launcher's RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local} do not fit together")
-    device = torch.device(device_name(requested_device, Group(rank, world, local)))
-    if device.type == "cuda" and device.index is None:  # a job of one process: device_name leaves "cuda" as it is
+    name = device_name(requested_device, Group(rank, world, local))
+    if name == "auto":  # a job of one process: device_name leaves auto and cuda as they are
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local)  # (set_device and NCCL's device_id need an index)
     if device.type == "cuda":
         if device.index is not None and device.index >= torch.cuda.device_count():

@@ -11,7 +11,8 @@ process the cores the *others* leave free, re-measured before every epoch:
 
 with busy times from ``/proc/stat`` (the CPUs in the process's affinity mask) and our own from ``os.times``.
 The first measurement is a short sample before training starts. The thread count changes how the arithmetic is
-split, not what is computed: the tests check that 1 and 2 threads give bit-identical weights here.
+split; on some CPUs that leaves every number as it was, on others (an AVX-512 Xeon) torch's kernels split their
+sums by thread and the weights differ at float32 rounding. A run that must repeat bit for bit fixes the count.
 """
 
 from __future__ import annotations

@@ -254,7 +254,7 @@ class Trainer:
         self.metrics.append(record)
         self.epoch = epoch
         # (in a job, every process must agree: a signal reaches each one at its own moment)
-        self.stop_requested = self.group.any(stop.signum is not None)
+        self.stop_requested = self.group.any(stop.signum is not None, self.data.device)
         if self.stop_requested and stop.signum is None:  # another process was signalled
             stop.signum = signal.SIGTERM
         for callback in self.callbacks:
@@ -331,11 +331,16 @@ class Trainer:
 
     def _say_how_it_stepped(self) -> None:
         """Once: whether the step was compiled (and in how long), and why the compiled or traced step was not used."""
-        svi = self.svi
+        svi, world = self.svi, self.group.world
         if not self._said_compile and (svi.compiled or svi.compile_disabled_reason):
             self._said_compile = True
-            self.log(f"compiled the training step in {svi.compiled.seconds:.1f} s" if svi.compiled else
-                     f"training without the compiled step: {svi.compile_disabled_reason}")  # fmt: skip
+            where = ""  # in a job: how many processes run the graph (counted by the steps' all-reduce)
+            if world > 1 and svi.compiled_processes == world:
+                where = f" (in each of the {world} processes)"
+            elif world > 1 and svi.compiled_processes:
+                where = f" (compiled in {svi.compiled_processes} of the {world} processes; the others train without it)"
+            self.log(f"compiled the training step in {svi.compiled.seconds:.1f} s{where}" if svi.compiled else
+                     f"training without the compiled step: {svi.compile_disabled_reason}{where}")  # fmt: skip
         if self.svi.jit_disabled_reason and not self._said_no_jit:
             self.log(f"training without the traced step: {self.svi.jit_disabled_reason}")
             self._said_no_jit = True
