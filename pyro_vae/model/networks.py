@@ -5,6 +5,15 @@ An *encoder* maps a flattened image batch ``(..., D)`` to the guide family's par
 ``(..., latent_dim)`` to the likelihood's parameters, shape ``(..., num_params, D)``, ``D = C*H*W`` in the
 images' ``(C, H, W)`` order. Both take the image shape from the data: the convolutional pair works at any
 ``H x W`` (each stride-2 stage rounds up, and the decoder retraces the same sizes exactly).
+
+The convolutional pair has two layouts (``layout``), on 28x28 grey images with channels 32,64 and hidden 16:
+
+* ``mirror``: encoder conv 4x4/2 to 32@14x14 and 64@7x7, dense 16, the guide's parameters; the decoder its mirror
+  image: dense 16, dense to 64@7x7, transposed 4x4/2 convolutions to 32@14x14 and to the likelihood's maps.
+* ``keras``: the Keras VAE example's network: 3x3/2 convolutions ('same' padding) to 32@14x14 and 64@7x7, dense 16,
+  the guide's parameters; the decoder goes from z straight to 64@7x7, then transposed 3x3/2 convolutions to
+  64@14x14 and 32@28x28 and a 3x3 stride-1 convolution to the likelihood's maps. (TensorFlow pads a stride-2
+  'same' convolution by 0 before and 1 after; here it is 1 on both sides: a one-pixel shift, the same sizes.)
 """
 
 from __future__ import annotations
@@ -46,6 +55,13 @@ class NetConfig:
     channels: Annotated[tuple[int, ...], Option(
         "conv/resnet: channels of each stride-2 stage (their number is the depth), e.g. 32,64,128",
         min=1, max=4096, max_items=MAX_CONV_STAGES, flag="--conv-channels")] = (32, 64)  # fmt: skip
+    init: Annotated[Literal["torch", "glorot"], Option(
+        "initial weights: torch (PyTorch's defaults: uniform within 1/sqrt(fan-in), biases too) or glorot "
+        "(Glorot-uniform weights, zero biases: Keras's defaults)", flag="--net-init")] = "torch"  # fmt: skip
+    layout: Annotated[Literal["mirror", "keras"], Option(
+        "conv/resnet: mirror (4x4 stride-2 convolutions, the decoder the encoder's mirror image with its dense layer) "
+        "or keras (the Keras VAE example's: 3x3 convolutions, the decoder from z straight to the feature map, a last "
+        "stride-1 convolution)", flag="--conv-layout")] = "mirror"  # fmt: skip
 
     def validate(self) -> None:
         check_fields(self)
@@ -124,9 +140,14 @@ class PhaseConvTranspose2d(nn.ConvTranspose2d):
 PHASE_MAX_CHANNELS = 4  # transposed layers with at most this many outputs use PhaseConvTranspose2d
 
 
-def _halving(n_in: int, n_out: int, height: int, width: int, transposed: bool) -> nn.Module:
-    """A stride-2 convolution from ``(height, width)`` to their halves rounded up (or, ``transposed``, back):
-    kernel 4 on an even side (exact halving), 3 on an odd one (``2n - 1`` back), padding 1."""
+def _halving(n_in: int, n_out: int, height: int, width: int, transposed: bool, layout: str = "mirror") -> nn.Module:
+    """A stride-2 convolution from ``(height, width)`` to their halves rounded up (or, ``transposed``, back), padding
+    1. ``mirror``: kernel 4 on an even side (exact halving), 3 on an odd one (``2n - 1`` back). ``keras``: kernel 3
+    ('same'); going back, an even side gets the one more row or column it needs as output padding."""
+    if layout == "keras":
+        if not transposed:
+            return nn.Conv2d(n_in, n_out, 3, stride=2, padding=1)
+        return nn.ConvTranspose2d(n_in, n_out, 3, stride=2, padding=1, output_padding=(1 - height % 2, 1 - width % 2))
     kernel = (4 if height % 2 == 0 else 3, 4 if width % 2 == 0 else 3)
     if not transposed:
         return nn.Conv2d(n_in, n_out, kernel, stride=2, padding=1)
@@ -152,14 +173,14 @@ class ConvEncoder(nn.Module):
     ``residual``) -> dense ``hidden`` -> ``num_params``. On 28x28 with channels 32,64: 32@14x14 -> 64@7x7."""
 
     def __init__(self, num_params: int, hidden: int, activation: str, image_shape: tuple[int, int, int],
-                 channels: tuple[int, ...], residual: bool = False):  # fmt: skip
+                 channels: tuple[int, ...], residual: bool = False, layout: str = "mirror"):  # fmt: skip
         super().__init__()
         act = ACTIVATIONS[activation]
         self.image_shape = tuple(image_shape)
         heights, widths = stage_sizes(image_shape[1], len(channels)), stage_sizes(image_shape[2], len(channels))
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip((image_shape[0], *channels), channels)):
-            layers += [_halving(n_in, n_out, heights[i], widths[i], transposed=False), act()]
+            layers += [_halving(n_in, n_out, heights[i], widths[i], transposed=False, layout=layout), act()]
             if residual:
                 layers.append(ResidualBlock(n_out, activation))
         self.conv = nn.Sequential(*layers)
@@ -173,26 +194,37 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """The mirror of :class:`ConvEncoder`: ``latent_dim`` -> dense ``hidden`` -> the last stage's feature map ->
-    transposed stride-2 convolutions back through the same sizes -> ``num_params`` x C maps of exactly H x W."""
+    """Back from ``latent_dim`` to ``num_params`` x C maps of exactly H x W through the encoder's sizes. ``mirror``:
+    dense ``hidden`` -> the last stage's feature map -> transposed stride-2 convolutions, the last one to the maps.
+    ``keras``: dense straight to the feature map -> transposed stride-2 convolutions keeping the channels
+    (``reversed(channels)``) -> a 3x3 stride-1 convolution to the maps."""
 
     def __init__(self, latent_dim: int, hidden: int, activation: str, num_params: int,
-                 image_shape: tuple[int, int, int], channels: tuple[int, ...], residual: bool = False):  # fmt: skip
+                 image_shape: tuple[int, int, int], channels: tuple[int, ...], residual: bool = False,
+                 layout: str = "mirror"):  # fmt: skip
         super().__init__()
         act = ACTIVATIONS[activation]
         self.num_params, self.image_shape = num_params, tuple(image_shape)
         heights, widths = stage_sizes(image_shape[1], len(channels)), stage_sizes(image_shape[2], len(channels))
         self.start = (channels[-1], heights[-1], widths[-1])
-        self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(self.start)), act())
-        outs = (*reversed(channels[:-1]), num_params * image_shape[0])
+        maps = num_params * image_shape[0]
+        if layout == "keras":
+            self.dense = nn.Sequential(nn.Linear(latent_dim, math.prod(self.start)), act())
+            outs = tuple(reversed(channels))
+        else:
+            self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(self.start)),
+                                       act())  # fmt: skip
+            outs = (*reversed(channels[:-1]), maps)
         layers: list[nn.Module] = []
-        for i, (n_in, n_out) in enumerate(zip(reversed(channels), outs)):
+        for i, (n_in, n_out) in enumerate(zip((channels[-1], *outs[:-1]), outs)):
             stage = len(channels) - 1 - i  # from stage + 1's size back to stage's
             if residual:
                 layers.append(ResidualBlock(n_in, activation))
-            layers.append(_halving(n_in, n_out, heights[stage], widths[stage], transposed=True))
-            if i < len(channels) - 1:
+            layers.append(_halving(n_in, n_out, heights[stage], widths[stage], transposed=True, layout=layout))
+            if i < len(channels) - 1 or layout == "keras":
                 layers.append(act())
+        if layout == "keras":
+            layers.append(nn.Conv2d(outs[-1], maps, 3, padding=1))
         self.deconv = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -205,14 +237,33 @@ class ConvDecoder(nn.Module):
 def make_encoder(config: NetConfig, num_params: int, image_shape: tuple[int, int, int]) -> nn.Module:
     """The encoder for ``config`` and images of ``image_shape``, producing ``num_params`` guide parameters."""
     if config.kind == "mlp":
-        return MLPEncoder(num_params, config.hidden, config.activation, image_shape)
-    return ConvEncoder(num_params, config.hidden[0], config.activation, image_shape, config.channels,
-                       residual=config.kind == "resnet")  # fmt: skip
+        return initialise(MLPEncoder(num_params, config.hidden, config.activation, image_shape), config.init)
+    return initialise(ConvEncoder(num_params, config.hidden[0], config.activation, image_shape, config.channels,
+                                  residual=config.kind == "resnet", layout=config.layout), config.init)  # fmt: skip
 
 
 def make_decoder(config: NetConfig, latent_dim: int, num_params: int, image_shape: tuple[int, int, int]) -> nn.Module:
     """The decoder for ``config``, from ``latent_dim`` to ``num_params`` likelihood parameters per pixel value."""
     if config.kind == "mlp":
-        return MLPDecoder(latent_dim, config.hidden, config.activation, num_params, image_shape)
-    return ConvDecoder(latent_dim, config.hidden[0], config.activation, num_params, image_shape, config.channels,
-                       residual=config.kind == "resnet")  # fmt: skip
+        return initialise(MLPDecoder(latent_dim, config.hidden, config.activation, num_params, image_shape),
+                          config.init)  # fmt: skip
+    return initialise(ConvDecoder(latent_dim, config.hidden[0], config.activation, num_params, image_shape,
+                                  config.channels, residual=config.kind == "resnet", layout=config.layout),
+                      config.init)  # fmt: skip
+
+
+def initialise(net: nn.Module, init: str) -> nn.Module:
+    r"""``net`` with ``init``'s initial weights. ``torch`` keeps PyTorch's: weights and biases uniform within
+    :math:`\pm 1/\sqrt{	ext{fan-in}}`. ``glorot`` draws every weight uniform within
+    :math:`\pm\sqrt{6 / (	ext{fan-in} + 	ext{fan-out})}` and zeroes the biases. The difference matters for a
+    narrow bottleneck after a wide layer: the conv net's 3136 -> 16 dense layer starts at :math:`\pm 0.018` under
+    ``torch`` (its outputs barely depend on the image) and :math:`\pm 0.044` under ``glorot``. With z = 2,
+    PyTorch's start left 1 or 0 of the 2 latent units active on 2 of 3 seeds, Glorot's 2 on every seed
+    (``benchmarks/RESULTS.md``, issue 32)."""
+    if init == "glorot":
+        for module in net.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+    return net
