@@ -6,7 +6,7 @@
   ``--train-images`` images, timed in the second epoch (``images_per_s`` of ``metrics.jsonl``) as one process
   with 1 thread, one process with every core's thread, and ``torchrun --nproc-per-node N`` (N = 2 ..
   ``--max-procs``, one thread each, Gloo), every loop with the compiled step (the default); then the job of
-  ``--max-procs`` again with ``--no-compile`` (how jobs trained before issue 30), in the same run.
+  ``--max-procs`` again with ``--no-compile`` (how jobs trained before they compiled), in the same run.
   Scaling efficiency = images/s of N processes / (N x one process with one thread); ``speedup``: images/s against
   the one-thread process.
 * **Communication**: the one all-reduce a step makes (the gradients of every parameter plus the loss, float32)
@@ -15,7 +15,7 @@
 * ``--reference``: the reference run (``configs/mnist-reference.toml``) under ``torchrun --nproc-per-node 2``,
   then ``pyro-vae elbo`` on its checkpoint in one process and sharded over two: the test ELBO against the
   single-process run's (README: -102.714 +- 0.266 compiled, -102.689 +- 0.266 with ``--no-compile``; a job compiles
-  its step in every process since issue 30), and the two evaluations' numbers side by side.
+  its step in every process), and the two evaluations' numbers side by side.
 
 Prints one JSON object per measurement and a Markdown summary; ``--json FILE`` keeps them. On one machine the
 processes share its cores and memory bandwidth: this measures the mechanism, not a cluster's network.

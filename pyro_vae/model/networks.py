@@ -259,7 +259,7 @@ def initialise(net: nn.Module, init: str) -> nn.Module:
     narrow bottleneck after a wide layer: the conv net's 3136 -> 16 dense layer starts at :math:`\pm 0.018` under
     ``torch`` (its outputs barely depend on the image) and :math:`\pm 0.044` under ``glorot``. With z = 2,
     PyTorch's start left 1 or 0 of the 2 latent units active on 2 of 3 seeds, Glorot's 2 on every seed
-    (``benchmarks/RESULTS.md``, issue 32)."""
+    (``benchmarks/RESULTS.md``, "A conv VAE at z = 2")."""
     if init == "glorot":
         for module in net.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
