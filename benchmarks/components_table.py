@@ -54,7 +54,8 @@ def _fmt(entry: dict | None, key: str) -> str:
 def markdown(results: dict) -> str:
     """The README table: one row per component, MNIST and Fashion-MNIST side by side."""
     lines = [
-        "| component | differs from the baseline by | MNIST ELBO | MNIST IWAE-100 | Fashion ELBO | Fashion IWAE-100 | agreement z (M / F) |",
+        "| component | differs from the baseline by | MNIST ELBO | MNIST IWAE-100 | Fashion ELBO | Fashion IWAE-100 "
+        "| agreement z (M / F) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, (kind, options, _) in ROWS.items():
@@ -65,8 +66,10 @@ def markdown(results: dict) -> str:
             elbo_f += f" ({_fmt(f, 'elbo_bits_per_dim')} bits/dim)"
         z = " / ".join(_fmt(e, "agreement_z") for e in (m, f))
         label = f"{kind}: {name}" if kind != "baseline" else "baseline (all defaults)"
-        lines.append(f"| {label} | `{' '.join(options) or '—'}` | {elbo_m} | {_fmt(m, 'iwae')} | {elbo_f} | "
-                     f"{_fmt(f, 'iwae')} | {z} |")  # fmt: skip
+        lines.append(
+            f"| {label} | `{' '.join(options) or '—'}` | {elbo_m} | {_fmt(m, 'iwae')} | {elbo_f} | "
+            f"{_fmt(f, 'iwae')} | {z} |"
+        )
     return "\n".join(lines)
 
 
@@ -90,14 +93,37 @@ def main() -> None:
             kind, options, iwae_k = ROWS[name]
             iwae_k = iwae_k if args.iw_samples is None else args.iw_samples
             out = f"runs/components/{dataset}/{name}"
-            train = ["pyro-vae", "train", "--dataset", dataset, "--data-dir", args.data_dir,
-                     "--epochs", str(args.epochs), "--seed", "0", "--out", out, "--overwrite", "--no-progress",
-                     *options]  # fmt: skip
+            train = [
+                "pyro-vae",
+                "train",
+                "--dataset",
+                dataset,
+                "--data-dir",
+                args.data_dir,
+                "--epochs",
+                str(args.epochs),
+                "--seed",
+                "0",
+                "--out",
+                out,
+                "--overwrite",
+                "--no-progress",
+                *options,
+            ]
             code, log, train_s = run(train)
             entry = {"kind": kind, "train_cmd": shlex.join(train), "train_s": round(train_s, 1), "train_rc": code}
             if code == 0:
-                evaluate = ["pyro-vae", "elbo", "--checkpoint", f"{out}/ckpt.pt", "--data-dir", args.data_dir,
-                            "--iw-samples", str(iwae_k), "--json"]  # fmt: skip
+                evaluate = [
+                    "pyro-vae",
+                    "elbo",
+                    "--checkpoint",
+                    f"{out}/ckpt.pt",
+                    "--data-dir",
+                    args.data_dir,
+                    "--iw-samples",
+                    str(iwae_k),
+                    "--json",
+                ]
                 code, text, eval_s = run(evaluate)
                 entry.update(eval_cmd=shlex.join(evaluate), eval_s=round(eval_s, 1), eval_rc=code)
                 try:
@@ -109,8 +135,11 @@ def main() -> None:
             results.setdefault(dataset, {})[name] = entry
             results_path.write_text(json.dumps(results, indent=1))
             r = entry.get("result", {})
-            print(f"{dataset:14s} {name:22s} rc={entry.get('eval_rc', code)} elbo={r.get('elbo')} "
-                  f"iwae={r.get('iwae')} z={r.get('agreement_z')} train {train_s:.0f}s", flush=True)  # fmt: skip
+            print(
+                f"{dataset:14s} {name:22s} rc={entry.get('eval_rc', code)} elbo={r.get('elbo')} "
+                f"iwae={r.get('iwae')} z={r.get('agreement_z')} train {train_s:.0f}s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -52,26 +52,62 @@ def launch(procs: int, args: list[str], threads: int = 1) -> subprocess.Complete
     if procs == 1:
         command = [str(SCRIPT), *args]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(procs), "--master-port",
-                   str(free_port()), "--no-python", str(SCRIPT), *args]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(procs),
+            "--master-port",
+            str(free_port()),
+            "--no-python",
+            str(SCRIPT),
+            *args,
+        ]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
     return result
 
 
-def throughput(data_dir: Path, images: int, batch: int, procs: int, threads: int, out: Path,
-               compile: bool = True) -> dict:  # fmt: skip
-    args = ["train", "--config", str(REFERENCE), "--data-dir", str(data_dir), "--train-limit", str(images),
-            "--val-size", "1000", "--epochs", "2", "--out", str(out), "--no-progress", "--threads", str(threads),
-            "--batch-size", str(batch), "--compile" if compile else "--no-compile"]  # fmt: skip
+def throughput(
+    data_dir: Path, images: int, batch: int, procs: int, threads: int, out: Path, compile: bool = True
+) -> dict:
+    args = [
+        "train",
+        "--config",
+        str(REFERENCE),
+        "--data-dir",
+        str(data_dir),
+        "--train-limit",
+        str(images),
+        "--val-size",
+        "1000",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--threads",
+        str(threads),
+        "--batch-size",
+        str(batch),
+        "--compile" if compile else "--no-compile",
+    ]
     start = time.perf_counter()
     launch(procs, args, threads)
     wall = time.perf_counter() - start
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"what": "throughput", "batch_size": batch, "processes": procs, "threads_each": threads, "compiled": compile,
-            "images_per_s": round(metrics[-1]["images_per_s"]), "train_loss": metrics[-1]["train_loss"],
-            "process_wall_s": round(wall, 1)}  # fmt: skip
+    return {
+        "what": "throughput",
+        "batch_size": batch,
+        "processes": procs,
+        "threads_each": threads,
+        "compiled": compile,
+        "images_per_s": round(metrics[-1]["images_per_s"]),
+        "train_loss": metrics[-1]["train_loss"],
+        "process_wall_s": round(wall, 1),
+    }
 
 
 def _all_reduce_worker(rank: int, world: int, port: int, sizes: list[int], repeats: int, out: str) -> None:
@@ -100,8 +136,13 @@ def all_reduce_seconds(world: int, sizes: list[int], repeats: int = 200) -> dict
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "times.json"
-        mp.start_processes(_all_reduce_worker, args=(world, free_port(), sizes, repeats, str(out)), nprocs=world,
-                           join=True, start_method="spawn")  # fmt: skip
+        mp.start_processes(
+            _all_reduce_worker,
+            args=(world, free_port(), sizes, repeats, str(out)),
+            nprocs=world,
+            join=True,
+            start_method="spawn",
+        )
         return {int(k): v for k, v in json.loads(out.read_text()).items()}
 
 
@@ -122,15 +163,26 @@ def reference(data_dir: Path, out: Path) -> list[dict]:
     for procs in (1, 2):
         start = time.perf_counter()
         threads = torch.get_num_threads() if procs == 1 else 1
-        done = launch(procs, ["elbo", "--checkpoint", str(out / "ckpt.pt"), "--data-dir", str(data_dir), "--json"],
-                      threads)  # fmt: skip
+        done = launch(
+            procs, ["elbo", "--checkpoint", str(out / "ckpt.pt"), "--data-dir", str(data_dir), "--json"], threads
+        )
         s = json.loads(done.stdout)
-        rows.append({"what": "reference elbo", "trained_by": "torchrun --nproc-per-node 2",
-                     "train_s": round(train_s, 1),
-                     "evaluated_by": procs, "elbo": s["elbo"], "elbo_stderr": s["elbo_stderr"], "iwae": s["iwae"],
-                     "iwae_stderr": s["iwae_stderr"], "agreement_z": s["agreement_z"],
-                     "active_units": s["active_units"], "eval_s": round(s["seconds"], 1),
-                     "process_wall_s": round(time.perf_counter() - start, 1)})  # fmt: skip
+        rows.append(
+            {
+                "what": "reference elbo",
+                "trained_by": "torchrun --nproc-per-node 2",
+                "train_s": round(train_s, 1),
+                "evaluated_by": procs,
+                "elbo": s["elbo"],
+                "elbo_stderr": s["elbo_stderr"],
+                "iwae": s["iwae"],
+                "iwae_stderr": s["iwae_stderr"],
+                "agreement_z": s["agreement_z"],
+                "active_units": s["active_units"],
+                "eval_s": round(s["seconds"], 1),
+                "process_wall_s": round(time.perf_counter() - start, 1),
+            }
+        )
     return rows
 
 
@@ -147,12 +199,24 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        settings = [(1, 1, True), *([(1, cores, True)] if cores > 1 else []),
-                    *((n, 1, True) for n in range(2, args.max_procs + 1)),
-                    *([(args.max_procs, 1, False)] if args.max_procs > 1 else [])]  # fmt: skip
+        settings = [
+            (1, 1, True),
+            *([(1, cores, True)] if cores > 1 else []),
+            *((n, 1, True) for n in range(2, args.max_procs + 1)),
+            *([(args.max_procs, 1, False)] if args.max_procs > 1 else []),
+        ]
         for procs, threads, compile in settings:
-            results.append(throughput(args.data_dir, args.train_images, args.batch_size, procs, threads,
-                                      tmp / f"p{procs}t{threads}c{int(compile)}", compile))  # fmt: skip
+            results.append(
+                throughput(
+                    args.data_dir,
+                    args.train_images,
+                    args.batch_size,
+                    procs,
+                    threads,
+                    tmp / f"p{procs}t{threads}c{int(compile)}",
+                    compile,
+                )
+            )
             print(json.dumps(results[-1]), flush=True)
         single = results[0]["images_per_s"]
         for row in results:
@@ -165,8 +229,14 @@ def main() -> None:
             for net in ("mlp", "conv"):
                 n = parameter_count(net) + 2
                 seconds = all_reduce_seconds(world, [n])[n]
-                row = {"what": "all-reduce per step", "net": net, "processes": world, "floats": n,
-                       "megabytes": round(4 * n / 2**20, 2), "all_reduce_ms": round(1000 * seconds, 3)}
+                row = {
+                    "what": "all-reduce per step",
+                    "net": net,
+                    "processes": world,
+                    "floats": n,
+                    "megabytes": round(4 * n / 2**20, 2),
+                    "all_reduce_ms": round(1000 * seconds, 3),
+                }
                 if step_s[net] is not None:
                     row["step_ms_one_process"] = round(1000 * step_s[net], 3)
                     row["share_of_step"] = round(seconds / step_s[net], 3)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from pyro_vae import DataConfig, RunConfig, VAEData
+from pyro_vae import DataConfig, RunConfig, VAEData, start_run
 from pyro_vae.inference import bounds
 from pyro_vae.pipeline import load_model
 
@@ -40,8 +40,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def iwae_by_chunk(checkpoint: Path, data_dir: str, device: torch.device, images: int, k: int,
-                  budgets: tuple[int, ...]) -> dict:  # fmt: skip
+def iwae_by_chunk(
+    checkpoint: Path, data_dir: str, device: torch.device, images: int, k: int, budgets: tuple[int, ...]
+) -> dict:
     vae, _ = load_model(checkpoint, device=str(device))
     x = VAEData(DataConfig("mnist", "dynamic"), data_dir, device, splits=("test",)).observed("test")[:images]
     budget_name = "_CUDA_ELEMENTS_PER_CHUNK" if device.type == "cuda" else "_ELEMENTS_PER_CHUNK"
@@ -76,8 +77,9 @@ def profiled_epochs(data_dir: str, device: torch.device, out: Path, train_limit:
     if train_limit:
         overrides["data.train_limit"] = train_limit
     with pyro.get_param_store().scope():
-        trainer = RunConfig.read_toml(REFERENCE, overrides).build(tempfile.mkdtemp(), device=str(device),
-                                                                  progress=False)  # fmt: skip
+        trainer = start_run(
+            RunConfig.read_toml(REFERENCE, overrides), tempfile.mkdtemp(), device=str(device), progress=False
+        )
         seconds = {}
 
         def epoch(n: int) -> None:
@@ -107,8 +109,12 @@ def profiled_epochs(data_dir: str, device: torch.device, out: Path, train_limit:
         pstats.Stats(python, stream=report).sort_stats("cumulative").print_stats(40)
         (out / "profile_python.txt").write_text(report.getvalue())
         epoch(5)
-    return {"epoch_seconds": seconds, "images": trainer.data.count("train"), "epoch_3_kernel_seconds": kernels,
-            "note": "epoch 3 ran under the torch profiler, epoch 4 under cProfile"}
+    return {
+        "epoch_seconds": seconds,
+        "images": trainer.data.count("train"),
+        "epoch_3_kernel_seconds": kernels,
+        "note": "epoch 3 ran under the torch profiler, epoch 4 under cProfile",
+    }
 
 
 def main() -> None:
@@ -124,9 +130,12 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"iwae_by_chunk": iwae_by_chunk(args.checkpoint, args.data_dir, device, args.images, args.iw_samples,
-                                             tuple(args.budgets)),  # fmt: skip
-              "epochs": profiled_epochs(args.data_dir, device, args.out, args.train_limit)}
+    result = {
+        "iwae_by_chunk": iwae_by_chunk(
+            args.checkpoint, args.data_dir, device, args.images, args.iw_samples, tuple(args.budgets)
+        ),
+        "epochs": profiled_epochs(args.data_dir, device, args.out, args.train_limit),
+    }
     (args.out / "profile.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

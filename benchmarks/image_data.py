@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,8 +26,25 @@ import torch
 from PIL import Image
 
 SCRIPT = Path(sys.executable).with_name("pyro-vae")
-COMMON = ["--binarize", "none", "--net", "conv", "--conv-channels", "32,64,128", "--hidden", "256", "--latent-dim", "32",
-          "--batch-size", "128", "--val-size", "500", "--test-size", "500", "--no-progress"]  # fmt: skip
+COMMON = [
+    "--binarize",
+    "none",
+    "--net",
+    "conv",
+    "--conv-channels",
+    "32,64,128",
+    "--hidden",
+    "256",
+    "--latent-dim",
+    "32",
+    "--batch-size",
+    "128",
+    "--val-size",
+    "500",
+    "--test-size",
+    "500",
+    "--no-progress",
+]
 MIXTURE = ["--likelihood", "logistic-mixture", "--mixture-components", "5", *COMMON]
 CHEAP = ["--likelihood", "gaussian", "--conv-channels", "8,16", "--hidden", "64", *COMMON]
 
@@ -46,20 +62,40 @@ def write_folder(folder: Path, n: int, size: int, seed: int = 0) -> None:
 
 def run_case(name: str, folder: Path, out: Path, extra: list[str], epochs: int, model: list[str]) -> dict:
     """One ``pyro-vae train`` in a fresh process; its images/s and peak RSS (of the largest process)."""
-    command = [str(SCRIPT), "train", "--dataset", "folder", "--data-dir", str(folder), "--epochs", str(epochs),
-               "--out", str(out), *model, *extra]  # fmt: skip
-    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+    command = [
+        str(SCRIPT),
+        "train",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(folder),
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(out),
+        *model,
+        *extra,
+    ]
+    wrapper = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+    )
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{name} failed: {done.stderr.strip().splitlines()[-1]}")
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     n = sum(1 for _ in (folder / "train").iterdir())
-    return {"case": name, "train_images": n - 1000, "float32_mib": round(4 * (n - 1000) * math.prod(_shape(folder)) / 2**20),
-            "images_per_s": round(metrics[-1]["images_per_s"]), "peak_rss_mib": round(int(done.stdout.split()[-1]) / 1024),
-            "wall_s": round(time.perf_counter() - start, 1), "val_elbo": round(metrics[-1]["val_elbo"], 1),
-            "torch_threads": torch.get_num_threads()}  # fmt: skip
+    return {
+        "case": name,
+        "train_images": n - 1000,
+        "float32_mib": round(4 * (n - 1000) * math.prod(_shape(folder)) / 2**20),
+        "images_per_s": round(metrics[-1]["images_per_s"]),
+        "peak_rss_mib": round(int(done.stdout.split()[-1]) / 1024),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "val_elbo": round(metrics[-1]["val_elbo"], 1),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _shape(folder: Path) -> tuple[int, int, int]:
@@ -79,18 +115,29 @@ def main() -> None:
             folder = tmp / f"folder{size}"
             write_folder(folder, args.images + 1000, size)
             for mode, extra in (("in memory", []), ("streamed", ["--stream"])):
-                report(run_case(f"speed {size}x{size}x3 {mode}", folder, tmp / f"run{size}{mode[0]}", extra, args.epochs,
-                                MIXTURE))  # fmt: skip
+                report(
+                    run_case(
+                        f"speed {size}x{size}x3 {mode}",
+                        folder,
+                        tmp / f"run{size}{mode[0]}",
+                        extra,
+                        args.epochs,
+                        MIXTURE,
+                    )
+                )
         if args.big_images:
             folder = tmp / "big32"
             write_folder(folder, args.big_images + 1000, 32, seed=1)
             for n, where in ((args.images, tmp / "folder32"), (args.big_images, folder)):
                 for mode, extra in (("in memory", []), ("streamed", ["--stream"])):
-                    report(run_case(f"memory {n} images 32x32x3 {mode}", where, tmp / f"mem{n}{mode[0]}", extra, 1, CHEAP))
+                    report(
+                        run_case(f"memory {n} images 32x32x3 {mode}", where, tmp / f"mem{n}{mode[0]}", extra, 1, CHEAP)
+                    )
 
 
 def report(case: dict) -> None:
     print(json.dumps(case), flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -19,8 +19,8 @@ try:
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as ndist
-    from numpyro.infer import SVI, Trace_ELBO
     from jax.example_libraries import stax
+    from numpyro.infer import SVI, Trace_ELBO
 except ImportError:  # the bench extra is not installed
     jax = None
 
@@ -32,8 +32,12 @@ def available() -> bool:
 
 
 def _encoder(hidden: int, z_dim: int):
-    return stax.serial(stax.Dense(hidden), stax.Relu,
-                       stax.FanOut(2), stax.parallel(stax.Dense(z_dim), stax.serial(stax.Dense(z_dim), stax.Exp)))
+    return stax.serial(
+        stax.Dense(hidden),
+        stax.Relu,
+        stax.FanOut(2),
+        stax.parallel(stax.Dense(z_dim), stax.serial(stax.Dense(z_dim), stax.Exp)),
+    )
 
 
 def _decoder(hidden: int, out_dim: int):

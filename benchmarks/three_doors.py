@@ -39,14 +39,26 @@ def export(data_dir: Path, folder: Path, npz: Path) -> None:
 
 def door(name: str, config: str, source: list[str], out: Path) -> dict:
     start = time.perf_counter()
-    subprocess.run([str(SCRIPT), "train", "--config", config, *source, "--out", str(out), "--no-progress"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [str(SCRIPT), "train", "--config", config, *source, "--out", str(out), "--no-progress"],
+        check=True,
+        capture_output=True,
+    )
     seconds = time.perf_counter() - start
-    done = subprocess.run([str(SCRIPT), "elbo", "--checkpoint", str(out / "ckpt.pt"), "--json"], check=True,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [str(SCRIPT), "elbo", "--checkpoint", str(out / "ckpt.pt"), "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     s = json.loads(done.stdout)
-    return {"door": name, "test_elbo": round(s["elbo"], 3), "elbo_stderr": round(s["elbo_stderr"], 3),
-            "iwae": round(s["iwae"], 3), "train_s": round(seconds, 1)}  # fmt: skip
+    return {
+        "door": name,
+        "test_elbo": round(s["elbo"], 3),
+        "elbo_stderr": round(s["elbo_stderr"], 3),
+        "iwae": round(s["iwae"], 3),
+        "train_s": round(seconds, 1),
+    }
 
 
 def main() -> None:
@@ -59,9 +71,11 @@ def main() -> None:
         start = time.perf_counter()
         export(args.data_dir, tmp / "folder", tmp / "mnist.npz")
         print(json.dumps({"exported_s": round(time.perf_counter() - start, 1)}), flush=True)
-        doors = {"torchvision": ["--dataset", "mnist", "--data-dir", str(args.data_dir)],
-                 "folder": ["--dataset", "folder", "--data-dir", str(tmp / "folder")],
-                 "array": ["--dataset", "array", "--data-dir", str(tmp / "mnist.npz")]}  # fmt: skip
+        doors = {
+            "torchvision": ["--dataset", "mnist", "--data-dir", str(args.data_dir)],
+            "folder": ["--dataset", "folder", "--data-dir", str(tmp / "folder")],
+            "array": ["--dataset", "array", "--data-dir", str(tmp / "mnist.npz")],
+        }
         for name, source in doors.items():
             print(json.dumps(door(name, args.config, source, tmp / name)), flush=True)
 

@@ -48,12 +48,12 @@ import pyro
 import pyro.optim
 import torch
 import torch.nn.functional as F
+from numpyro_vae import NUMPYRO_LOOPS, NumPyroLoops
+from numpyro_vae import available as numpyro_available
 from pyro.infer import SVI, Trace_ELBO
 from torch.utils.flop_counter import FlopCounterMode
 
-from numpyro_vae import NUMPYRO_LOOPS, NumPyroLoops
-from numpyro_vae import available as numpyro_available
-from pyro_vae import Bernoulli, DataConfig, NetConfig, RunConfig, StandardNormal, Trainer, VAE, VAEData
+from pyro_vae import VAE, Bernoulli, DataConfig, NetConfig, RunConfig, StandardNormal, Trainer, VAEData
 from pyro_vae.training.trainer import epoch_seed
 
 TORCH_LOOPS = ("plain", "stock-pyro", "pyro-vae", "pyro-vae-no-compile")
@@ -85,15 +85,26 @@ class Loops:
         self.models = {}
         for name in TORCH_LOOPS:
             pyro.set_rng_seed(0)
-            self.models[name] = VAE(net, StandardNormal(args.latent_dim), Bernoulli(),
-                                    image_shape=(1, 28, 28)).to(data.device)  # fmt: skip
+            self.models[name] = VAE(net, StandardNormal(args.latent_dim), Bernoulli(), image_shape=(1, 28, 28)).to(
+                data.device
+            )
         self.plain_optimizer = torch.optim.Adam(self.models["plain"].parameters(), lr=args.lr)
-        self.stock_svi = SVI(self.models["stock-pyro"].model, self.models["stock-pyro"].guide,
-                             pyro.optim.Adam({"lr": args.lr}), loss=Trace_ELBO())  # fmt: skip
+        self.stock_svi = SVI(
+            self.models["stock-pyro"].model,
+            self.models["stock-pyro"].guide,
+            pyro.optim.Adam({"lr": args.lr}),
+            loss=Trace_ELBO(),
+        )
         self.trainers = {}
         for name, compile in TRAINER_LOOPS.items():
-            config = RunConfig().updated({"optimizer.batch_size": args.batch_size, "optimizer.lr": args.lr,
-                                          "schedule.epochs": 10**6, "objective.compile": compile})  # fmt: skip
+            config = RunConfig().updated(
+                {
+                    "optimizer.batch_size": args.batch_size,
+                    "optimizer.lr": args.lr,
+                    "schedule.epochs": 10**6,
+                    "objective.compile": compile,
+                }
+            )
             # Nothing is written: the benchmark calls train_epoch, never fit or save.
             run_folder = tempfile.mkdtemp(prefix="throughput-")  # the Trainer locks its folder; writes nothing there
             self.trainers[name] = Trainer(self.models[name], data, config, run_folder, progress=False)
@@ -113,8 +124,10 @@ class Loops:
             if name in self.trainers:
                 loss = self.trainers[name].train_epoch(epoch)["train_loss"]
             else:
-                step = {"plain": lambda x: plain_step(self.models["plain"], self.plain_optimizer, x).item(),
-                        "stock-pyro": self.stock_svi.step}[name]  # fmt: skip
+                step = {
+                    "plain": lambda x: plain_step(self.models["plain"], self.plain_optimizer, x).item(),
+                    "stock-pyro": self.stock_svi.step,
+                }[name]
                 total, n = 0.0, 0
                 for x in self.data.train_batches(self.args.batch_size, seed):
                     total += step(x)
@@ -158,10 +171,33 @@ def current_rss_bytes() -> int:
 
 def isolated_peak_memory(args: argparse.Namespace, name: str) -> dict:
     """Peak RSS of a fresh process that loads the data and trains only loop ``name`` for one epoch."""
-    cmd = [sys.executable, __file__, "--loops", name, "--rounds", "1", "--warmup-rounds", "0", "--no-memory",
-           "--no-flops", "--data-dir", args.data_dir, "--device", args.device, "--net", args.net,
-           "--batch-size", str(args.batch_size), "--hidden", *map(str, args.hidden),
-           "--latent-dim", str(args.latent_dim), "--train-images", str(args.train_images), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--loops",
+        name,
+        "--rounds",
+        "1",
+        "--warmup-rounds",
+        "0",
+        "--no-memory",
+        "--no-flops",
+        "--data-dir",
+        args.data_dir,
+        "--device",
+        args.device,
+        "--net",
+        args.net,
+        "--batch-size",
+        str(args.batch_size),
+        "--hidden",
+        *map(str, args.hidden),
+        "--latent-dim",
+        str(args.latent_dim),
+        "--train-images",
+        str(args.train_images),
+        "--json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     child = json.loads(proc.stdout)
     return {"peak_rss_mib": child["process"]["peak_rss_mib"], "rss_before_training_mib": child["process"]["rss_mib"]}
@@ -170,8 +206,12 @@ def isolated_peak_memory(args: argparse.Namespace, name: str) -> dict:
 def benchmark(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     loops_run = list(dict.fromkeys(args.loops))
-    data = VAEData(DataConfig(args.dataset, "dynamic", val_size=0, train_limit=args.train_images),
-                   args.data_dir, device, splits=("train",))  # fmt: skip
+    data = VAEData(
+        DataConfig(args.dataset, "dynamic", val_size=0, train_limit=args.train_images),
+        args.data_dir,
+        device,
+        splits=("train",),
+    )
     n_images = data.images["train"].shape[0]
     rss_before = current_rss_bytes()
     loops = Loops(args, data)
@@ -193,28 +233,49 @@ def benchmark(args: argparse.Namespace) -> dict:
                 cuda_peak[name] = max(cuda_peak[name], torch.cuda.max_memory_allocated(device))
             if round_ >= args.warmup_rounds:
                 rates[name].append(images / seconds)
-            print(f"round {round_ + 1}{' (warm-up)' if round_ < args.warmup_rounds else ''}  {name:19s} "
-                  f"{images / seconds:9.0f} img/s  loss {losses[name]:.2f}", file=sys.stderr)  # fmt: skip
+            print(
+                f"round {round_ + 1}{' (warm-up)' if round_ < args.warmup_rounds else ''}  {name:19s} "
+                f"{images / seconds:9.0f} img/s  loss {losses[name]:.2f}",
+                file=sys.stderr,
+            )
     result = {
         "command": " ".join(["python", *sys.argv]),
         "date": date.today().isoformat(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "device": str(device),
-                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                    "torch_threads": torch.get_num_threads()},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch_threads": torch.get_num_threads(),
+        },
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "pyro": pyro.__version__},
-        "config": {"dataset": args.dataset, "net": args.net, "hidden": args.hidden, "latent_dim": args.latent_dim,
-                   "batch_size": args.batch_size, "lr": args.lr, "images_per_epoch": n_images,
-                   "rounds": args.rounds, "warmup_rounds": args.warmup_rounds},  # fmt: skip
+        "config": {
+            "dataset": args.dataset,
+            "net": args.net,
+            "hidden": args.hidden,
+            "latent_dim": args.latent_dim,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "images_per_epoch": n_images,
+            "rounds": args.rounds,
+            "warmup_rounds": args.warmup_rounds,
+        },
         "loops": {},
-        "process": {"rss_mib": rss_before / 2**20,
-                    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},  # fmt: skip
+        "process": {
+            "rss_mib": rss_before / 2**20,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        },
     }
     for name in loops_run:
         r = rates[name]
-        entry = {"images_per_s_median": statistics.median(r), "images_per_s_min": min(r),
-                 "images_per_s_max": max(r), "images_per_s": r,
-                 "epoch_seconds_median": FULL_EPOCH / statistics.median(r),
-                 "final_train_loss": losses[name]}  # fmt: skip
+        entry = {
+            "images_per_s_median": statistics.median(r),
+            "images_per_s_min": min(r),
+            "images_per_s_max": max(r),
+            "images_per_s": r,
+            "epoch_seconds_median": FULL_EPOCH / statistics.median(r),
+            "final_train_loss": losses[name],
+        }
         if device.type == "cuda":
             entry["peak_memory_mib"] = cuda_peak[name] / 2**20
         result["loops"][name] = entry
@@ -233,8 +294,11 @@ def benchmark(args: argparse.Namespace) -> dict:
         flops = training_flops_per_image(loops, args.batch_size)
         peak = matmul_flops_per_s(device)
         bound = flops * FULL_EPOCH / peak
-        result["flops"] = {"training_flops_per_image": flops, "matmul_flops_per_s": peak,
-                           "epoch_seconds_at_matmul_peak": bound}  # fmt: skip
+        result["flops"] = {
+            "training_flops_per_image": flops,
+            "matmul_flops_per_s": peak,
+            "epoch_seconds_at_matmul_peak": bound,
+        }
         for name in loops_run:
             result["loops"][name]["fraction_of_flop_bound"] = bound / result["loops"][name]["epoch_seconds_median"]
     return result
@@ -242,21 +306,33 @@ def benchmark(args: argparse.Namespace) -> dict:
 
 def report(result: dict) -> str:
     cfg = result["config"]
-    lines = [f"{result['machine']['device_name']} ({result['machine']['torch_threads']} threads), {cfg['net']} "
-             f"784-{'-'.join(map(str, cfg['hidden']))}-{cfg['latent_dim']}, batch {cfg['batch_size']}, "
-             f"{cfg['images_per_epoch']} images/epoch, {cfg['rounds']} rounds"]  # fmt: skip
+    lines = [
+        f"{result['machine']['device_name']} ({result['machine']['torch_threads']} threads), {cfg['net']} "
+        f"784-{'-'.join(map(str, cfg['hidden']))}-{cfg['latent_dim']}, batch {cfg['batch_size']}, "
+        f"{cfg['images_per_epoch']} images/epoch, {cfg['rounds']} rounds"
+    ]
     for name, e in result["loops"].items():
-        ratio = "".join(f"  {e[f'ratio_to_{peer}_median']:.3f}x {peer}" for peer in ("plain", *NUMPYRO_LOOPS)
-                        if f"ratio_to_{peer}_median" in e)  # fmt: skip
-        mem = f"  peak {e.get('peak_memory_mib', e.get('peak_rss_mib', float('nan'))):.0f} MiB" if (
-            "peak_memory_mib" in e or "peak_rss_mib" in e) else ""  # fmt: skip
+        ratio = "".join(
+            f"  {e[f'ratio_to_{peer}_median']:.3f}x {peer}"
+            for peer in ("plain", *NUMPYRO_LOOPS)
+            if f"ratio_to_{peer}_median" in e
+        )
+        mem = (
+            f"  peak {e.get('peak_memory_mib', e.get('peak_rss_mib', float('nan'))):.0f} MiB"
+            if ("peak_memory_mib" in e or "peak_rss_mib" in e)
+            else ""
+        )
         bound = f"  {100 * e['fraction_of_flop_bound']:.0f}% of FLOP bound" if "fraction_of_flop_bound" in e else ""
-        lines.append(f"  {name:19s} {e['images_per_s_median']:9.0f} img/s (min {e['images_per_s_min']:.0f}, "
-                     f"max {e['images_per_s_max']:.0f}){ratio}{mem}{bound}")  # fmt: skip
+        lines.append(
+            f"  {name:19s} {e['images_per_s_median']:9.0f} img/s (min {e['images_per_s_min']:.0f}, "
+            f"max {e['images_per_s_max']:.0f}){ratio}{mem}{bound}"
+        )
     if "flops" in result:
         f = result["flops"]
-        lines.append(f"  {f['training_flops_per_image'] / 1e6:.2f} MFLOP per image per step; matmul peak "
-                     f"{f['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s; epoch bound {f['epoch_seconds_at_matmul_peak']:.2f} s")
+        lines.append(
+            f"  {f['training_flops_per_image'] / 1e6:.2f} MFLOP per image per step; matmul peak "
+            f"{f['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s; epoch bound {f['epoch_seconds_at_matmul_peak']:.2f} s"
+        )
     return "\n".join(lines)
 
 
@@ -270,16 +346,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latent-dim", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--train-images", type=int, default=12_800, help="images per round (the first N of MNIST's train set)")
+    p.add_argument(
+        "--train-images", type=int, default=12_800, help="images per round (the first N of MNIST's train set)"
+    )
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--warmup-rounds", type=int, default=1)
-    p.add_argument("--pause", type=float, default=0.5,
-                   help="seconds between loops: torch's and XLA's worker threads spin for a while after their "
-                        "loop ends, slowing the next loop")  # fmt: skip
-    p.add_argument("--loops", nargs="+", choices=LOOPS, default=None,
-                   help="which loops to time [default: all; the NumPyro ones when installed, MLP on the CPU]")
-    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
-                   help="CPU: measure each loop's peak RSS in its own process")
+    p.add_argument(
+        "--pause",
+        type=float,
+        default=0.5,
+        help="seconds between loops: torch's and XLA's worker threads spin for a while after their "
+        "loop ends, slowing the next loop",
+    )
+    p.add_argument(
+        "--loops",
+        nargs="+",
+        choices=LOOPS,
+        default=None,
+        help="which loops to time [default: all; the NumPyro ones when installed, MLP on the CPU]",
+    )
+    p.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CPU: measure each loop's peak RSS in its own process",
+    )
     p.add_argument("--flops", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")

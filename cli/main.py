@@ -21,12 +21,13 @@ from click.core import ParameterSource
 from pyro_vae.config import RunConfig, read_table, settings, with_overrides
 from pyro_vae.data.sources import class_name
 from pyro_vae.errors import AgreementError, ConfigError, PyroVAEError, RunInterrupted, first_line
-from pyro_vae.training.callbacks import BEST_NAME
-from pyro_vae.training.trainer import CONFIG_NAME
 from pyro_vae.model.rebuild import trusted_module_names
 from pyro_vae.options import Setting, coerce
 from pyro_vae.runtime import distributed
-from pyro_vae.runtime.threads import ThreadBudget
+from pyro_vae.runtime.policy import RuntimePolicy, runtime_policy
+from pyro_vae.training.callbacks import BEST_NAME
+from pyro_vae.training.runs import start_run
+from pyro_vae.training.trainer import CONFIG_NAME
 
 POSITIVE = click.IntRange(min=1)
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy, and so pyro.set_rng_seed, accepts
@@ -41,14 +42,22 @@ def _module_names(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 
 # The one way a checkpoint or a config file gets to import code outside pyro_vae (pyro_vae/model/rebuild.py).
 trust_module_option = click.option(
-    "--trust-module", "trust_modules", multiple=True, metavar="MODULE", callback=_module_names,
+    "--trust-module",
+    "trust_modules",
+    multiple=True,
+    metavar="MODULE",
+    callback=_module_names,
     help="let the checkpoint (or --config file) build components from MODULE (your own code; repeat per module). "
-         "Without it only pyro_vae's classes are built and no other module is imported")  # fmt: skip
+    "Without it only pyro_vae's classes are built and no other module is imported",
+)
 
 
 checkpoint_option = click.option(
-    "--checkpoint", required=True, metavar="CKPT",
-    help="a checkpoint (OUT/ckpt.pt, OUT/best.pt), a folder from `pyro-vae export`, or hf://OWNER/NAME")  # fmt: skip
+    "--checkpoint",
+    required=True,
+    metavar="CKPT",
+    help="a checkpoint (OUT/ckpt.pt, OUT/best.pt), a folder from `pyro-vae export`, or hf://OWNER/NAME",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,8 +76,9 @@ def _click_option(setting: Setting) -> click.Option:
     if setting.type is bool:
         flags = f"{setting.flag}/--no-{setting.flag[2:]}"
         return click.Option([flags, _param_name(setting)], default=None, help=setting.help_text())
-    return click.Option([setting.flag, _param_name(setting)], default=None, metavar=setting.metavar(),
-                        help=setting.help_text())  # fmt: skip
+    return click.Option(
+        [setting.flag, _param_name(setting)], default=None, metavar=setting.metavar(), help=setting.help_text()
+    )
 
 
 class RunCommand(click.Command):
@@ -91,20 +101,39 @@ def _overrides(opts: dict) -> dict:
 
 
 @cli.command(cls=RunCommand)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help=f"a run config (TOML: OUT/{CONFIG_NAME}, configs/*.toml); options given here override it")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"a run config (TOML: OUT/{CONFIG_NAME}, configs/*.toml); options given here override it",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
-@click.option("--threads", default="auto", show_default=True, metavar="auto|N",
-              help="CPU threads: auto sizes them before each epoch to the cores other processes leave free (at most "
-                   "torch's default; $OMP_NUM_THREADS, when set, fixes them); N fixes them")
-@click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
-              help=f"run folder for ckpt.pt, metrics.jsonl and {CONFIG_NAME}")
-@click.option("--resume", default=None, metavar="CKPT",
-              help="continue the run in this checkpoint (to --epochs in total)")
+@click.option(
+    "--threads",
+    default="auto",
+    show_default=True,
+    metavar="auto|N",
+    help="CPU threads: auto sizes them before each epoch to the cores other processes leave free (at most "
+    "torch's default; $OMP_NUM_THREADS, when set, fixes them); N fixes them",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="runs/latest",
+    show_default=True,
+    help=f"run folder for ckpt.pt, metrics.jsonl and {CONFIG_NAME}",
+)
+@click.option(
+    "--resume", default=None, metavar="CKPT", help="continue the run in this checkpoint (to --epochs in total)"
+)
 @click.option("--overwrite", is_flag=True, help="replace a run already in --out")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
-@click.option("--tensorboard", is_flag=True,
-              help='write TensorBoard scalars and pictures to OUT/tensorboard (pip install "pyro-vae[tensorboard]")')
+@click.option(
+    "--tensorboard",
+    is_flag=True,
+    help='write TensorBoard scalars and pictures to OUT/tensorboard (pip install "pyro-vae[tensorboard]")',
+)
 @click.option("--mlflow", is_flag=True, help='log the run to MLflow (pip install "pyro-vae[mlflow]")')
 @trust_module_option
 @click.pass_context
@@ -113,7 +142,6 @@ def train(ctx: click.Context, **opts) -> None:
 
     Each run option has a key in the config file (shown in its help); options given here override --config."""
     from pyro_vae import pipeline
-
     from pyro_vae.training.callbacks import MLflowLogger, TensorBoard
 
     log = _log_on_rank_0(distributed.join(opts["device"]))
@@ -127,33 +155,52 @@ def train(ctx: click.Context, **opts) -> None:
             raise click.UsageError(f"{names} cannot change on --resume (the checkpoint fixes them)")
         explicit_out = ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE
         trainer = pipeline.resume_run(
-            opts["resume"], out_dir=opts["out"] if explicit_out else None, data_dir=overrides.get("data.root"),
-            device=opts["device"], progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
-            changes={key: value for key, value in overrides.items() if key != "data.root"}, callbacks=callbacks,
-        )  # fmt: skip
+            opts["resume"],
+            out_dir=opts["out"] if explicit_out else None,
+            data_dir=overrides.get("data.root"),
+            device=opts["device"],
+            progress=opts["progress"],
+            log=log,
+            trust_modules=opts["trust_modules"],
+            changes={key: value for key, value in overrides.items() if key != "data.root"},
+            callbacks=callbacks,
+        )
         log(f"resuming {opts['resume']} at epoch {trainer.epoch}")
     else:
         if opts["trust_modules"] and not opts["config_file"]:
             raise click.UsageError("--trust-module applies to --resume and --config (files that name components)")
         table = read_table(opts["config_file"]) if opts["config_file"] else {}
         config = RunConfig.from_dict(with_overrides(table, overrides), opts["config_file"] or "", opts["trust_modules"])
-        trainer = config.build(opts["out"], device=opts["device"], overwrite=opts["overwrite"],
-                               progress=opts["progress"], log=log, trust_modules=opts["trust_modules"],
-                               callbacks=callbacks)  # fmt: skip
-    if threads is None and "OMP_NUM_THREADS" not in os.environ:
-        trainer.thread_budget = ThreadBudget(log)
+        trainer = start_run(
+            config,
+            opts["out"],
+            device=opts["device"],
+            overwrite=opts["overwrite"],
+            progress=opts["progress"],
+            log=log,
+            trust_modules=opts["trust_modules"],
+            callbacks=callbacks,
+        )
     for note in trainer.data.notes:  # what reading the data had to decide (an array's layout, streaming)
         log(note)
     stream = " (streamed from disk)" if trainer.data.stream else ""
-    log(f"training on {trainer.data.device}: {trainer.data.config.describe()}, "
-        f"{trainer.data.count('train')} training images{stream}")  # fmt: skip
-    trainer.fit()
+    log(
+        f"training on {trainer.data.device}: {trainer.data.config.describe()}, "
+        f"{trainer.data.count('train')} training images{stream}"
+    )
+    fixed = threads is not None or "OMP_NUM_THREADS" in os.environ  # else the budget sizes the threads each epoch
+    with runtime_policy(RuntimePolicy.command_line(thread_budget=not fixed)):
+        trainer.fit()
     best = trainer.out_dir / BEST_NAME
-    extra = [f"the best epoch's in {best}" if best.exists() else "",
-             f"pictures in {trainer.out_dir / 'plots'}" if trainer.config.schedule.plot_every else "",
-             f"TensorBoard logs in {trainer.out_dir / 'tensorboard'}" if opts["tensorboard"] else ""]  # fmt: skip
-    log(f"wrote {trainer.checkpoint_path}, {trainer.out_dir / 'metrics.jsonl'} and {trainer.out_dir / CONFIG_NAME}"
-        + "".join(f"; {e}" for e in extra if e))
+    extra = [
+        f"the best epoch's in {best}" if best.exists() else "",
+        f"pictures in {trainer.out_dir / 'plots'}" if trainer.config.schedule.plot_every else "",
+        f"TensorBoard logs in {trainer.out_dir / 'tensorboard'}" if opts["tensorboard"] else "",
+    ]
+    log(
+        f"wrote {trainer.checkpoint_path}, {trainer.out_dir / 'metrics.jsonl'} and {trainer.out_dir / CONFIG_NAME}"
+        + "".join(f"; {e}" for e in extra if e)
+    )
 
 
 def _log_on_rank_0(group: distributed.Group):
@@ -198,25 +245,32 @@ def _format_table(info: dict, s: dict) -> str:
         iwae_bpd = f", IWAE {s['iwae_bits_per_dim']:.4f}" if "iwae_bits_per_dim" in s else ""
         lines.append(f"  bits/dim (discrete likelihood)       ELBO {s['elbo_bits_per_dim']:.4f}{iwae_bpd}")
     if "active_units" in s:
-        lines.append(f"  active units (Var_x E_q[z_u] > {s['active_unit_threshold']:g})  "
-                     f"{s['active_units']:5d} of {s['latent_dim']}")  # fmt: skip
+        lines.append(
+            f"  active units (Var_x E_q[z_u] > {s['active_unit_threshold']:g})  "
+            f"{s['active_units']:5d} of {s['latent_dim']}"
+        )
     if s["kl_method"] == "monte-carlo":
         lines.append("  note: this prior/guide pair has no closed-form KL, so the hand-written ELBO uses a Monte Carlo")
         lines.append("        KL on the same draws: the check covers the likelihood, the guide density and sampling")
     chunk = f"; IWAE in chunks of {info['iwae_chunk']} particles" if info["iwae_chunk"] else ""
-    lines.append(f"took {info['seconds']:.1f} s; peak memory {info['peak_memory_mib']:.0f} MiB "
-                 f"({info['peak_memory_of']}){chunk}")  # fmt: skip
+    lines.append(
+        f"took {info['seconds']:.1f} s; peak memory {info['peak_memory_mib']:.0f} MiB ({info['peak_memory_of']}){chunk}"
+    )
     return "\n".join(lines)
 
 
 def _format_by_class(info: dict, s: dict, rows: dict) -> str:
     iwae = f"IWAE K={s['iwae_k']}" if "iwae" in s else ""
-    lines = [f"per class ({info['split']} split):",
-             f"  {'class':<12} {'n':>6} {'ELBO':>18} {iwae:>18} {'recon':>9} {'KL':>8}"]  # fmt: skip
+    lines = [
+        f"per class ({info['split']} split):",
+        f"  {'class':<12} {'n':>6} {'ELBO':>18} {iwae:>18} {'recon':>9} {'KL':>8}",
+    ]
     pm = lambda row, key: f"{row[key]:9.2f} ± {row[key + '_stderr']:5.2f}" if key in row else ""  # noqa: E731
     for label, row in rows.items():
-        lines.append(f"  {class_name(info['class_names'], label):<12} {row['n']:>6} {pm(row, 'elbo'):>18} {pm(row, 'iwae'):>18} "
-                     f"{row['recon']:9.2f} {row['kl']:8.2f}")  # fmt: skip
+        lines.append(
+            f"  {class_name(info['class_names'], label):<12} {row['n']:>6} {pm(row, 'elbo'):>18} {pm(row, 'iwae'):>18} "
+            f"{row['recon']:9.2f} {row['kl']:8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -235,12 +289,22 @@ def _json_safe(value):
 @trust_module_option
 @checkpoint_option
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
-@click.option("--num-particles", type=POSITIVE, default=1, show_default=True,
-              help="samples per image for the ELBO estimates")
-@click.option("--iw-samples", type=click.IntRange(min=0), default=100, show_default=True,
-              help="K of the importance-weighted bound (0 skips it; the IWAE paper uses 5000)")
-@click.option("--data-dir", type=click.Path(), default=None,
-              help="the run's kind of data in another place (torchvision root, image folder or array file)")
+@click.option(
+    "--num-particles", type=POSITIVE, default=1, show_default=True, help="samples per image for the ELBO estimates"
+)
+@click.option(
+    "--iw-samples",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="K of the importance-weighted bound (0 skips it; the IWAE paper uses 5000)",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="the run's kind of data in another place (torchvision root, image folder or array file)",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
@@ -268,7 +332,9 @@ def _format_evaluation(info: dict, summary: dict, rows: dict | None, as_json: bo
     if as_json:
         fields = {**info, **summary}
         if rows is not None:
-            fields["by_class"] = {label: {"name": class_name(info["class_names"], label), **row} for label, row in rows.items()}
+            fields["by_class"] = {
+                label: {"name": class_name(info["class_names"], label), **row} for label, row in rows.items()
+            }
         return json.dumps(_json_safe(fields), allow_nan=False)
     return _format_table(info, summary) + ("" if rows is None else "\n" + _format_by_class(info, summary, rows))
 
@@ -277,17 +343,36 @@ def _format_evaluation(info: dict, summary: dict, rows: dict | None, as_json: bo
 @trust_module_option
 @checkpoint_option
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the PNGs")
-@click.option("--data-dir", type=click.Path(), default=None,
-              help="the run's kind of data in another place (torchvision root, image folder or array file)")
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="the run's kind of data in another place (torchvision root, image folder or array file)",
+)
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
-@click.option("--num-points", type=click.IntRange(min=16), default=5000, show_default=True,
-              help="images in the latent scatter (the first N of the split)")
+@click.option(
+    "--num-points",
+    type=click.IntRange(min=16),
+    default=5000,
+    show_default=True,
+    help="images in the latent scatter (the first N of the split)",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--manifold-size", type=click.IntRange(2, 100), default=20, show_default=True,
-              help="z=2: decodings per side of the manifold grid (the Keras example's walk is 10)")
-@click.option("--manifold-mass", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
-              show_default=True, help="z=2: central prior mass the grid spans per axis (0.99 reaches z = ±2.58)")
+@click.option(
+    "--manifold-size",
+    type=click.IntRange(2, 100),
+    default=20,
+    show_default=True,
+    help="z=2: decodings per side of the manifold grid (the Keras example's walk is 10)",
+)
+@click.option(
+    "--manifold-mass",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.9,
+    show_default=True,
+    help="z=2: central prior mass the grid spans per axis (0.99 reaches z = ±2.58)",
+)
 def plot(**opts) -> None:
     """Write PNGs: reconstructions, prior samples, latent scatter, manifold (z=2), interpolations, curves."""
     from pyro_vae import pipeline
@@ -314,9 +399,18 @@ def _output_file(path: str, suffixes: tuple[str, ...]) -> Path:
 @trust_module_option
 @checkpoint_option
 @click.option("-n", "--num-samples", type=POSITIVE, default=64, show_default=True)
-@click.option("--out", required=True, help="samples.png (a grid) or samples.npy (an (n, H, W) float32 array of the data's image size)")
-@click.option("--pixels", type=click.Choice(["mean", "sample"]), default="mean", show_default=True,
-              help="decoder mean E[x|z], or one draw x ~ p(x|z)")
+@click.option(
+    "--out",
+    required=True,
+    help="samples.png (a grid) or samples.npy (an (n, H, W) float32 array of the data's image size)",
+)
+@click.option(
+    "--pixels",
+    type=click.Choice(["mean", "sample"]),
+    default="mean",
+    show_default=True,
+    help="decoder mean E[x|z], or one draw x ~ p(x|z)",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def sample(**opts) -> None:
@@ -324,8 +418,15 @@ def sample(**opts) -> None:
     from pyro_vae import pipeline
 
     out = _output_file(opts["out"], (".png", ".npy"))
-    pipeline.write_samples(opts["checkpoint"], opts["num_samples"], out, seed=opts["seed"], pixels=opts["pixels"],
-                           device=opts["device"], trust_modules=opts["trust_modules"])  # fmt: skip
+    pipeline.write_samples(
+        opts["checkpoint"],
+        opts["num_samples"],
+        out,
+        seed=opts["seed"],
+        pixels=opts["pixels"],
+        device=opts["device"],
+        trust_modules=opts["trust_modules"],
+    )
     click.echo(f"wrote {opts['num_samples']} samples to {out}")
 
 
@@ -334,8 +435,12 @@ def sample(**opts) -> None:
 @checkpoint_option
 @click.option("--out", required=True, help="latents.npz: means and scales (n, d), labels (n,)")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
-@click.option("--data-dir", type=click.Path(), default=None,
-              help="the run's kind of data in another place (torchvision root, image folder or array file)")
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="the run's kind of data in another place (torchvision root, image folder or array file)",
+)
 @click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="for guides whose moments are sampled (IAF)")
@@ -371,30 +476,42 @@ def info(checkpoint: str, as_json: bool, trust_modules: tuple[str, ...]) -> None
     if as_json:
         click.echo(json.dumps(_json_safe(found), allow_nan=False))
         return
-    best = ("n/a" if found["best_val_elbo"] is None
-            else f"{found['best_val_elbo']:.2f} at epoch {found['best_val_epoch']} (last {found['last_val_elbo']:.2f})")
+    best = (
+        "n/a"
+        if found["best_val_elbo"] is None
+        else f"{found['best_val_elbo']:.2f} at epoch {found['best_val_epoch']} (last {found['last_val_elbo']:.2f})"
+    )
     versions = ", ".join(f"{k} {v}" for k, v in found["versions"].items())
-    click.echo("\n".join([
-        f"{found['path']}: {found['kind']}, format {found['format_version']}, {found['size_bytes'] / 2**20:.2f} MiB"
-        + ("" if found["resumable"] else " (weights only: not resumable)"),
-        f"epoch            {found['epoch']} of {found['epochs']}",
-        f"best val ELBO    {best}",
-        f"data             {found['data']}, images {'x'.join(map(str, found['data_shape']))}",
-        f"prior            {found['prior']}",
-        f"likelihood       {found['likelihood']}",
-        f"guide            {found['guide']}",
-        f"parameters       {found['parameters']:,}",
-        f"versions         {versions}",
-        "config (pyro-vae train --config reads this as TOML):",
-        *(f"  {line}".rstrip() for line in tomli_w.dumps(found["config"]).strip().splitlines()),
-    ]))  # fmt: skip
+    click.echo(
+        "\n".join(
+            [
+                f"{found['path']}: {found['kind']}, format {found['format_version']}, "
+                f"{found['size_bytes'] / 2**20:.2f} MiB"
+                + ("" if found["resumable"] else " (weights only: not resumable)"),
+                f"epoch            {found['epoch']} of {found['epochs']}",
+                f"best val ELBO    {best}",
+                f"data             {found['data']}, images {'x'.join(map(str, found['data_shape']))}",
+                f"prior            {found['prior']}",
+                f"likelihood       {found['likelihood']}",
+                f"guide            {found['guide']}",
+                f"parameters       {found['parameters']:,}",
+                f"versions         {versions}",
+                "config (pyro-vae train --config reads this as TOML):",
+                *(f"  {line}".rstrip() for line in tomli_w.dumps(found["config"]).strip().splitlines()),
+            ]
+        )
+    )
 
 
 @cli.command()
 @click.argument("checkpoint", metavar="CKPT")
 @click.argument("out_dir", metavar="DIR")
-@click.option("--push-to", metavar="OWNER/NAME", default=None,
-              help='also upload the folder to this Hugging Face Hub repository (pip install "pyro-vae[hub]")')
+@click.option(
+    "--push-to",
+    metavar="OWNER/NAME",
+    default=None,
+    help='also upload the folder to this Hugging Face Hub repository (pip install "pyro-vae[hub]")',
+)
 @trust_module_option
 def export(checkpoint: str, out_dir: str, push_to: str | None, trust_modules: tuple[str, ...]) -> None:
     """Write DIR/config.json, DIR/model.safetensors and a DIR/README.md model card: the model, weights only."""
@@ -422,7 +539,8 @@ def _is_out_of_memory(exc: RuntimeError) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click group and turn input errors into one line and an exit code."""
     try:
-        code = cli.main(args=argv, prog_name="pyro-vae", standalone_mode=False)
+        with runtime_policy(RuntimePolicy.command_line()):  # this process is ours: the faster settings
+            code = cli.main(args=argv, prog_name="pyro-vae", standalone_mode=False)
     except click.UsageError as exc:
         _fail(exc.format_message(), 2)
     except ConfigError as exc:  # a run option, config value or combination that cannot be
@@ -444,8 +562,11 @@ def main(argv: list[str] | None = None) -> None:
     except RuntimeError as exc:
         if not _is_out_of_memory(exc):
             raise
-        _fail(f"out of memory ({first_line(exc)}); lower the sizes (--hidden, --latent-dim, "
-              "--batch-size, --particles, -n)", 1)  # fmt: skip
+        _fail(
+            f"out of memory ({first_line(exc)}); lower the sizes (--hidden, --latent-dim, "
+            "--batch-size, --particles, -n)",
+            1,
+        )
     distributed.leave()
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -10,7 +10,7 @@ objective is E_q[log p(x|z)] - beta * KL; each epoch's final weight is logged in
 import argparse
 import json
 
-from pyro_vae import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, VAEData, evaluate
+from pyro_vae import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, VAEData, evaluate, start_run
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data-dir", default=None)
@@ -22,10 +22,14 @@ parser.add_argument("--out", default="runs/beta-vae")
 args = parser.parse_args()
 
 data = DataConfig("mnist", "dynamic", train_limit=args.train_limit, root=args.data_dir)
-config = RunConfig(seed=0, data=data, model=ModelConfig(latent_dim=10),
-                   objective=ObjectiveConfig(beta=args.beta, warmup_epochs=args.warmup_epochs))
+config = RunConfig(
+    seed=0,
+    data=data,
+    model=ModelConfig(latent_dim=10),
+    objective=ObjectiveConfig(beta=args.beta, warmup_epochs=args.warmup_epochs),
+)
 config.schedule.epochs = args.epochs
-trainer = config.build(args.out, log=print, overwrite=True)
+trainer = start_run(config, args.out, log=print, overwrite=True)
 trainer.fit()
 test_images = VAEData(data, splits=("test",)).images["test"][:1000]
 result = evaluate(trainer.vae, test_images, iw_samples=0)  # the plain (beta = 1) ELBO

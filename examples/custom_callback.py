@@ -9,7 +9,7 @@ so the run's numbers are the same with or without it.
 import argparse
 import json
 
-from pyro_vae import Callback, DataConfig, RunConfig, evaluate
+from pyro_vae import Callback, DataConfig, RunConfig, evaluate, start_run
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data-dir", default=None)
@@ -32,5 +32,5 @@ class KLWatcher(Callback):
 watcher = KLWatcher()
 config = RunConfig(data=DataConfig("mnist", "dynamic", train_limit=args.train_limit, root=args.data_dir))
 config.schedule.epochs = args.epochs
-config.build(args.out, log=print, overwrite=True, callbacks=[watcher]).fit()
+start_run(config, args.out, log=print, overwrite=True, callbacks=[watcher]).fit()
 print(json.dumps({"kl_per_epoch": watcher.kl_per_epoch}))

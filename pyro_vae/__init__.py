@@ -22,42 +22,62 @@ Where things are (the folders follow the architecture):
   ``pyro_vae.cli``: the ``pyro-vae`` command line (``python -m pyro_vae``).
 """
 
-__version__ = "0.2.0"
+from importlib import import_module
 
-from .config import RunConfig  # noqa: E402
-from .data.vae_data import DataConfig, VAEData  # noqa: E402
-from .inference.analytic import analytic_elbo, analytic_loss  # noqa: E402
-from .inference.bounds import Evaluation, evaluate, iwae_bound, log_weights  # noqa: E402
-from .inference.fast_svi import FastSVI, make_adam  # noqa: E402
-from .inference.latents import active_units, posterior_moments  # noqa: E402
-from .inference.objectives import ObjectiveConfig  # noqa: E402
-from .model.config import ComponentConfig, ModelConfig  # noqa: E402
-from .model.guides import DiagonalGaussianGuide, FullCovGaussianGuide, Guide, IAFGuide  # noqa: E402
-from .model.likelihoods import (  # noqa: E402
-    Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace, Likelihood, LogisticMixture,
-)  # fmt: skip
-from .model.networks import NetConfig  # noqa: E402
-from .model.priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal, VampPrior  # noqa: E402
-from .model.vae import VAE  # noqa: E402
-from .options import Option  # noqa: E402
-from .pipeline import (  # noqa: E402
-    encode_checkpoint, evaluate_checkpoint, load_model, plot_checkpoint, resume_run, sample_checkpoint, write_samples,
-)  # fmt: skip
-from .sharing import export_checkpoint, load  # noqa: E402
-from .training.callbacks import Callback, MLflowLogger, TensorBoard  # noqa: E402
-from .training.schedule import OptimizerConfig, ScheduleConfig  # noqa: E402
-from .training.trainer import Trainer  # noqa: E402
+from .version import __version__
 
-__all__ = [
-    "RunConfig", "DataConfig", "ModelConfig", "NetConfig", "ComponentConfig", "ObjectiveConfig", "OptimizerConfig",
-    "ScheduleConfig", "Option",
-    "VAE", "VAEData", "Trainer", "Callback", "TensorBoard", "MLflowLogger", "FastSVI", "make_adam",
-    "load", "export_checkpoint",
-    "Prior", "StandardNormal", "LearnedGaussian", "MixtureOfGaussians", "VampPrior", "FlowPrior",
-    "Likelihood", "Bernoulli", "ContinuousBernoulli", "Beta", "Gaussian", "Laplace", "DiscretizedLogistic", "LogisticMixture",
-    "Guide", "DiagonalGaussianGuide", "FullCovGaussianGuide", "IAFGuide",
-    "analytic_elbo", "analytic_loss", "evaluate", "Evaluation", "iwae_bound", "log_weights",
-    "posterior_moments", "active_units",
-    "resume_run", "load_model", "evaluate_checkpoint", "plot_checkpoint", "sample_checkpoint",
-    "encode_checkpoint", "write_samples",
-]  # fmt: skip
+# Each public name by the module that defines it, imported on first use (PEP 562): importing one part of the
+# package (pyro_vae.model.priors) does not load the trainer, the pipeline and the sharing code.
+_EXPORTS = {
+    "config": ["RunConfig"],
+    "data.vae_data": ["DataConfig", "VAEData"],
+    "model.config": ["ModelConfig", "ComponentConfig"],
+    "model.networks": ["NetConfig"],
+    "inference.objectives": ["ObjectiveConfig"],
+    "training.schedule": ["OptimizerConfig", "ScheduleConfig"],
+    "options": ["Option"],
+    "model.vae": ["VAE"],
+    "training.trainer": ["Trainer"],
+    "training.callbacks": ["Callback", "TensorBoard", "MLflowLogger"],
+    "inference.fast_svi": ["FastSVI", "make_adam"],
+    "sharing": ["load", "export_checkpoint"],
+    "model.priors": ["Prior", "StandardNormal", "LearnedGaussian", "MixtureOfGaussians", "VampPrior", "FlowPrior"],
+    "model.likelihoods": [
+        "Likelihood",
+        "Bernoulli",
+        "ContinuousBernoulli",
+        "Beta",
+        "Gaussian",
+        "Laplace",
+        "DiscretizedLogistic",
+        "LogisticMixture",
+    ],
+    "model.guides": ["Guide", "DiagonalGaussianGuide", "FullCovGaussianGuide", "IAFGuide"],
+    "inference.analytic": ["analytic_elbo", "analytic_loss"],
+    "inference.bounds": ["evaluate", "Evaluation", "iwae_bound", "log_weights"],
+    "inference.latents": ["posterior_moments", "active_units"],
+    "training.runs": ["start_run", "resume_run"],
+    "runtime.policy": ["RuntimePolicy", "runtime_policy"],
+    "pipeline": [
+        "load_model",
+        "evaluate_checkpoint",
+        "plot_checkpoint",
+        "sample_checkpoint",
+        "encode_checkpoint",
+        "write_samples",
+    ],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'pyro_vae' has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # (once: the next lookup finds it directly)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

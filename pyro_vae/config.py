@@ -14,8 +14,8 @@ from Python, is written beside the run as ``OUT/config.toml`` and stored as-is i
 
 Every setting is declared once, on the dataclass field or component parameter that owns it
 (:mod:`pyro_vae.options`); :func:`settings` lists them all, and the command line is generated from that
-list. :meth:`RunConfig.validate` holds every rule (values and combinations), whatever the source, and
-:meth:`RunConfig.build` turns the config into a model and a trainer, seeding both.
+list. :meth:`RunConfig.validate` holds every rule (values and combinations), whatever the source;
+:func:`pyro_vae.training.runs.start_run` turns a config into a model and a trainer, seeding both.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -31,7 +32,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import pyro
 import tomli_w
 
-from .data.vae_data import DataConfig, VAEData
+from .data.vae_data import DataConfig
 from .errors import CheckpointError, ConfigError
 from .inference.objectives import ObjectiveConfig
 from .model.components import REGISTRY, SHARED
@@ -41,16 +42,15 @@ from .model.rebuild import resolve
 from .model.vae import VAE
 from .options import Option, Setting, check_fields, dataclass_settings, flag_for
 from .runtime.atomic import atomic_path
-from .runtime.devices import resolve_device
-from .runtime.distributed import current, device_name
-from .runtime.limits import check_vae_fits
-from .training.callbacks import Callback
-from .training.run_lock import locked
 from .training.schedule import OptimizerConfig, ScheduleConfig
-from .training.trainer import CHECKPOINT_NAME, Trainer
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "objective": ObjectiveConfig, "optimizer": OptimizerConfig,
-            "schedule": ScheduleConfig}  # fmt: skip
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "objective": ObjectiveConfig,
+    "optimizer": OptimizerConfig,
+    "schedule": ScheduleConfig,
+}
 
 
 @dataclass
@@ -93,37 +93,17 @@ class RunConfig:
         or measuring; the random state is not reseeded)."""
         return self.model.build(trust_modules, image_shape=self.data.image_shape)
 
-    def build(
-        self,
-        out_dir: str | Path,
-        *,
-        device: str = "auto",
-        overwrite: bool = False,
-        progress: bool | None = None,
-        log: Callable[[str], None] | None = None,
-        trust_modules: Iterable[str] = (),
-        callbacks: Sequence[Callback] = (),
-    ) -> Trainer:
-        """A :class:`Trainer` for this run in ``out_dir`` (which must not hold a checkpoint unless ``overwrite``).
-        Everything is checked before any data is read; ``trust_modules``: modules besides ``pyro_vae`` whose
-        components the config may name; ``callbacks`` run after the built-in ones (TensorBoard, your own).
-        In a job of several processes each takes its own GPU for ``device`` (``cuda:LOCAL_RANK``), rank 0 alone
-        touches ``out_dir``, and an input error on any process stops all of them."""
-        group = current()
-        with group.together():  # an input error on any process stops every one
-            self.validate(trust_modules)
-            dev = resolve_device(device_name(device, group))
-            check_vae_fits(lambda: self.untrained_model(trust_modules), dev, training=True)
-            out_dir = Path(out_dir)
-            with locked(out_dir) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
-                if group.is_main and (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
-                    raise ConfigError(
-                        f"{out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with --resume "
-                        f"{out_dir / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"
-                    )
-                data = VAEData(self.data, self.data.root, dev, splits=("train", "val"))  # as given: no fallback
-                vae = self.build_model(trust_modules).to(dev)
-                return Trainer(vae, data, self, out_dir, progress=progress, log=log, lock=lock, callbacks=callbacks)
+    def build(self, out_dir: str | Path, **options: Any) -> Any:
+        """Deprecated since 0.3, removed in 0.4: ``pyro_vae.start_run(config, out_dir, ...)`` (same options; it
+        returns the :class:`~pyro_vae.training.trainer.Trainer`)."""
+        warnings.warn(
+            "RunConfig.build is deprecated and goes away in pyro-vae 0.4: use pyro_vae.start_run(config, out_dir, ...)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        from .training.runs import start_run  # the deprecated alias's upward import (tests/test_imports.py)
+
+        return start_run(self, out_dir, **options)
 
     def updated(self, overrides: dict[str, Any], trust_modules: Iterable[str] = ()) -> RunConfig:
         """A validated copy with each dotted key of ``overrides`` set: ``config.updated({"objective.beta": 4.0})``."""
@@ -156,8 +136,9 @@ class RunConfig:
         return write_toml(self.to_dict(), path)
 
     @classmethod
-    def read_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None,
-                  trust_modules: Iterable[str] = ()) -> RunConfig:  # fmt: skip
+    def read_toml(
+        cls, path: str | Path, overrides: dict[str, Any] | None = None, trust_modules: Iterable[str] = ()
+    ) -> RunConfig:
         """The config in a TOML file, with ``overrides`` (``{"model.latent_dim": 2}``) applied on top."""
         return cls.from_dict(with_overrides(read_table(path), overrides or {}), str(path), trust_modules)
 
@@ -271,8 +252,14 @@ def _name_setting(kind: str) -> Setting:
     default = getattr(ModelConfig(), kind).name
     help_text = {"prior": "p(z)", "likelihood": "p(x|z)", "guide": "q(z|x)"}[kind]
     option = Option(help_text, flag=f"--{kind}")
-    return Setting(f"model.{kind}.name", "name", Literal[tuple(REGISTRY[kind])], option, default,
-                   flag_for(f"model.{kind}.name", option))  # fmt: skip
+    return Setting(
+        f"model.{kind}.name",
+        "name",
+        Literal[tuple(REGISTRY[kind])],
+        option,
+        default,
+        flag_for(f"model.{kind}.name", option),
+    )
 
 
 def _option_settings(kind: str) -> list[Setting]:
@@ -295,13 +282,22 @@ def _option_settings(kind: str) -> list[Setting]:
 # -- checkpoints written before RunConfig --------------------------------------------------------------------------
 
 _V1_TRAIN = {  # format-1 "train" key -> (section, key); section None: the top level
-    "epochs": ("schedule", "epochs"), "lr_schedule": ("schedule", "lr_schedule"),
-    "checkpoint_every": ("schedule", "checkpoint_every"), "plot_every": ("schedule", "plot_every"),
-    "batch_size": ("optimizer", "batch_size"), "lr": ("optimizer", "lr"), "adam_eps": ("optimizer", "adam_eps"),
-    "objective": ("objective", "kind"), "elbo": ("objective", "kind"), "particles": ("objective", "particles"),
-    "beta": ("objective", "beta"), "warmup_epochs": ("objective", "warmup_epochs"),
-    "warmup_start": ("objective", "warmup_start"), "jit": ("objective", "jit"), "seed": (None, "seed"),
-}  # fmt: skip
+    "epochs": ("schedule", "epochs"),
+    "lr_schedule": ("schedule", "lr_schedule"),
+    "checkpoint_every": ("schedule", "checkpoint_every"),
+    "plot_every": ("schedule", "plot_every"),
+    "batch_size": ("optimizer", "batch_size"),
+    "lr": ("optimizer", "lr"),
+    "adam_eps": ("optimizer", "adam_eps"),
+    "objective": ("objective", "kind"),
+    "elbo": ("objective", "kind"),
+    "particles": ("objective", "particles"),
+    "beta": ("objective", "beta"),
+    "warmup_epochs": ("objective", "warmup_epochs"),
+    "warmup_start": ("objective", "warmup_start"),
+    "jit": ("objective", "jit"),
+    "seed": (None, "seed"),
+}
 
 
 def convert_v1(ckpt: dict, trust_modules: Iterable[str] = ()) -> dict:
@@ -321,8 +317,9 @@ def convert_v1(ckpt: dict, trust_modules: Iterable[str] = ()) -> dict:
             (table if section is None else table.setdefault(section, {}))[name] = value
         return table
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise CheckpointError(f"the checkpoint's (format 1) config cannot be converted: {type(exc).__name__}: {exc}") \
-            from None
+        raise CheckpointError(
+            f"the checkpoint's (format 1) config cannot be converted: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _convert_spec(kind: str, spec: dict, trust_modules: Iterable[str]) -> dict:
@@ -331,7 +328,9 @@ def _convert_spec(kind: str, spec: dict, trust_modules: Iterable[str]) -> dict:
 
     module, qualname = spec["target"].split(":")
     if module.split(".")[0] == "pyro_vae":  # the flat package's module paths no longer exist
-        matches = [c for c in REGISTRY[kind].values() if c.__qualname__ == qualname and c.__module__.startswith("pyro_vae")]
+        matches = [
+            c for c in REGISTRY[kind].values() if c.__qualname__ == qualname and c.__module__.startswith("pyro_vae")
+        ]
         if not matches:
             raise ValueError(f"no {kind} {qualname} in pyro_vae")
         cls, module_entry = matches[0], {}

@@ -172,8 +172,9 @@ def coerce(setting: Setting, value: Any, *, text: bool = False) -> Any:
     try:
         result = _convert(base, value, text, setting.option)
     except _Refused as exc:
-        raise ConfigError(f"{where} must be {_describe(base)}, got {value!r}{': ' + str(exc) if str(exc) else ''}") \
-            from None
+        raise ConfigError(
+            f"{where} must be {_describe(base)}, got {value!r}{': ' + str(exc) if str(exc) else ''}"
+        ) from None
     _check_bounds(where, setting.option, result)
     return result
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from .config import RunConfig, settings
+from .config import RunConfig
 from .data import VAEData
 from .errors import CheckpointError, ConfigError
 from .inference.bounds import Evaluation, evaluate, iwae_chunk
@@ -29,63 +28,14 @@ from .runtime.devices import peak_memory_mib, reset_peak_memory, resolve_device
 from .runtime.distributed import current, device_name
 from .runtime.limits import check_disk, check_fits, check_vae_fits, chunk_size, meta_module
 from .sharing import best_validation, describe_component, n_parameters, read_model
-from .training.checkpoint import load_checkpoint, load_weights
-from .training.callbacks import Callback
-from .training.run_lock import locked
-from .training.trainer import METRICS_NAME, Trainer, read_metrics
+from .training.checkpoint import load_weights
+from .training.runs import resume_run, start_run  # noqa: F401 (pyro_vae.pipeline.resume_run, as before)
+from .training.trainer import METRICS_NAME, read_metrics
 
 SAMPLE_PIECE_BYTES = 1 << 28  # decoded at once by sample/write_samples (85,000 Bernoulli images)
 
 
-def resume_run(
-    checkpoint: str | Path,
-    *,
-    epochs: int | None = None,
-    out_dir: str | Path | None = None,
-    data_dir: str | Path | None = None,
-    device: str = "auto",
-    progress: bool | None = None,
-    plot_every: int | None = None,
-    changes: dict[str, Any] | None = None,
-    log: Callable[[str], None] | None = None,
-    trust_modules: Iterable[str] = (),
-    callbacks: Sequence[Callback] = (),
-) -> Trainer:
-    """A :class:`Trainer` that continues the run stored in ``checkpoint`` (to ``epochs`` in total;
-    ``plot_every``, when given, replaces the stored picture interval; ``data_dir`` replaces the recorded data
-    folder; ``changes``: other settings a resumed run may change, by dotted key, e.g. ``{"data.stream": True}``;
-    ``trust_modules``: modules besides ``pyro_vae`` whose components the checkpoint may rebuild, see
-    :mod:`pyro_vae.model.rebuild`)."""
-    group = current()
-    with group.together():  # an input error on any process stops every one
-        if Path(checkpoint).is_dir():
-            raise ConfigError(f"{checkpoint} is an exported model (weights only); resume from the run's ckpt.pt")
-        ckpt = group.from_main(lambda: load_checkpoint(checkpoint))
-        config = RunConfig.from_checkpoint(ckpt, trust_modules)
-        given = (("schedule.epochs", epochs), ("schedule.plot_every", plot_every))
-        changes = {**(changes or {}), **{key: value for key, value in given if value is not None}}
-        resumable = {s.key for s in settings() if s.option.resumable}
-        fixed = sorted(set(changes) - resumable)
-        if fixed:
-            raise ConfigError(f"{', '.join(fixed)} cannot change on --resume (the checkpoint fixes them)")
-        if changes:
-            config = config.updated(changes, trust_modules)
-        if config.schedule.epochs < ckpt["epoch"]:
-            raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {config.schedule.epochs} is fewer")
-        with locked(Path(out_dir or Path(checkpoint).parent)) as lock:
-            dev = resolve_device(device_name(device, group))
-            data = VAEData(config.data, data_dir, dev, splits=("train", "val"))
-            check_vae_fits(lambda: config.untrained_model(trust_modules), dev, training=True)
-            vae = config.untrained_model(trust_modules).to(dev)
-            trainer = Trainer(vae, data, config, lock.folder, progress=progress, log=log, lock=lock,
-                              callbacks=callbacks)  # fmt: skip
-            trainer.load_state(ckpt)
-            return trainer
-
-
-def load_model(
-    checkpoint: str | Path, device: str = "auto", trust_modules: Iterable[str] = ()
-) -> tuple[VAE, dict]:
+def load_model(checkpoint: str | Path, device: str = "auto", trust_modules: Iterable[str] = ()) -> tuple[VAE, dict]:
     """The trained model in ``checkpoint`` (a checkpoint file, an exported folder or ``hf://REPO``, see
     :mod:`pyro_vae.sharing`) on ``device``, and the checkpoint itself. Components from
     modules other than ``pyro_vae`` are rebuilt only from ``trust_modules`` (see :mod:`pyro_vae.model.rebuild`)."""
@@ -129,8 +79,18 @@ def evaluate_checkpoint(
         vae.likelihood.check_data(x)
     reset_peak_memory(device_)
     start = time.perf_counter()
-    result = evaluate(vae, x, num_particles=num_particles, iw_samples=iw_samples, batch_size=batch_size, seed=seed,
-                      labels=labels, progress=progress, log=log, group=group)  # fmt: skip
+    result = evaluate(
+        vae,
+        x,
+        num_particles=num_particles,
+        iw_samples=iw_samples,
+        batch_size=batch_size,
+        seed=seed,
+        labels=labels,
+        progress=progress,
+        log=log,
+        group=group,
+    )
     seconds = time.perf_counter() - start
     peak_mib, peak_of = peak_memory_mib(device_)
     info = {
@@ -203,8 +163,12 @@ def write_samples(
     if out.suffix.lower() == ".npy":
         check_disk(n * 4 * math.prod(shape), out, f"{n} samples as .npy", "lower -n")
     else:  # the images, make_grid's padded RGB float copy and the 8-bit picture
-        check_fits(n * (4 * math.prod(shape) + 13 * (shape[1] + 2) * (shape[2] + 2)), f"a PNG grid of {n} samples",
-                   "lower -n, or write .npy", "cpu")  # fmt: skip
+        check_fits(
+            n * (4 * math.prod(shape) + 13 * (shape[1] + 2) * (shape[2] + 2)),
+            f"a PNG grid of {n} samples",
+            "lower -n, or write .npy",
+            "cpu",
+        )
     if out.suffix.lower() != ".npy":
         return plots.save_grid(plots.tile(torch.cat(list(pieces))), out)
     import numpy as np
@@ -220,8 +184,9 @@ def write_samples(
     return out
 
 
-def _sampler(checkpoint, n: int, seed: int, pixels: str, device: str, trust_modules
-             ) -> tuple[tuple[int, int, int], Iterator[Tensor]]:  # fmt: skip
+def _sampler(
+    checkpoint, n: int, seed: int, pixels: str, device: str, trust_modules
+) -> tuple[tuple[int, int, int], Iterator[Tensor]]:
     """The model's image shape and its ``n`` samples, drawn piece by piece as the iterator is read."""
     from . import plots
 
@@ -250,8 +215,13 @@ def encode_checkpoint(
     x, labels, data_config, _ = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device, limit)
     torch.manual_seed(seed)  # only guides without closed-form moments (IAF) draw samples
     means, scales = posterior_moments(vae.eval(), x, batch_size=batch_size)
-    found = {"means": means.cpu(), "scales": scales.cpu(), "dataset": data_config.dataset,
-             "binarize": data_config.binarize, "split": split}  # fmt: skip
+    found = {
+        "means": means.cpu(),
+        "scales": scales.cpu(),
+        "dataset": data_config.dataset,
+        "binarize": data_config.binarize,
+        "split": split,
+    }
     return found if labels is None else {**found, "labels": labels.cpu()}
 
 
@@ -279,14 +249,17 @@ def plot_checkpoint(
     from . import plots
 
     if not (2 <= manifold_size <= 100 and 0 < manifold_mass < 1):
-        raise ConfigError(f"the manifold needs 2..100 points a side and a prior mass in (0, 1), got {manifold_size} "
-                          f"and {manifold_mass}")  # fmt: skip
+        raise ConfigError(
+            f"the manifold needs 2..100 points a side and a prior mass in (0, 1), got {manifold_size} "
+            f"and {manifold_mass}"
+        )
     if num_points < 16:
         raise ConfigError(f"--num-points must be at least 16 (the interpolations use 16 images), got {num_points}")
     vae, config, ckpt = _load(checkpoint, device, trust_modules)
     vae.eval()
-    x, labels, data_config, class_names = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device,
-                                                           num_points)  # fmt: skip
+    x, labels, data_config, class_names = _checkpoint_data(
+        config, split, data_dir, next(vae.parameters()).device, num_points
+    )
     if x.shape[0] < 16:
         raise ConfigError(f"the {split} split has {x.shape[0]} images; the pictures need at least 16")
     vae.likelihood.check_data(x)
@@ -296,16 +269,30 @@ def plot_checkpoint(
     title = f"{data_config.dataset} {split} split, epoch {ckpt['epoch']}"
     recon_rows = ["input", "reconstruction"] * 4  # reconstruction_grid: each row of inputs above its reconstructions
     written = [
-        plots.save_figure(plots.grid_figure(plots.reconstruction_grid(vae, x[:32]),
-                                            f"reconstructions: decoder mean at the posterior mean\n{title}",
-                                            recon_rows), out_dir / "reconstructions.png"),
-        plots.save_figure(plots.grid_figure(plots.sample_grid(vae, 64),
-                                            f"64 samples: decoder mean E[x|z], z ~ p(z)\nepoch {ckpt['epoch']}"),
-                          out_dir / "prior_samples.png"),
-        plots.save_figure(plots.latent_scatter(posterior_moments(vae, x)[0], labels, class_names,
-                                               title=f"posterior means: {x.shape[0]} images, {title}"),
-                          out_dir / "latent_scatter.png"),
-    ]  # fmt: skip
+        plots.save_figure(
+            plots.grid_figure(
+                plots.reconstruction_grid(vae, x[:32]),
+                f"reconstructions: decoder mean at the posterior mean\n{title}",
+                recon_rows,
+            ),
+            out_dir / "reconstructions.png",
+        ),
+        plots.save_figure(
+            plots.grid_figure(
+                plots.sample_grid(vae, 64), f"64 samples: decoder mean E[x|z], z ~ p(z)\nepoch {ckpt['epoch']}"
+            ),
+            out_dir / "prior_samples.png",
+        ),
+        plots.save_figure(
+            plots.latent_scatter(
+                posterior_moments(vae, x)[0],
+                labels,
+                class_names,
+                title=f"posterior means: {x.shape[0]} images, {title}",
+            ),
+            out_dir / "latent_scatter.png",
+        ),
+    ]
     skipped = {}
     if vae.latent_dim == 2:
         manifold = plots.manifold_figure(vae, manifold_size, mass=manifold_mass)
@@ -313,9 +300,16 @@ def plot_checkpoint(
     else:
         skipped["manifold"] = f"needs a 2-D latent space (this model has {vae.latent_dim})"
     pairs = [f"images {i}, {i + 8}" for i in range(8)]
-    written.append(plots.save_figure(plots.grid_figure(plots.interpolation_grid(vae, x[:8], x[8:16]),
-                                                       f"image, 10 decodings between posterior means, image; {title}",
-                                                       pairs), out_dir / "interpolations.png"))  # fmt: skip
+    written.append(
+        plots.save_figure(
+            plots.grid_figure(
+                plots.interpolation_grid(vae, x[:8], x[8:16]),
+                f"image, 10 decodings between posterior means, image; {title}",
+                pairs,
+            ),
+            out_dir / "interpolations.png",
+        )
+    )
     metrics_path = Path(checkpoint).parent / METRICS_NAME if Path(checkpoint).is_file() else None
     metrics = read_metrics(metrics_path) if metrics_path and metrics_path.is_file() else list(ckpt["metrics"])
     if metrics:

@@ -18,11 +18,11 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from .runtime.atomic import atomic_path
-from .errors import ConfigError
 from .data.sources import class_name
+from .errors import ConfigError
 from .inference.latents import posterior_moments
 from .model.vae import VAE
+from .runtime.atomic import atomic_path
 
 PAD_VALUE = 0.5  # grey lines between tiles: visible against black backgrounds and white strokes
 
@@ -166,8 +166,10 @@ def latent_scatter(means: Tensor, labels: Tensor | None, class_names: list[str] 
         xy, axes = means, (r"$z_1$ (posterior mean)", r"$z_2$ (posterior mean)")
     elif d == 1:
         jitter = 0.3 * (torch.rand(len(labels), generator=torch.Generator().manual_seed(0)) - 0.5)
-        xy, axes = torch.stack([means[:, 0], labels.float() + jitter], 1), (r"$z_1$ (posterior mean)",
-                                                                               "jitter" if unlabelled else "label")
+        xy, axes = (
+            torch.stack([means[:, 0], labels.float() + jitter], 1),
+            (r"$z_1$ (posterior mean)", "jitter" if unlabelled else "label"),
+        )
     else:
         xy, explained = pca_2d(means)
         axes = tuple(f"PC{i + 1} of the {d}-D posterior means ({100 * explained[i]:.0f}% of variance)" for i in (0, 1))
@@ -213,7 +215,8 @@ def training_curves(metrics: list[dict], objective: str = "trace"):
     fig = _figure(7, 6 if annealed else 4.5)
     ax = fig.add_subplot(2 if annealed else 1, 1, 1)
     train_label = {"iwae": "train IWAE bound (−loss)", "meanfield": "train ELBO (−loss, closed-form KL)"}.get(
-        objective, "train ELBO (−loss)")  # fmt: skip
+        objective, "train ELBO (−loss)"
+    )
     if annealed:
         train_label += ", β-weighted KL"
     ax.plot(epochs, [-m["train_loss"] for m in metrics], "o-", label=train_label)

@@ -41,7 +41,7 @@ def read_model(path: str | Path) -> dict:
     ``model_state``, ``epoch``, ``metrics``, ``versions``, ``format_version``; an exported model also has
     ``exported: True`` and no optimiser or RNG state)."""
     if str(path).startswith(HUB_PREFIX):
-        path = download(str(path)[len(HUB_PREFIX):])
+        path = download(str(path)[len(HUB_PREFIX) :])
     path = Path(path)
     if path.is_dir():
         return read_folder(path)
@@ -59,20 +59,38 @@ def read_folder(folder: Path) -> dict:
         meta = json.loads((folder / CONFIG_JSON).read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{folder / CONFIG_JSON} is not JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT or meta.get("format_version") != EXPORT_VERSION:
-        raise CheckpointError(f"{folder / CONFIG_JSON} is not a pyro-vae model config (format {EXPORT_FORMAT} "
-                              f"{EXPORT_VERSION})")  # fmt: skip
+    if (
+        not isinstance(meta, dict)
+        or meta.get("format") != EXPORT_FORMAT
+        or meta.get("format_version") != EXPORT_VERSION
+    ):
+        raise CheckpointError(
+            f"{folder / CONFIG_JSON} is not a pyro-vae model config (format {EXPORT_FORMAT} {EXPORT_VERSION})"
+        )
     try:
         weights = load_file(str(folder / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{folder / WEIGHTS} is not a readable safetensors file ({exc})") from None
-    problems = [key for key, ok in (("config", isinstance(meta.get("config"), dict)),
-                                    ("epoch", type(meta.get("epoch")) is int),
-                                    ("metrics", isinstance(meta.get("metrics"), list))) if not ok]  # fmt: skip
+    problems = [
+        key
+        for key, ok in (
+            ("config", isinstance(meta.get("config"), dict)),
+            ("epoch", type(meta.get("epoch")) is int),
+            ("metrics", isinstance(meta.get("metrics"), list)),
+        )
+        if not ok
+    ]
     if problems:
         raise CheckpointError(f"{folder / CONFIG_JSON} is damaged (malformed {', '.join(problems)})")
-    return {"config": meta["config"], "model_state": weights, "epoch": meta["epoch"], "metrics": meta["metrics"],
-            "versions": meta.get("versions", {}), "format_version": 2, "exported": EXPORT_VERSION}  # fmt: skip
+    return {
+        "config": meta["config"],
+        "model_state": weights,
+        "epoch": meta["epoch"],
+        "metrics": meta["metrics"],
+        "versions": meta.get("versions", {}),
+        "format_version": 2,
+        "exported": EXPORT_VERSION,
+    }
 
 
 def load(path: str | Path, device: str = "auto", trust_modules: Iterable[str] = ()) -> VAE:
@@ -94,8 +112,14 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, trust_modules
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; export writes a folder")
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "config": config.to_dict(),
-            "epoch": ckpt["epoch"], "metrics": _json_metrics(ckpt["metrics"]), "versions": versions()}  # fmt: skip
+    meta = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_VERSION,
+        "config": config.to_dict(),
+        "epoch": ckpt["epoch"],
+        "metrics": _json_metrics(ckpt["metrics"]),
+        "versions": versions(),
+    }
     # safetensors stores each tensor once, contiguous and unshared.
     weights = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in ckpt["model_state"].items()}
     with atomic_path(out / WEIGHTS) as tmp:
@@ -134,20 +158,32 @@ def model_card(config: RunConfig, ckpt: dict, parameters: int) -> str:
 
     model, data, best = config.model, config.data, best_validation(ckpt["metrics"])
     last = ckpt["metrics"][-1].get("val_elbo") if ckpt["metrics"] else None
-    bounds = "not measured (no validation split)" if best is None else (
-        f"best {best[0]:.2f} nats per image (epoch {best[1]}), last {last:.2f}" if last is not None
-        else f"best {best[0]:.2f} nats per image (epoch {best[1]})")  # fmt: skip
+    bounds = (
+        "not measured (no validation split)"
+        if best is None
+        else (
+            f"best {best[0]:.2f} nats per image (epoch {best[1]}), last {last:.2f}"
+            if last is not None
+            else f"best {best[0]:.2f} nats per image (epoch {best[1]})"
+        )
+    )
     rows = [
         ("data", f"{data.dataset}, binarize = {data.binarize}, images {' x '.join(map(str, data.image_shape))}"),
-        ("model", f"latent_dim {model.latent_dim}, {model.net.kind} {list(model.net.hidden)} {model.net.activation}, "
-                  f"{parameters:,} parameters"),
+        (
+            "model",
+            f"latent_dim {model.latent_dim}, {model.net.kind} {list(model.net.hidden)} {model.net.activation}, "
+            f"{parameters:,} parameters",
+        ),
         ("prior p(z)", describe_component(model.prior)),
         ("likelihood p(x|z)", describe_component(model.likelihood)),
         ("guide q(z|x)", describe_component(model.guide)),
-        ("training", f"{ckpt['epoch']} epochs, objective {config.objective.kind}, Adam lr {config.optimizer.lr}, "
-                     f"batch {config.optimizer.batch_size}, seed {config.seed}"),
+        (
+            "training",
+            f"{ckpt['epoch']} epochs, objective {config.objective.kind}, Adam lr {config.optimizer.lr}, "
+            f"batch {config.optimizer.batch_size}, seed {config.seed}",
+        ),
         ("validation ELBO", bounds),
-    ]  # fmt: skip
+    ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"""---
 library_name: pyro-vae
@@ -156,7 +192,7 @@ tags: [vae, pyro, variational-autoencoder]
 # A pyro-vae model: {data.dataset} VAE
 
 A variational autoencoder written as a Pyro model/guide pair and trained with SVI by
-[pyro-vae](https://pypi.org/project/pyro-vae/) {ckpt.get('versions', {}).get('pyro_vae', '')}.
+[pyro-vae](https://pypi.org/project/pyro-vae/) {ckpt.get("versions", {}).get("pyro_vae", "")}.
 Bounds are log-likelihood bounds in nats per image (higher is better).
 
 | | |
@@ -190,11 +226,15 @@ def download(repo: str) -> Path:
     hub = _hub()
     repo_id, _, revision = repo.partition("@")
     try:
-        return Path(hub.snapshot_download(repo_id=repo_id, revision=revision or None,
-                                          allow_patterns=[CONFIG_JSON, WEIGHTS, CARD]))  # fmt: skip
+        return Path(
+            hub.snapshot_download(
+                repo_id=repo_id, revision=revision or None, allow_patterns=[CONFIG_JSON, WEIGHTS, CARD]
+            )
+        )
     except Exception as exc:  # the hub's errors (offline, not found, no access) are many classes
-        raise CheckpointError(f"could not download {HUB_PREFIX}{repo} ({type(exc).__name__}: "
-                              f"{first_line(exc)})") from None  # fmt: skip
+        raise CheckpointError(
+            f"could not download {HUB_PREFIX}{repo} ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
 
 
 def push(folder: str | Path, repo: str) -> str:
@@ -205,8 +245,7 @@ def push(folder: str | Path, repo: str) -> str:
         api.create_repo(repo_id=repo, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo, allow_patterns=[CONFIG_JSON, WEIGHTS, CARD])
     except Exception as exc:  # the hub's errors (offline, no token, no access) are many classes
-        raise CheckpointError(f"could not upload to {repo} ({type(exc).__name__}: "
-                              f"{first_line(exc)})") from None  # fmt: skip
+        raise CheckpointError(f"could not upload to {repo} ({type(exc).__name__}: {first_line(exc)})") from None
     return f"https://huggingface.co/{repo}"
 
 

@@ -14,7 +14,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import DataConfig, ModelConfig, NetConfig, RunConfig
+from pyro_vae import DataConfig, ModelConfig, NetConfig, RunConfig, start_run
 from pyro_vae.model.config import component_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,22 +44,48 @@ def pyro_validation():
 
 SMALL_NET = NetConfig(kind="mlp", hidden=(64,))
 # small_run's keyword -> the RunConfig key it sets
-SHORT_KEYS = {"objective": "objective.kind", "particles": "objective.particles", "beta": "objective.beta",
-              "warmup_epochs": "objective.warmup_epochs", "warmup_start": "objective.warmup_start",
-              "jit": "objective.jit", "lr": "optimizer.lr", "adam_eps": "optimizer.adam_eps",
-              "batch_size": "optimizer.batch_size", "lr_schedule": "schedule.lr_schedule",
-              "checkpoint_every": "schedule.checkpoint_every", "plot_every": "schedule.plot_every"}  # fmt: skip
+SHORT_KEYS = {
+    "objective": "objective.kind",
+    "particles": "objective.particles",
+    "beta": "objective.beta",
+    "warmup_epochs": "objective.warmup_epochs",
+    "warmup_start": "objective.warmup_start",
+    "jit": "objective.jit",
+    "lr": "optimizer.lr",
+    "adam_eps": "optimizer.adam_eps",
+    "batch_size": "optimizer.batch_size",
+    "lr_schedule": "schedule.lr_schedule",
+    "checkpoint_every": "schedule.checkpoint_every",
+    "plot_every": "schedule.plot_every",
+}
 
 
-def small_config(data_dir, *, epochs=2, likelihood=None, binarize="dynamic", net=SMALL_NET, prior=None,
-                 train_limit=2000, seed=0, guide=None, latent_dim=8, **settings) -> RunConfig:  # fmt: skip
+def small_config(
+    data_dir,
+    *,
+    epochs=2,
+    likelihood=None,
+    binarize="dynamic",
+    net=SMALL_NET,
+    prior=None,
+    train_limit=2000,
+    seed=0,
+    guide=None,
+    latent_dim=8,
+    **settings,
+) -> RunConfig:
     """A RunConfig on a small slice of MNIST; components are given as instances (their config is read off them),
     ``settings`` by the short names of SHORT_KEYS."""
-    parts = {kind: component_config(part) for kind, part in
-             (("prior", prior), ("likelihood", likelihood), ("guide", guide)) if part is not None}  # fmt: skip
-    config = RunConfig(seed=seed, data=DataConfig("mnist", binarize, val_size=500, train_limit=train_limit,
-                                                  root=str(data_dir)),
-                       model=ModelConfig(latent_dim=latent_dim, net=net, **parts))  # fmt: skip
+    parts = {
+        kind: component_config(part)
+        for kind, part in (("prior", prior), ("likelihood", likelihood), ("guide", guide))
+        if part is not None
+    }
+    config = RunConfig(
+        seed=seed,
+        data=DataConfig("mnist", binarize, val_size=500, train_limit=train_limit, root=str(data_dir)),
+        model=ModelConfig(latent_dim=latent_dim, net=net, **parts),
+    )
     config.schedule.epochs, config.optimizer.batch_size = epochs, 100
     trust = [part.module for part in parts.values() if part.module]
     return config.updated({SHORT_KEYS[k]: v for k, v in settings.items()}, trust)
@@ -69,7 +95,7 @@ def small_run(out_dir, data_dir, *, device="cpu", callbacks=(), **options):
     """A Trainer for :func:`small_config` (fast enough for unit tests); the tests' own components are trusted."""
     config = small_config(data_dir, **options)
     tests = [part.module for part in (config.model.prior, config.model.likelihood, config.model.guide) if part.module]
-    return config.build(out_dir, device=device, progress=False, trust_modules=tests, callbacks=callbacks)
+    return start_run(config, out_dir, device=device, progress=False, trust_modules=tests, callbacks=callbacks)
 
 
 @pytest.fixture(scope="session")

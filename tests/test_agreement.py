@@ -3,14 +3,14 @@
 import pyro
 import pytest
 import torch
+from conftest import small_run
 from helper_components import WrongKLPrior, WrongLogProbBernoulli
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
-from conftest import small_run
 from pyro_vae import VAE, Bernoulli, ContinuousBernoulli, Gaussian, NetConfig, StandardNormal, analytic_loss, evaluate
 from pyro_vae.errors import AgreementError
-from pyro_vae.model.likelihoods import Beta, DiscretizedLogistic, Laplace
 from pyro_vae.inference.bounds import iwae_bound, log_weights
+from pyro_vae.model.likelihoods import Beta, DiscretizedLogistic, Laplace
 
 LIKELIHOODS = {
     "bernoulli": (Bernoulli, {}, "dynamic"),

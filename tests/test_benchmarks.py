@@ -14,9 +14,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_throughput_benchmark_runs(tmp_path, data_dir):
     out = tmp_path / "throughput.json"
-    cmd = [sys.executable, ROOT / "benchmarks" / "throughput.py", "--data-dir", data_dir, "--train-images", "256",
-           "--batch-size", "64", "--hidden", "32", "--latent-dim", "4", "--rounds", "2", "--warmup-rounds", "0", "--pause", "0",
-           "--out", out]  # fmt: skip
+    cmd = [
+        sys.executable,
+        ROOT / "benchmarks" / "throughput.py",
+        "--data-dir",
+        data_dir,
+        "--train-images",
+        "256",
+        "--batch-size",
+        "64",
+        "--hidden",
+        "32",
+        "--latent-dim",
+        "4",
+        "--rounds",
+        "2",
+        "--warmup-rounds",
+        "0",
+        "--pause",
+        "0",
+        "--out",
+        out,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -34,8 +53,14 @@ def test_throughput_benchmark_runs(tmp_path, data_dir):
 
 def test_the_gpu_script_dry_runs_on_a_cpu(tmp_path, data_dir):
     env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", ROOT / "benchmarks" / "gpu.sh", tmp_path / "out", "--data-dir", data_dir],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", ROOT / "benchmarks" / "gpu.sh", tmp_path / "out", "--data-dir", data_dir],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "out"
     tests = json.loads((out / "cuda_tests.json").read_text())

@@ -11,14 +11,17 @@ from pyro_vae.pipeline import evaluate_checkpoint
 
 D = 4
 NET = NetConfig(hidden=(32,))
-PRIORS, LIKELIHOODS, GUIDES = ({name: cls for name, cls in REGISTRY[kind].items() if cls.__module__.startswith("pyro_vae")}
-                               for kind in ("prior", "likelihood", "guide"))  # fmt: skip
+PRIORS, LIKELIHOODS, GUIDES = (
+    {name: cls for name, cls in REGISTRY[kind].items() if cls.__module__.startswith("pyro_vae")}
+    for kind in ("prior", "likelihood", "guide")
+)
 SMALL = {"mog": {"num_components": 3}, "vamp": {"num_components": 10}, "flow": {"num_flows": 1}}  # a fast sweep
 
 
 def model_config(prior: str, likelihood: str, guide: str) -> ModelConfig:
-    return ModelConfig(D, NET, ComponentConfig(prior, dict(SMALL.get(prior, {}))), ComponentConfig(likelihood),
-                       ComponentConfig(guide))  # fmt: skip
+    return ModelConfig(
+        D, NET, ComponentConfig(prior, dict(SMALL.get(prior, {}))), ComponentConfig(likelihood), ComponentConfig(guide)
+    )
 
 
 def refused(prior: str, likelihood: str, guide: str) -> bool:
@@ -34,8 +37,10 @@ COMBINATIONS = [(p, lik, g) for p in PRIORS for lik in LIKELIHOODS for g in GUID
 
 @pytest.fixture(scope="module")
 def slices(data_dir) -> dict[str, VAEData]:
-    return {mode: VAEData(DataConfig("mnist", mode, val_size=100, train_limit=300), data_dir, splits=("train", "val"))
-            for mode in ("dynamic", "none")}  # fmt: skip
+    return {
+        mode: VAEData(DataConfig("mnist", mode, val_size=100, train_limit=300), data_dir, splits=("train", "val"))
+        for mode in ("dynamic", "none")
+    }
 
 
 def test_the_sweep_covers_every_component():

@@ -55,8 +55,9 @@ def test_a_compiled_fast_svi_takes_the_steps_of_the_uncompiled_one(compiling):
     runs = {}
     for compile in (False, True):
         vae = make_vae()
-        svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(),
-                      compile=compile)  # fmt: skip
+        svi = FastSVI(
+            vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), compile=compile
+        )
         runs[compile] = vae, run_fast(vae, None, xs, betas, svi=svi), svi
     (plain, plain_losses, _), (compiled, compiled_losses, svi) = runs[False], runs[True]
     assert svi.compiled is not None and svi.compile_disabled_reason is None
@@ -87,8 +88,9 @@ def test_without_compiling_the_step_is_the_uncompiled_one_bit_for_bit():
     vaes, losses = [], []
     for compile in (False, True):
         vae = make_vae()
-        svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(),
-                      compile=compile)  # fmt: skip
+        svi = FastSVI(
+            vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), compile=compile
+        )
         losses.append(run_fast(vae, None, xs, svi=svi))
         vaes.append(vae)
     assert svi.compiled is None and svi.compile_disabled_reason == "TORCH_COMPILE_DISABLE=1 is set"
@@ -146,8 +148,9 @@ def test_a_job_s_graph_is_for_its_rows(compiling):
     last batch's rows (another slice of another total, even with as many rows) take the uncompiled step."""
     group = fast_svi.Group(rank=1, world=2, local_rank=1)
     vae = make_vae()
-    svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), group=group,
-                  compile=True)  # fmt: skip
+    svi = FastSVI(
+        vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), group=group, compile=True
+    )
     x, beta = batches(1)[0], torch.tensor(1.0)
     with pyro.get_param_store().scope(), pyro.validation_enabled(False):
         svi._loss_and_grads((x[8:16], beta), {}, (slice(8, 16), 16))
@@ -165,8 +168,9 @@ def test_train_compiles_by_default_and_says_so(compiling, tmp_path, data_dir, ca
     code, _, err = run_cli(["train", "--data-dir", data_dir, "--epochs", "1", "--out", tmp_path / "run", *tiny], capsys)
     assert code == 0, err
     assert "compiled the training step in" in err
-    code, _, err = run_cli(["train", "--data-dir", data_dir, "--epochs", "1", "--out", tmp_path / "plain",
-                            "--no-compile", *tiny], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["train", "--data-dir", data_dir, "--epochs", "1", "--out", tmp_path / "plain", "--no-compile", *tiny], capsys
+    )
     assert code == 0 and "compiled" not in err
     compiled, plain = (torch.load(tmp_path / name / "ckpt.pt", weights_only=True) for name in ("run", "plain"))
     assert RunConfig.from_checkpoint(compiled).objective.compile
@@ -210,7 +214,7 @@ def test_each_process_s_graph_gives_its_share_of_the_whole_batch(compiling):
             pyro.set_rng_seed(4)
             own_rows += elbo.loss(vae.model, vae.guide, x[rows], beta)
     assert loss == pytest.approx(whole, rel=1e-5)
-    for p, g, w in zip(params, grads, whole_grads):
+    for g, w in zip(grads, whole_grads):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * float(w.abs().max()))
     assert own_rows != pytest.approx(whole, rel=1e-3)
 
@@ -221,8 +225,9 @@ def test_a_job_checks_the_summed_gradients_for_nan(compiling):
     to the sum)."""
     group = fast_svi.Group(rank=0, world=2, local_rank=0)
     vae = make_vae()
-    svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), group=group,
-                  compile=True)  # fmt: skip
+    svi = FastSVI(
+        vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), group=group, compile=True
+    )
     poison = {"on": False}
 
     def other_process(tensor):

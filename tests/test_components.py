@@ -76,8 +76,12 @@ def test_mixture_log_density_by_hand_matches_pyro():
 @pytest.mark.parametrize("prior", ["mog", "flow-affine", "flow-spline", "learned-gaussian"])
 def test_prior_density_integrates_to_one_in_two_dimensions(prior):
     torch.manual_seed(0)
-    p = {"mog": lambda: MixtureOfGaussians(2, 3), "flow-affine": lambda: FlowPrior(2),
-         "flow-spline": lambda: FlowPrior(2, transform="spline"), "learned-gaussian": lambda: LearnedGaussian(2)}[prior]()  # fmt: skip
+    p = {
+        "mog": lambda: MixtureOfGaussians(2, 3),
+        "flow-affine": lambda: FlowPrior(2),
+        "flow-spline": lambda: FlowPrior(2, transform="spline"),
+        "learned-gaussian": lambda: LearnedGaussian(2),
+    }[prior]()
     grid = torch.linspace(-12, 12, 801)
     zz = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
     with torch.no_grad():
@@ -178,8 +182,12 @@ def test_kl_weight_scales_the_monte_carlo_kl_of_trace_elbo(test_images):
 
 
 def test_components_reject_bad_arguments():
-    for make in (lambda: MixtureOfGaussians(D, 0), lambda: VampPrior(D, 0, data_dim=784), lambda: FlowPrior(D, transform="x"),
-                 lambda: IAFGuide(D, num_flows=0)):  # fmt: skip
+    for make in (
+        lambda: MixtureOfGaussians(D, 0),
+        lambda: VampPrior(D, 0, data_dim=784),
+        lambda: FlowPrior(D, transform="x"),
+        lambda: IAFGuide(D, num_flows=0),
+    ):
         with pytest.raises(ValueError):
             make()
     with pytest.raises(Exception, match="latent_dim"):

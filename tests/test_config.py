@@ -13,13 +13,12 @@ from typing import Annotated
 
 import pytest
 import torch
+from conftest import ROOT
 from test_cli import TINY, assert_one_line_error, run_cli
 
 from pyro_vae import ComponentConfig, DataConfig, ModelConfig, ObjectiveConfig, Option, RunConfig, StandardNormal
 from pyro_vae.config import read_table, settings, with_overrides
 from pyro_vae.errors import ConfigError
-
-from conftest import ROOT
 
 
 class ShiftedNormal(StandardNormal):
@@ -36,20 +35,65 @@ def test_a_new_component_class_gets_its_command_line_option(tmp_path, data_dir, 
     code, out, _ = run_cli(["train", "--help"], capsys)
     assert code == 0 and "--prior-shift" in out and "test-shifted: mean of every coordinate" in out
     run = tmp_path / "shifted"
-    code, _, err = run_cli(["train", "--data-dir", data_dir, "--out", run, "--epochs", "1", *TINY,
-                            "--prior", "test-shifted", "--prior-shift", "2.5"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        [
+            "train",
+            "--data-dir",
+            data_dir,
+            "--out",
+            run,
+            "--epochs",
+            "1",
+            *TINY,
+            "--prior",
+            "test-shifted",
+            "--prior-shift",
+            "2.5",
+        ],
+        capsys,
+    )
     assert code == 0, err
-    assert read_table(run / "config.toml")["model"]["prior"] == {"name": "test-shifted", "module": "test_config",
-                                                                 "shift": 2.5}  # fmt: skip
-    code, _, err = run_cli(["train", "--data-dir", data_dir, "--out", tmp_path / "r", *TINY, "--prior",
-                            "test-shifted", "--prior-shift", "-1"], capsys)  # fmt: skip
+    assert read_table(run / "config.toml")["model"]["prior"] == {
+        "name": "test-shifted",
+        "module": "test_config",
+        "shift": 2.5,
+    }
+    code, _, err = run_cli(
+        [
+            "train",
+            "--data-dir",
+            data_dir,
+            "--out",
+            tmp_path / "r",
+            *TINY,
+            "--prior",
+            "test-shifted",
+            "--prior-shift",
+            "-1",
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, "model.prior.shift (--prior-shift) must be >= 0, got -1.0")
-    code, _, err = run_cli(["train", "--data-dir", data_dir, "--out", tmp_path / "r", *TINY, "--prior-shift", "1"],
-                           capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["train", "--data-dir", data_dir, "--out", tmp_path / "r", *TINY, "--prior-shift", "1"], capsys
+    )
     assert_one_line_error(code, err, "does not apply to --prior standard-normal (it applies to --prior test-shifted)")
     # Its checkpoint loads wherever the module is trusted.
-    code, out, err = run_cli(["elbo", "--checkpoint", run / "ckpt.pt", "--limit", "50", "--iw-samples", "0", "--json",
-                              "--trust-module", "test_config"], capsys)  # fmt: skip
+    code, out, err = run_cli(
+        [
+            "elbo",
+            "--checkpoint",
+            run / "ckpt.pt",
+            "--limit",
+            "50",
+            "--iw-samples",
+            "0",
+            "--json",
+            "--trust-module",
+            "test_config",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads(out)["prior"] == "test_config:test-shifted(shift=2.5)"
 
@@ -60,9 +104,33 @@ def first_run(tmp_path_factory, data_dir):
     with pytest.raises(SystemExit) as exc:
         from pyro_vae.cli.main import main
 
-        main([str(a) for a in ["train", "--data-dir", data_dir, "--out", out, "--epochs", "2", *TINY, "--prior", "mog",
-                               "--prior-num-components", "3", "--beta", "0.5", "--warmup-epochs", "1", "--seed", "7",
-                               "--threads", "2"]])  # (a fixed count: on some CPUs it decides the rounding)
+        main(
+            [
+                str(a)
+                for a in [
+                    "train",
+                    "--data-dir",
+                    data_dir,
+                    "--out",
+                    out,
+                    "--epochs",
+                    "2",
+                    *TINY,
+                    "--prior",
+                    "mog",
+                    "--prior-num-components",
+                    "3",
+                    "--beta",
+                    "0.5",
+                    "--warmup-epochs",
+                    "1",
+                    "--seed",
+                    "7",
+                    "--threads",
+                    "2",
+                ]
+            ]
+        )  # (a fixed count: on some CPUs it decides the rounding)
     assert exc.value.code == 0
     return out
 
@@ -70,18 +138,23 @@ def first_run(tmp_path_factory, data_dir):
 def test_config_toml_repeats_the_run_exactly(first_run, tmp_path, capsys):
     """``train --config OUT/config.toml`` gives bit-identical weights, the same metrics and the same bounds."""
     again = tmp_path / "again"
-    code, _, err = run_cli(["train", "--config", first_run / "config.toml", "--out", again, "--no-progress",
-                            "--threads", "2"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["train", "--config", first_run / "config.toml", "--out", again, "--no-progress", "--threads", "2"], capsys
+    )
     assert code == 0, err
     first, second = (torch.load(p / "ckpt.pt", weights_only=True) for p in (first_run, again))
     assert first["config"] == second["config"]
     assert all(torch.equal(first["model_state"][k], second["model_state"][k]) for k in first["model_state"])
     drop_times = lambda ms: [{k: v for k, v in m.items() if k not in ("seconds", "images_per_s")} for m in ms]  # noqa
     assert drop_times(first["metrics"]) == drop_times(second["metrics"])
-    bounds = [run_cli(["elbo", "--checkpoint", p / "ckpt.pt", "--limit", "300", "--iw-samples", "5", "--json"],
-                      capsys)[1] for p in (first_run, again)]  # fmt: skip  (the recorded data folder)
-    numbers = [{k: v for k, v in json.loads(b).items() if isinstance(v, float) and k not in ("seconds", "peak_memory_mib")}
-               for b in bounds]  # fmt: skip
+    bounds = [
+        run_cli(["elbo", "--checkpoint", p / "ckpt.pt", "--limit", "300", "--iw-samples", "5", "--json"], capsys)[1]
+        for p in (first_run, again)
+    ]  # the recorded data folder
+    numbers = [
+        {k: v for k, v in json.loads(b).items() if isinstance(v, float) and k not in ("seconds", "peak_memory_mib")}
+        for b in bounds
+    ]
     assert numbers[0] == numbers[1] and numbers[0]["elbo"] < 0
 
 
@@ -96,38 +169,69 @@ def test_the_checkpoint_stores_the_config_as_is(first_run):
 
 def test_command_line_options_override_the_file(first_run, tmp_path, capsys):
     out = tmp_path / "override"
-    code, _, err = run_cli(["train", "--config", first_run / "config.toml", "--out", out, "--epochs", "1",
-                            "--latent-dim", "3", "--prior", "vamp", "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        [
+            "train",
+            "--config",
+            first_run / "config.toml",
+            "--out",
+            out,
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "3",
+            "--prior",
+            "vamp",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     table = read_table(out / "config.toml")
     assert table["schedule"]["epochs"] == 1 and table["model"]["latent_dim"] == 3  # from the command line
     assert table["seed"] == 7 and table["objective"]["beta"] == 0.5  # from the file
     # A new prior drops the options the file gave the old one: vamp gets its own default, not mog's 3.
     assert table["model"]["prior"] == {"name": "vamp", "num_components": 500}
-    code, _, err = run_cli(["train", "--config", first_run / "config.toml", "--out", out, "--no-progress",
-                            "--prior-num-components", "0"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["train", "--config", first_run / "config.toml", "--out", out, "--no-progress", "--prior-num-components", "0"],
+        capsys,
+    )
     assert_one_line_error(code, err, "model.prior.num_components (--prior-num-components) must be >= 1, got 0")
 
 
 BAD_FILES = {  # file text, what the one-line error says, the command-line spelling of the same mistake
     "unknown key": ("[model]\nlatent_size = 4\n", "unknown key model.latent_size", None),
     "unknown section": ("[trainer]\nepochs = 3\n", "unknown key trainer", None),
-    "wrong type": ("[model]\nlatent_dim = \"four\"\n", "model.latent_dim (--latent-dim) must be an integer",
-                   ["--latent-dim", "four"]),
-    "impossible value": ("[model]\nlatent_dim = 0\n", "model.latent_dim (--latent-dim) must be >= 1 and <= 1000000, got 0",
-                         ["--latent-dim", "0"]),
+    "wrong type": (
+        '[model]\nlatent_dim = "four"\n',
+        "model.latent_dim (--latent-dim) must be an integer",
+        ["--latent-dim", "four"],
+    ),
+    "impossible value": (
+        "[model]\nlatent_dim = 0\n",
+        "model.latent_dim (--latent-dim) must be >= 1 and <= 1000000, got 0",
+        ["--latent-dim", "0"],
+    ),
     "bool as number": ("[objective]\njit = 1\n", "objective.jit (--jit) must be true or false", None),
     "float for int": ("[schedule]\nepochs = 2.5\n", "schedule.epochs (--epochs) must be an integer", None),
-    "unknown component": ("[model.prior]\nname = \"gmm\"\n", "model.prior.name (--prior) must be one of",
-                          ["--prior", "gmm"]),
-    "option of another component": ("[model.likelihood]\nname = \"bernoulli\"\nsigma = 0.2\n",
-                                    "(--likelihood-sigma) does not apply to --likelihood bernoulli",
-                                    ["--likelihood-sigma", "0.2"]),
-    "rule between settings": ("[data]\nbinarize = \"none\"\n", "--likelihood bernoulli needs binary pixels",
-                              ["--binarize", "none"]),
+    "unknown component": (
+        '[model.prior]\nname = "gmm"\n',
+        "model.prior.name (--prior) must be one of",
+        ["--prior", "gmm"],
+    ),
+    "option of another component": (
+        '[model.likelihood]\nname = "bernoulli"\nsigma = 0.2\n',
+        "(--likelihood-sigma) does not apply to --likelihood bernoulli",
+        ["--likelihood-sigma", "0.2"],
+    ),
+    "rule between settings": (
+        '[data]\nbinarize = "none"\n',
+        "--likelihood bernoulli needs binary pixels",
+        ["--binarize", "none"],
+    ),
     "section not a table": ("model = 3\n", "model must be a table", None),
     "not toml": ("[model\nlatent_dim = 4\n", "is not valid TOML", None),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", BAD_FILES)
@@ -154,10 +258,15 @@ RULES = {  # the same run described in Python and on the command line is refused
     "warmup start alone": ({"objective.warmup_start": 0.5}, ["--warmup-start", "0.5"]),
     "iwae with beta": ({"objective.kind": "iwae", "objective.beta": 2.0}, ["--objective", "iwae", "--beta", "2"]),
     "learned sigma below floor": (
-        {"model.likelihood.name": "laplace", "model.likelihood.learn_sigma": True, "model.likelihood.sigma": 0.01,
-         "data.binarize": "none"},
-        ["--likelihood", "laplace", "--likelihood-learn-sigma", "--likelihood-sigma", "0.01", "--binarize", "none"]),
-}  # fmt: skip
+        {
+            "model.likelihood.name": "laplace",
+            "model.likelihood.learn_sigma": True,
+            "model.likelihood.sigma": 0.01,
+            "data.binarize": "none",
+        },
+        ["--likelihood", "laplace", "--likelihood-learn-sigma", "--likelihood-sigma", "0.01", "--binarize", "none"],
+    ),
+}
 
 
 @pytest.mark.parametrize("case", RULES)
@@ -176,8 +285,12 @@ def test_every_setting_has_one_key_and_one_flag():
     assert len(set(flags)) == len(flags)
     table = RunConfig().to_dict()
     for setting in found:
-        if setting.default is not None and ".prior." not in setting.key and ".likelihood." not in setting.key \
-                and ".guide." not in setting.key:  # fmt: skip
+        if (
+            setting.default is not None
+            and ".prior." not in setting.key
+            and ".likelihood." not in setting.key
+            and ".guide." not in setting.key
+        ):
             node = table
             for part in setting.key.split("."):
                 node = node[part]
@@ -210,8 +323,12 @@ def test_wheel_installs_exactly_one_package_that_runs(tmp_path):
     """A wheel built from the repository holds one top-level package, pyro_vae, and its commands work when it is
     installed into a fresh environment (the dependencies come from this one's site-packages)."""
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, ROOT],
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, ROOT],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("pyro_vae-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -220,16 +337,28 @@ def test_wheel_installs_exactly_one_package_that_runs(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=120)
     python = venv / "bin" / "python"
-    install = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", wheel],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", wheel],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # This environment's packages (torch, pyro, ...) without its editable pyro_vae: a .pth path, not a site dir.
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = lambda *args: subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=tmp_path,  # noqa
-                                       env=env, timeout=300)  # fmt: skip
+
+    def run(*args):
+        return subprocess.run(
+            [str(a) for a in args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+        )
+
     version = run(venv / "bin" / "pyro-vae", "--version")
     assert version.returncode == 0 and version.stdout.strip() == "pyro-vae 0.2.0", version.stderr
     assert run(venv / "bin" / "pyro-vae", "--help").returncode == 0

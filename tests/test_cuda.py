@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-
 from conftest import small_run
-from pyro_vae import ObjectiveConfig, evaluate
-from pyro_vae.runtime.devices import resolve_device
+
+from pyro_vae import ObjectiveConfig, evaluate, start_run
 from pyro_vae.pipeline import evaluate_checkpoint, load_model
+from pyro_vae.runtime.devices import resolve_device
 
 # `pytest -m cuda` (benchmarks/gpu.sh) selects these.
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -67,8 +67,9 @@ def test_the_compiled_step_on_the_gpu_takes_the_uncompiled_steps(compiling):
     runs = {}
     for compile in (False, True):
         vae = t.make_vae().cuda()
-        svi = FastSVI(vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(),
-                      compile=compile)  # fmt: skip
+        svi = FastSVI(
+            vae.model, vae.guide, make_adam(vae.parameters(), 1e-2), ObjectiveConfig().make(), compile=compile
+        )
         runs[compile] = vae, t.run_fast(vae, None, xs, svi=svi), svi
     assert runs[True][2].compiled is not None, runs[True][2].compile_disabled_reason
     assert runs[True][1][0] == pytest.approx(runs[False][1][0], rel=1e-5)
@@ -97,8 +98,9 @@ def test_commands_run_a_cpu_checkpoint_on_the_gpu(trained, data_dir, tmp_path, c
     common = ["--checkpoint", trained.checkpoint_path, "--device", "cuda"]
     code, out, _ = run_cli(["elbo", *common, "--data-dir", data_dir, "--limit", 500, "--iw-samples", 100], capsys)
     assert code == 0 and "device=cuda" in out and "(CUDA tensors)" in out
-    code, _, _ = run_cli(["plot", *common, "--data-dir", data_dir, "--out", tmp_path / "p", "--num-points", 200],
-                         capsys)  # fmt: skip
+    code, _, _ = run_cli(
+        ["plot", *common, "--data-dir", data_dir, "--out", tmp_path / "p", "--num-points", 200], capsys
+    )
     assert code == 0 and (tmp_path / "p" / "latent_scatter.png").is_file()
     assert run_cli(["sample", *common, "-n", 8, "--out", tmp_path / "s.png"], capsys)[0] == 0
     assert run_cli(["encode", *common, "--data-dir", data_dir, "--out", tmp_path / "l.npz"], capsys)[0] == 0
@@ -129,7 +131,7 @@ def test_streamed_batches_on_the_gpu_are_the_held_ones(tmp_path, data_dir):
 def test_a_streamed_colour_run_on_the_gpu_equals_the_in_memory_one(tmp_path, monkeypatch):
     """The same weights, bit for bit, with cuDNN held to its deterministic algorithms (its default choices may
     add in any order: that is not what this test is about)."""
-    from test_image_data import colour_images, tiny_config, train, write_images
+    from test_image_data import colour_images, tiny_config, write_images
 
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
@@ -137,9 +139,15 @@ def test_a_streamed_colour_run_on_the_gpu_equals_the_in_memory_one(tmp_path, mon
     runs = []
     for stream in (False, True):
         config = tiny_config("folder", tmp_path / "data", binarize="none", val_size=10, stream=stream, workers=1)
-        config = config.updated({"model.likelihood.name": "logistic-mixture", "model.net.kind": "resnet",
-                                 "model.net.channels": [8, 16], "optimizer.batch_size": 16})  # fmt: skip
-        trainer = config.build(tmp_path / f"run{stream}", device="cuda", progress=False)
+        config = config.updated(
+            {
+                "model.likelihood.name": "logistic-mixture",
+                "model.net.kind": "resnet",
+                "model.net.channels": [8, 16],
+                "optimizer.batch_size": 16,
+            }
+        )
+        trainer = start_run(config, tmp_path / f"run{stream}", device="cuda", progress=False)
         trainer.fit()
         runs.append(trainer)
     held, streamed = runs
@@ -158,7 +166,7 @@ def test_a_gpu_index_that_does_not_exist_is_one_line(capsys, tmp_path):
 
 def test_a_one_gpu_torchrun_job_trains_what_one_process_trains(tmp_path, data_dir):
     """torchrun with one process per GPU: NCCL, cuda:LOCAL_RANK, and the one-process run's weights."""
-    from test_distributed import RUN, assert_same_weights, free_port, ok, one_process, torchrun
+    from test_distributed import RUN, assert_same_weights, ok, one_process, torchrun
 
     args = ["train", "--data-dir", data_dir, *RUN, "--epochs", 1, "--device", "cuda"]
     ok(one_process([*args, "--out", tmp_path / "one"]))

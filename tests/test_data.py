@@ -68,12 +68,15 @@ def _copy_raw(data_dir, tmp_path):
     return raw
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda b: b[:1000], "1000 bytes where its header promises 7840016"),
-    (lambda b: b + b"\x00", "7840017 bytes where its header promises 7840016"),
-    (lambda b: b"\x00\x00\x0d\x03" + b[4:], "not an idx file of bytes"),
-    (lambda b: b"", "not an idx file of bytes"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[:1000], "1000 bytes where its header promises 7840016"),
+        (lambda b: b + b"\x00", "7840017 bytes where its header promises 7840016"),
+        (lambda b: b"\x00\x00\x0d\x03" + b[4:], "not an idx file of bytes"),
+        (lambda b: b"", "not an idx file of bytes"),
+    ],
+)
 def test_a_corrupt_idx_file_is_named(damage, message, data_dir, tmp_path):
     raw = _copy_raw(data_dir, tmp_path)
     images = raw / "t10k-images-idx3-ubyte"

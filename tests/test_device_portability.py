@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import torch.serialization as serialization
-
 from test_cli import run_cli
 
 
@@ -43,15 +42,31 @@ def test_every_command_reads_a_gpu_checkpoint_on_the_cpu(gpu_checkpoint, trained
     common = ["--checkpoint", gpu_checkpoint, "--device", "cpu"]
     code, out, _ = run_cli(["elbo", *common, "--data-dir", data_dir, "--limit", 200, "--iw-samples", 5], capsys)
     assert code == 0 and "device=cpu" in out
-    code, out, _ = run_cli(["plot", *common, "--data-dir", data_dir, "--out", tmp_path / "p", "--num-points", 100],
-                           capsys)  # fmt: skip
+    code, out, _ = run_cli(
+        ["plot", *common, "--data-dir", data_dir, "--out", tmp_path / "p", "--num-points", 100], capsys
+    )
     assert code == 0 and (tmp_path / "p" / "reconstructions.png").is_file()
     code, _, _ = run_cli(["sample", *common, "-n", 4, "--out", tmp_path / "s.npy"], capsys)
     assert code == 0 and np.load(tmp_path / "s.npy").shape == (4, 1, 28, 28)
-    code, _, _ = run_cli(["encode", *common, "--data-dir", data_dir, "--limit", 50, "--out", tmp_path / "l.npz"], capsys)
+    code, _, _ = run_cli(
+        ["encode", *common, "--data-dir", data_dir, "--limit", 50, "--out", tmp_path / "l.npz"], capsys
+    )
     assert code == 0
-    code, _, err = run_cli(["train", "--resume", gpu_checkpoint, "--epochs", 3, "--device", "cpu", "--data-dir",
-                            data_dir, "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        [
+            "train",
+            "--resume",
+            gpu_checkpoint,
+            "--epochs",
+            3,
+            "--device",
+            "cpu",
+            "--data-dir",
+            data_dir,
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     resumed = torch.load(gpu_checkpoint, weights_only=True)  # rewritten on the CPU by the resumed run
     assert resumed["epoch"] == 3 and all(t.device.type == "cpu" for t in resumed["model_state"].values())

@@ -19,19 +19,32 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import small_config
 from pyro.infer import Trace_ELBO
 
-from pyro_vae.inference.global_noise import GlobalBatchNoise
-from pyro_vae.errors import ConfigError
-from pyro_vae.runtime.distributed import SINGLE, Group, current, device_name, join, timeout
+from pyro_vae import start_run
 from pyro_vae.data.vae_data import _bernoulli_rows
+from pyro_vae.errors import ConfigError
+from pyro_vae.inference.global_noise import GlobalBatchNoise
+from pyro_vae.runtime.distributed import SINGLE, Group, current, device_name, join, timeout
 from pyro_vae.training.checkpoint import load_checkpoint
 
-from conftest import small_config
-
 SCRIPT = Path(sys.executable).parent / "pyro-vae"
-RUN = ["--train-limit", "1000", "--val-size", "300", "--hidden", "64", "--latent-dim", "8", "--batch-size", "101",
-       "--seed", "3", "--no-progress"]  # fmt: skip
+RUN = [
+    "--train-limit",
+    "1000",
+    "--val-size",
+    "300",
+    "--hidden",
+    "64",
+    "--latent-dim",
+    "8",
+    "--batch-size",
+    "101",
+    "--seed",
+    "3",
+    "--no-progress",
+]
 EVAL = ["--limit", "1100", "--batch-size", "250", "--iw-samples", "20", "--json"]
 
 
@@ -41,12 +54,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str], nproc: int = 2, launcher: list[str] | None = None, timeout: float = 300,
-             **popen) -> subprocess.CompletedProcess:  # fmt: skip
+def torchrun(
+    args: list[str], nproc: int = 2, launcher: list[str] | None = None, timeout: float = 300, **popen
+) -> subprocess.CompletedProcess:
     """``torchrun --nproc-per-node nproc [launcher] pyro-vae ARGS`` on a free local port."""
     launcher = launcher or ["--master-port", str(free_port())]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *launcher,
-               "--no-python", str(SCRIPT), *map(str, args)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        *launcher,
+        "--no-python",
+        str(SCRIPT),
+        *map(str, args),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **popen)
 
 
@@ -92,8 +115,9 @@ def test_without_a_launcher_a_process_is_a_job_of_one(monkeypatch):
             raise ConfigError("no such rows")
 
 
-@pytest.mark.parametrize("rank,world,message", [("x", "2", "RANK must be a whole number"),
-                                                ("2", "2", "do not fit together")])
+@pytest.mark.parametrize(
+    "rank,world,message", [("x", "2", "RANK must be a whole number"), ("2", "2", "do not fit together")]
+)
 def test_a_garbled_launcher_environment_is_one_line(monkeypatch, rank, world, message):
     monkeypatch.setenv("RANK", rank)
     monkeypatch.setenv("WORLD_SIZE", world)
@@ -109,6 +133,7 @@ def test_each_process_takes_its_own_gpu():
     assert device_name("cpu", job) == "cpu" and device_name("cuda", SINGLE) == "cuda"
     assert device_name("auto", job) == ("cuda:1" if torch.cuda.is_available() else "cpu")
 
+
 @pytest.mark.parametrize("requested", ["cuda", "auto"])
 @pytest.mark.parametrize("world,local", [(1, 0), (2, 1)])
 def test_a_job_binds_each_process_to_an_indexed_gpu(monkeypatch, world, local, requested):
@@ -122,11 +147,19 @@ def test_a_job_binds_each_process_to_an_indexed_gpu(monkeypatch, world, local, r
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
-    monkeypatch.setattr(distributed.dist, "init_process_group",
-                        lambda backend, **kwargs: calls.append((backend, kwargs.get("device_id"))))  # fmt: skip
+    monkeypatch.setattr(
+        distributed.dist,
+        "init_process_group",
+        lambda backend, **kwargs: calls.append((backend, kwargs.get("device_id"))),
+    )
     monkeypatch.setattr(distributed, "current", lambda: Group(world - 1, world, local))
-    for name, value in {"RANK": world - 1, "WORLD_SIZE": world, "LOCAL_RANK": local, "MASTER_ADDR": "127.0.0.1",
-                        "MASTER_PORT": 1}.items():  # fmt: skip
+    for name, value in {
+        "RANK": world - 1,
+        "WORLD_SIZE": world,
+        "LOCAL_RANK": local,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": 1,
+    }.items():
         monkeypatch.setenv(name, str(value))
     distributed.join(requested)
     assert calls == [("set_device", torch.device("cuda", local)), ("nccl", torch.device("cuda", local))]
@@ -140,7 +173,13 @@ def test_a_job_of_one_without_a_gpu_takes_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kwargs: calls.append(backend))
     monkeypatch.setattr(distributed, "current", lambda: SINGLE)
-    for name, value in {"RANK": 0, "WORLD_SIZE": 1, "LOCAL_RANK": 0, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": 1}.items():
+    for name, value in {
+        "RANK": 0,
+        "WORLD_SIZE": 1,
+        "LOCAL_RANK": 0,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": 1,
+    }.items():
         monkeypatch.setenv(name, str(value))
     distributed.join("auto")
     assert calls == ["gloo"]
@@ -242,13 +281,18 @@ def test_a_job_runs_the_compiled_step_in_every_process(tmp_path, pair, data_dir)
     between the graph and Adam, and the job trains the uncompiled job's run up to float32 rounding. Each process
     compiles its own (rank 0 counts them for the job's log line)."""
     out = tmp_path / "run"
-    result = ok(torchrun(["train", "--data-dir", data_dir, *RUN, "--epochs", 2, "--out", out],
-                         env={**os.environ, "TORCH_COMPILE_DISABLE": "0"}))  # fmt: skip
+    result = ok(
+        torchrun(
+            ["train", "--data-dir", data_dir, *RUN, "--epochs", 2, "--out", out],
+            env={**os.environ, "TORCH_COMPILE_DISABLE": "0"},
+        )
+    )
     assert "compiled the training step" in result.stderr and "(in each of the 2 processes)" in result.stderr
     assert_same_weights(pair[0] / "ckpt.pt", out / "ckpt.pt")  # (measured: 3.9e-8 apart)
     # Negative control: a job that fell back to the traced step would give the uncompiled job's weights exactly.
-    assert not all(torch.equal(a, b) for a, b in zip(weights(pair[0] / "ckpt.pt").values(),
-                                                    weights(out / "ckpt.pt").values()))  # fmt: skip
+    assert not all(
+        torch.equal(a, b) for a, b in zip(weights(pair[0] / "ckpt.pt").values(), weights(out / "ckpt.pt").values())
+    )
     assert "compiled the training step" not in pair[1].stderr  # the reference job is the uncompiled one
 
 
@@ -271,9 +315,31 @@ def test_python_m_and_two_nodes_on_one_host(tmp_path, single, data_dir):
     outs = [tmp_path / "node0", tmp_path / "node1"]
     procs = []
     for node, out in enumerate(outs):
-        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
-                   "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
-                   "-m", "pyro_vae", "train", "--data-dir", str(data_dir), *RUN, "--epochs", "2", "--out", str(out)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(node),
+            "--nproc-per-node",
+            "1",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+            "-m",
+            "pyro_vae",
+            "train",
+            "--data-dir",
+            str(data_dir),
+            *RUN,
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+        ]
         procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in procs:
         _, err = proc.communicate(timeout=300)
@@ -287,11 +353,16 @@ def test_eager_step_through_the_python_api(tmp_path, data_dir):
     process reading only its rows from disk (streamed) against one process holding them all; a batch smaller than
     the job is refused on every process."""
     config = small_config(data_dir, epochs=1, train_limit=450, jit=False, batch_size=101)
-    alone = config.build(tmp_path / "alone", device="cpu", progress=False)
+    alone = start_run(config, tmp_path / "alone", device="cpu", progress=False)
     alone.fit()
     port = free_port()
-    mp.start_processes(_train_in_group, args=(2, port, config.to_dict(), str(tmp_path / "pair")), nprocs=2,
-                       join=True, start_method="spawn")  # fmt: skip
+    mp.start_processes(
+        _train_in_group,
+        args=(2, port, config.to_dict(), str(tmp_path / "pair")),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
     assert_same_weights(tmp_path / "alone" / "ckpt.pt", tmp_path / "pair" / "ckpt.pt")
 
 
@@ -299,15 +370,14 @@ def _train_in_group(rank: int, world: int, port: int, table: dict, out: str) -> 
     import torch.distributed as dist
 
     from pyro_vae import RunConfig
-
     from pyro_vae.errors import DataError
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         config = RunConfig.from_dict(table)
         with pytest.raises(DataError, match="2 processes need a batch of at least 2 images"):
-            config.updated({"optimizer.batch_size": 1}).build(out, device="cpu", progress=False)
-        trainer = config.updated({"data.stream": True, "data.workers": 0}).build(out, device="cpu", progress=False)
+            start_run(config.updated({"optimizer.batch_size": 1}), out, device="cpu", progress=False)
+        trainer = start_run(config.updated({"data.stream": True, "data.workers": 0}), out, device="cpu", progress=False)
         assert trainer.group.world == world and trainer.group.rank == rank
         trainer.fit()
     finally:
@@ -326,10 +396,31 @@ def test_an_input_error_on_one_node_stops_the_job(tmp_path, data_dir):
     port = free_port()
     procs = []
     for node, data in enumerate([data_dir, tmp_path / "nothing-here"]):
-        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
-                   "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
-                   "--no-python", str(SCRIPT), "train", "--data-dir", str(data), *RUN, "--epochs", "1",
-                   "--out", str(tmp_path / "run")]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(node),
+            "--nproc-per-node",
+            "1",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+            "--no-python",
+            str(SCRIPT),
+            "train",
+            "--data-dir",
+            str(data),
+            *RUN,
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+        ]
         procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     errors = [proc.communicate(timeout=120)[1] for proc in procs]
     assert [proc.returncode != 0 for proc in procs] == [True, True]
@@ -341,9 +432,27 @@ def test_an_input_error_on_one_node_stops_the_job(tmp_path, data_dir):
 
 def long_job(out: Path, data_dir) -> subprocess.Popen:
     """A 2-process training job of 100 epochs, returned once its first checkpoint is on disk."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(free_port()), "--no-python", str(SCRIPT), "train", "--data-dir", str(data_dir), *RUN,
-               "--train-limit", "4000", "--epochs", "100", "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        "--no-python",
+        str(SCRIPT),
+        "train",
+        "--data-dir",
+        str(data_dir),
+        *RUN,
+        "--train-limit",
+        "4000",
+        "--epochs",
+        "100",
+        "--out",
+        str(out),
+    ]
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not (out / "ckpt.pt").exists() and job.poll() is None and time.monotonic() < deadline:
@@ -355,8 +464,9 @@ def long_job(out: Path, data_dir) -> subprocess.Popen:
 def test_a_killed_process_ends_the_job_and_the_checkpoint_resumes(tmp_path, data_dir):
     out = tmp_path / "run"
     job = long_job(out, data_dir)
-    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True,
-                                                  text=True).stdout.split()]  # fmt: skip
+    workers = [
+        int(pid) for pid in subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
+    ]
     victim = next(pid for pid in workers if _rank(pid) == 1)
     os.kill(victim, signal.SIGKILL)
     start = time.monotonic()
@@ -365,8 +475,11 @@ def test_a_killed_process_ends_the_job_and_the_checkpoint_resumes(tmp_path, data
     assert f"rank 1 (pid {victim}) died" in err and f"pyro-vae train --resume {out / 'ckpt.pt'}" in err
     epoch = load_checkpoint(out / "ckpt.pt")["epoch"]
     assert 1 <= epoch < 100
-    ok(one_process(["train", "--resume", out / "ckpt.pt", "--epochs", epoch + 1, "--data-dir", data_dir,
-                    "--no-progress"]))  # fmt: skip
+    ok(
+        one_process(
+            ["train", "--resume", out / "ckpt.pt", "--epochs", epoch + 1, "--data-dir", data_dir, "--no-progress"]
+        )
+    )
     assert load_checkpoint(out / "ckpt.pt")["epoch"] == epoch + 1
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from test_cli import assert_one_line_error, run_cli
 
 import pyro_vae.inference.bounds as bounds
-from pyro_vae import Bernoulli, FullCovGaussianGuide, IAFGuide, NetConfig, StandardNormal, VAE, evaluate
+from pyro_vae import VAE, Bernoulli, FullCovGaussianGuide, IAFGuide, NetConfig, StandardNormal, evaluate
 from pyro_vae.inference.latents import active_units, latent_variances, posterior_moments
-from test_cli import assert_one_line_error, run_cli
 
 
 def fixed_model() -> tuple[VAE, torch.Tensor, torch.Tensor]:
@@ -151,8 +151,22 @@ def test_progress_bar_follows_the_chunks(trained, capsys, monkeypatch):
 
 def test_elbo_cli_states_what_was_evaluated(trained, data_dir, capsys):
     ckpt = trained.checkpoint_path
-    code, out, _ = run_cli(["elbo", "--checkpoint", ckpt, "--data-dir", data_dir, "--limit", 300, "--iw-samples", 20,
-                            "--by-class", "--json"], capsys)  # fmt: skip
+    code, out, _ = run_cli(
+        [
+            "elbo",
+            "--checkpoint",
+            ckpt,
+            "--data-dir",
+            data_dir,
+            "--limit",
+            300,
+            "--iw-samples",
+            20,
+            "--by-class",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0
     d = json.loads(out)
     assert (d["dataset"], d["binarize"], d["split"], d["n"], d["iwae_k"]) == ("mnist", "dynamic", "test", 300, 20)
@@ -161,8 +175,9 @@ def test_elbo_cli_states_what_was_evaluated(trained, data_dir, capsys):
     assert set(d["by_class"]) == {str(i) for i in range(10)} and d["by_class"]["3"]["name"] == "3"
     assert sum(row["n"] for row in d["by_class"].values()) == 300
 
-    code, out, _ = run_cli(["elbo", "--checkpoint", ckpt, "--data-dir", data_dir, "--limit", 300, "--iw-samples", 20,
-                            "--by-class"], capsys)  # fmt: skip
+    code, out, _ = run_cli(
+        ["elbo", "--checkpoint", ckpt, "--data-dir", data_dir, "--limit", 300, "--iw-samples", 20, "--by-class"], capsys
+    )
     assert code == 0
     assert "n=300  K=20" in out and "dynamic binarization" in out and "IWAE bound, K=20" in out
     assert f"active units (Var_x E_q[z_u] > 0.01)  {d['active_units']:5d} of 8" in out
@@ -171,7 +186,8 @@ def test_elbo_cli_states_what_was_evaluated(trained, data_dir, capsys):
 
 
 def test_elbo_cli_rejects_impossible_options(trained, data_dir, capsys):
-    for extra, message in (([ "--iw-samples", "-1"], "--iw-samples"), (["--limit", "0"], "--limit")):
-        code, _, err = run_cli(["elbo", "--checkpoint", trained.checkpoint_path, "--data-dir", data_dir, *extra],
-                               capsys)  # fmt: skip
+    for extra, message in ((["--iw-samples", "-1"], "--iw-samples"), (["--limit", "0"], "--limit")):
+        code, _, err = run_cli(
+            ["elbo", "--checkpoint", trained.checkpoint_path, "--data-dir", data_dir, *extra], capsys
+        )
         assert_one_line_error(code, err, message)

@@ -21,20 +21,47 @@ def _run(args, *, with_examples: bool):
 
 def test_custom_prior_and_likelihood_train_and_reload(tmp_path, data_dir):
     out = tmp_path / "custom"
-    trained = _run([sys.executable, EXAMPLES / "train_custom.py", "--data-dir", data_dir, "--epochs", "1",
-                    "--train-limit", "1000", "--out", out], with_examples=True)  # fmt: skip
+    trained = _run(
+        [
+            sys.executable,
+            EXAMPLES / "train_custom.py",
+            "--data-dir",
+            data_dir,
+            "--epochs",
+            "1",
+            "--train-limit",
+            "1000",
+            "--out",
+            out,
+        ],
+        with_examples=True,
+    )
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout.strip().splitlines()[-1])
     assert summary["kl_method"] == "monte-carlo" and abs(summary["agreement_z"]) < 4
 
     ckpt = torch_load(out / "ckpt.pt")
     assert ckpt["config"]["model"]["prior"] == {"name": "laplace", "module": "my_components"}
-    assert ckpt["config"]["model"]["likelihood"] == {"name": "laplace-one-scale", "module": "my_components",
-                                                     "init_scale": 0.1}
+    assert ckpt["config"]["model"]["likelihood"] == {
+        "name": "laplace-one-scale",
+        "module": "my_components",
+        "init_scale": 0.1,
+    }
     assert "likelihood.log_scale" in ckpt["model_state"]
 
-    args = [SCRIPT, "elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--limit", "300", "--json",
-            "--iw-samples", "10"]  # fmt: skip
+    args = [
+        SCRIPT,
+        "elbo",
+        "--checkpoint",
+        out / "ckpt.pt",
+        "--data-dir",
+        data_dir,
+        "--limit",
+        "300",
+        "--json",
+        "--iw-samples",
+        "10",
+    ]
     # The checkpoint names code outside pyro_vae: refused until the user trusts that module.
     untrusted = _run(args, with_examples=True)
     assert untrusted.returncode == 1 and "Traceback" not in untrusted.stderr
@@ -64,9 +91,25 @@ def test_readme_shows_the_example_verbatim():
 
 
 def test_beta_vae_warmup_example(tmp_path, data_dir):
-    run = _run([sys.executable, EXAMPLES / "beta_vae_warmup.py", "--data-dir", data_dir, "--epochs", "3",
-                "--warmup-epochs", "2", "--beta", "4", "--train-limit", "300", "--out", tmp_path / "b"],
-               with_examples=False)  # fmt: skip
+    run = _run(
+        [
+            sys.executable,
+            EXAMPLES / "beta_vae_warmup.py",
+            "--data-dir",
+            data_dir,
+            "--epochs",
+            "3",
+            "--warmup-epochs",
+            "2",
+            "--beta",
+            "4",
+            "--train-limit",
+            "300",
+            "--out",
+            tmp_path / "b",
+        ],
+        with_examples=False,
+    )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["beta_per_epoch"] == [2.0, 4.0, 4.0] and abs(summary["agreement_z"]) < 4

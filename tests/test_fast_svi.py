@@ -12,12 +12,21 @@ import pytest
 import torch
 from pyro.infer import SVI
 
-from pyro_vae import ScheduleConfig
-from pyro_vae import Bernoulli, FlowPrior, MixtureOfGaussians, NetConfig, ObjectiveConfig, StandardNormal, VAE, VampPrior
-from pyro_vae.training.checkpoint import adam_state_from_pyro
+from pyro_vae import (
+    VAE,
+    Bernoulli,
+    FlowPrior,
+    MixtureOfGaussians,
+    NetConfig,
+    ObjectiveConfig,
+    ScheduleConfig,
+    StandardNormal,
+    VampPrior,
+)
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference.fast_svi import FastSVI, make_adam
 from pyro_vae.model.guides import FullCovGaussianGuide, IAFGuide
+from pyro_vae.training.checkpoint import adam_state_from_pyro
 
 NET = NetConfig(hidden=(32,))
 
@@ -66,12 +75,16 @@ def run_fast(vae: VAE, objective, xs, betas=None, optimizer=None, svi=None):
 
 @pytest.mark.parametrize(
     "objective, particles, prior, guide, jit",
-    [("trace", 1, None, None, False), ("trace", 1, None, None, True), ("meanfield", 1, None, None, False),
-     ("iwae", 3, None, None, False),
-     ("trace", 2, lambda: MixtureOfGaussians(4, num_components=3), lambda: FullCovGaussianGuide(4), True),
-     ("trace", 1, lambda: FlowPrior(4), lambda: IAFGuide(4), True),
-     ("trace", 1, lambda: VampPrior(4, num_components=5, data_dim=784), None, True)],
-)  # fmt: skip
+    [
+        ("trace", 1, None, None, False),
+        ("trace", 1, None, None, True),
+        ("meanfield", 1, None, None, False),
+        ("iwae", 3, None, None, False),
+        ("trace", 2, lambda: MixtureOfGaussians(4, num_components=3), lambda: FullCovGaussianGuide(4), True),
+        ("trace", 1, lambda: FlowPrior(4), lambda: IAFGuide(4), True),
+        ("trace", 1, lambda: VampPrior(4, num_components=5, data_dim=784), None, True),
+    ],
+)
 def test_fast_svi_takes_the_same_steps_as_stock_svi(objective, particles, prior, guide, jit):
     """Five steps from the same weights and seeds (the last batch smaller, the KL weight changing):
     equal losses and (float32-)equal weights, also when the step is traced.
@@ -89,8 +102,9 @@ def test_fast_svi_takes_the_same_steps_as_stock_svi(objective, particles, prior,
     fast.load_state_dict(stock.state_dict())
     xs = batches(4) + [batches(1, seed=1)[0][:7]]
     betas = [1.0] * 5 if objective == "iwae" else [0.2, 0.4, 0.6, 0.8, 1.0]
-    stock_losses, _ = run_stock(stock, ObjectiveConfig(kind=objective, particles=particles, jit=False).make(),
-                                xs, betas)  # fmt: skip
+    stock_losses, _ = run_stock(
+        stock, ObjectiveConfig(kind=objective, particles=particles, jit=False).make(), xs, betas
+    )
     svi = FastSVI(fast.model, fast.guide, make_adam(fast.parameters(), 1e-2), config.make())
     fast_losses = run_fast(fast, None, xs, betas, svi=svi)
     assert svi.jit == jit and svi.jit_disabled_reason is None
@@ -182,8 +196,7 @@ def test_a_model_that_cannot_be_traced_trains_eagerly_and_says_why():
         calls.append(1)
         traced_vae.model(x, beta * len(calls))
 
-    svi = FastSVI(model, traced_vae.guide, make_adam(traced_vae.parameters(), 1e-2),
-                  ObjectiveConfig(jit=True).make())  # fmt: skip
+    svi = FastSVI(model, traced_vae.guide, make_adam(traced_vae.parameters(), 1e-2), ObjectiveConfig(jit=True).make())
     losses = run_fast(traced_vae, None, batches(3), svi=svi)
     assert not svi.jit and "differs from the eager" in svi.jit_disabled_reason
     assert all(math.isfinite(loss) for loss in losses)

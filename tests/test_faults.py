@@ -106,9 +106,31 @@ def test_a_signal_mid_epoch_saves_the_step_and_resumes_exactly(sig, code, tmp_pa
 
 def test_ctrl_c_in_a_real_process_exits_130_with_one_line(tmp_path, data_dir):
     run = tmp_path / "run"
-    proc = subprocess.Popen([SCRIPT, "train", "--data-dir", data_dir, "--out", run, "--train-limit", "3000",
-                             "--val-size", "200", "--hidden", "32", "--latent-dim", "4", "--batch-size", "10",
-                             "--epochs", "50", "--no-progress"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            SCRIPT,
+            "train",
+            "--data-dir",
+            data_dir,
+            "--out",
+            run,
+            "--train-limit",
+            "3000",
+            "--val-size",
+            "200",
+            "--hidden",
+            "32",
+            "--latent-dim",
+            "4",
+            "--batch-size",
+            "10",
+            "--epochs",
+            "50",
+            "--no-progress",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (run / "ckpt.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -127,8 +149,22 @@ def test_ctrl_c_in_a_real_process_exits_130_with_one_line(tmp_path, data_dir):
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, data_dir, monkeypatch, capsys):
     run = tmp_path / "run"
-    args = ["train", "--data-dir", data_dir, "--out", run, "--train-limit", "300", "--val-size", "100",
-            "--hidden", "16", "--latent-dim", "2", "--no-progress"]  # fmt: skip
+    args = [
+        "train",
+        "--data-dir",
+        data_dir,
+        "--out",
+        run,
+        "--train-limit",
+        "300",
+        "--val-size",
+        "100",
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "2",
+        "--no-progress",
+    ]
     code, _, err = run_cli([*args, "--epochs", "1"], capsys)
     assert code == 0, err
     before = (run / "ckpt.pt").read_bytes()
@@ -138,8 +174,9 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, data_dir, monkeypat
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch, "save", no_space)
-    code, _, err = run_cli(["train", "--resume", run / "ckpt.pt", "--epochs", "2", "--data-dir", data_dir,
-                            "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["train", "--resume", run / "ckpt.pt", "--epochs", "2", "--data-dir", data_dir, "--no-progress"], capsys
+    )
     assert code == 1 and "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("pyro-vae: error: ")]
     assert errors == [err.strip().splitlines()[-1]] and "No space left on device" in errors[0]
@@ -171,8 +208,23 @@ def test_a_non_finite_gradient_or_loss_stops_before_the_update(poison, message, 
 
 # --- kill -9 at random moments ----------------------------------------------------------------------------
 
-KILL_RUN = ["--train-limit", "1000", "--val-size", "200", "--hidden", "32", "--latent-dim", "4", "--batch-size",
-            "100", "--epochs", "80", "--seed", "3", "--no-progress"]  # fmt: skip
+KILL_RUN = [
+    "--train-limit",
+    "1000",
+    "--val-size",
+    "200",
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "4",
+    "--batch-size",
+    "100",
+    "--epochs",
+    "80",
+    "--seed",
+    "3",
+    "--no-progress",
+]
 
 
 def _wait_then_kill(proc, run: Path, mode: str, rng: random.Random, stale: set) -> str:
@@ -210,8 +262,13 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     their sums by the thread count, and --threads auto would size it to the load of the moment."""
     reference = tmp_path / "reference"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    done = subprocess.run([SCRIPT, "train", "--data-dir", data_dir, "--out", reference, *KILL_RUN],
-                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    done = subprocess.run(
+        [SCRIPT, "train", "--data-dir", data_dir, "--out", reference, *KILL_RUN],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     run, rng, kills = tmp_path / "killed", random.Random(13), []
     modes = ["early", "later", "save"] * 6
@@ -225,29 +282,54 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
         if (run / "ckpt.pt").exists():  # the file on disk is always a whole checkpoint, and the metrics agree
             epoch = torch.load(run / "ckpt.pt", weights_only=True)["epoch"]
             assert _epochs(run)[:epoch] == list(range(1, epoch + 1))
-    print(f"\nkill test: {len(kills)} SIGKILLs, {kills.count('save')} inside a checkpoint write, "
-          f"{kills.count('early')} from start, {kills.count('later')} after a checkpoint")
+    print(
+        f"\nkill test: {len(kills)} SIGKILLs, {kills.count('save')} inside a checkpoint write, "
+        f"{kills.count('early')} from start, {kills.count('later')} after a checkpoint"
+    )
     assert kills.count("save") >= 3, kills  # killed inside a checkpoint write
     args = ["--resume", run / "ckpt.pt"] if (run / "ckpt.pt").exists() else ["--out", run, *KILL_RUN]
-    final = subprocess.run([SCRIPT, "train", "--data-dir", data_dir, *args], capture_output=True, text=True,
-                           timeout=300, env=env)  # fmt: skip
+    final = subprocess.run(
+        [SCRIPT, "train", "--data-dir", data_dir, *args], capture_output=True, text=True, timeout=300, env=env
+    )
     assert final.returncode == 0, final.stderr
-    _assert_same_weights(torch.load(reference / "ckpt.pt", weights_only=True)["model_state"],
-                         torch.load(run / "ckpt.pt", weights_only=True)["model_state"])  # fmt: skip
+    _assert_same_weights(
+        torch.load(reference / "ckpt.pt", weights_only=True)["model_state"],
+        torch.load(run / "ckpt.pt", weights_only=True)["model_state"],
+    )
     assert _epochs(run) == list(range(1, 81))
     assert sorted(p.name for p in run.iterdir()) == [".lock", "best.pt", "ckpt.pt", "config.toml", "metrics.jsonl"]
 
 
 def test_resume_finds_the_recorded_data_folder(tmp_path, data_dir, capsys):
     run = tmp_path / "run"
-    code, _, err = run_cli(["train", "--data-dir", data_dir, "--out", run, "--train-limit", "300", "--val-size", "100",
-                            "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        [
+            "train",
+            "--data-dir",
+            data_dir,
+            "--out",
+            run,
+            "--train-limit",
+            "300",
+            "--val-size",
+            "100",
+            "--hidden",
+            "16",
+            "--latent-dim",
+            "2",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert torch.load(run / "ckpt.pt", weights_only=True)["config"]["data"]["root"] == str(Path(data_dir).resolve())
     code, _, err = run_cli(["train", "--resume", run / "ckpt.pt", "--epochs", "2", "--no-progress"], capsys)
     assert code == 0, err
     assert _epochs(run) == [1, 2]
-    code, out, err = run_cli(["elbo", "--checkpoint", run / "ckpt.pt", "--limit", "20", "--iw-samples", "0", "--json"],
-                             capsys)  # fmt: skip
+    code, out, err = run_cli(
+        ["elbo", "--checkpoint", run / "ckpt.pt", "--limit", "20", "--iw-samples", "0", "--json"], capsys
+    )
     assert code == 0, err
     assert json.loads(out)["n"] == 20

@@ -15,23 +15,52 @@ import torch
 from test_cli import assert_one_line_error, run_cli
 
 INT_OPTIONS = {  # option: values that must be refused (beyond the generic ones below)
-    "train": {"--epochs": ["0"], "--batch-size": ["0"], "--latent-dim": ["0", "100000000"], "--particles": ["0"],
-              "--checkpoint-every": ["0"], "--prior-num-flows": ["0", "1000001"], "--prior-num-components": ["0"],
-              "--train-limit": ["0"], "--val-size": [], "--warmup-epochs": [], "--plot-every": [], "--seed": ["4294967296"]},
-    "elbo": {"--num-particles": ["0"], "--iw-samples": [], "--limit": ["0"], "--batch-size": ["0"],
-             "--seed": ["4294967296"]},
+    "train": {
+        "--epochs": ["0"],
+        "--batch-size": ["0"],
+        "--latent-dim": ["0", "100000000"],
+        "--particles": ["0"],
+        "--checkpoint-every": ["0"],
+        "--prior-num-flows": ["0", "1000001"],
+        "--prior-num-components": ["0"],
+        "--train-limit": ["0"],
+        "--val-size": [],
+        "--warmup-epochs": [],
+        "--plot-every": [],
+        "--seed": ["4294967296"],
+    },
+    "elbo": {
+        "--num-particles": ["0"],
+        "--iw-samples": [],
+        "--limit": ["0"],
+        "--batch-size": ["0"],
+        "--seed": ["4294967296"],
+    },
     "sample": {"-n": ["0"], "--seed": ["99999999999999999999"]},
     "encode": {"--limit": ["0"], "--batch-size": ["0"], "--seed": []},
     "plot": {"--num-points": ["15"], "--seed": []},
-}  # fmt: skip
+}
 GENERIC_BAD_INTS = ["-1", "abc", "2.5", "nan", ""]
 FLOAT_OPTIONS = {"--lr": ["0"], "--likelihood-sigma": ["0"], "--adam-eps": ["0"], "--beta": ["0"], "--warmup-start": []}
 GENERIC_BAD_FLOATS = ["-1", "nan", "inf", "-inf", "abc", ""]
 CHOICES = {
-    "train": ["--dataset", "--binarize", "--likelihood", "--prior", "--guide", "--net", "--activation", "--objective",
-              "--lr-schedule", "--prior-transform"],
-    "elbo": ["--split"], "sample": ["--pixels"], "encode": ["--split"], "plot": ["--split"],
-}  # fmt: skip
+    "train": [
+        "--dataset",
+        "--binarize",
+        "--likelihood",
+        "--prior",
+        "--guide",
+        "--net",
+        "--activation",
+        "--objective",
+        "--lr-schedule",
+        "--prior-transform",
+    ],
+    "elbo": ["--split"],
+    "sample": ["--pixels"],
+    "encode": ["--split"],
+    "plot": ["--split"],
+}
 TINY = ["--train-limit", "300", "--val-size", "100", "--hidden", "16", "--latent-dim", "2", "--no-progress"]
 
 
@@ -53,23 +82,34 @@ def _option_cases() -> list[tuple[str, list]]:
     for command, options in INT_OPTIONS.items():
         for option, extra in options.items():
             cases += [(command, [option, value]) for value in GENERIC_BAD_INTS + extra]
-    cases += [("train", [option, value]) for option, extra in FLOAT_OPTIONS.items()
-              for value in GENERIC_BAD_FLOATS + extra]  # fmt: skip
+    cases += [
+        ("train", [option, value]) for option, extra in FLOAT_OPTIONS.items() for value in GENERIC_BAD_FLOATS + extra
+    ]
     cases += [(command, [option, "bogus"]) for command, options in CHOICES.items() for option in options]
     cases += [(command, ["--device", device]) for command in CHOICES for device in ("tpu", "cuda:99", "cpu:x", "")]
     cases += [(command, ["--no-such-option"]) for command in CHOICES]
     cases += [(command, ["--trust-module", name]) for command in ("elbo", "sample") for name in ("", "a b", "..x")]
     cases += [
-        ("train", ["--hidden", "10000000"]), ("train", ["--hidden", "4,-2"]), ("train", ["--hidden", ",".join(["8"] * 101)]),
-        ("train", ["--particles", "100000000"]), ("train", ["--prior", "mog", "--prior-components", "1000000000"]),
-        ("train", ["--prior", "vamp", "--prior-components", "100000000"]), ("train", ["--val-size", "1000000000"]),
-        ("train", ["--data-dir", "/nonexistent/folder"]), ("train", ["--out", "/proc/version"]),
-        ("train", ["--trust-module", "my_components"]), ("train", ["--resume", "/nonexistent/ckpt.pt"]),
-        ("elbo", ["--data-dir", "/nonexistent/folder"]), ("elbo", ["--data-dir", "/proc/version"]),
+        ("train", ["--hidden", "10000000"]),
+        ("train", ["--hidden", "4,-2"]),
+        ("train", ["--hidden", ",".join(["8"] * 101)]),
+        ("train", ["--particles", "100000000"]),
+        ("train", ["--prior", "mog", "--prior-components", "1000000000"]),
+        ("train", ["--prior", "vamp", "--prior-components", "100000000"]),
+        ("train", ["--val-size", "1000000000"]),
+        ("train", ["--data-dir", "/nonexistent/folder"]),
+        ("train", ["--out", "/proc/version"]),
+        ("train", ["--trust-module", "my_components"]),
+        ("train", ["--resume", "/nonexistent/ckpt.pt"]),
+        ("elbo", ["--data-dir", "/nonexistent/folder"]),
+        ("elbo", ["--data-dir", "/proc/version"]),
         ("elbo", ["--split", "val", "--limit", "-3"]),
-        ("sample", ["-n", "1000000000000"]), ("sample", ["--out", "x.txt"]), ("sample", ["--out", "/"]),
-        ("encode", ["--out", "z.csv"]), ("plot", ["--out", "/proc/version"]),
-    ]  # fmt: skip
+        ("sample", ["-n", "1000000000000"]),
+        ("sample", ["--out", "x.txt"]),
+        ("sample", ["--out", "/"]),
+        ("encode", ["--out", "z.csv"]),
+        ("plot", ["--out", "/proc/version"]),
+    ]
     return cases
 
 
@@ -83,10 +123,15 @@ def damaged(trained, tmp_path_factory, data_dir):
     real = trained.checkpoint_path.read_bytes()
     ckpt = torch.load(trained.checkpoint_path, weights_only=True)
     files = {
-        "empty": b"", "text": b"hello\n", "garbage": os.urandom(4096), "truncated": real[: len(real) // 3],
-        "tail": real[len(real) // 2 :], "one_byte_flipped": real[:100] + bytes([real[100] ^ 0xFF]) + real[101:],
-        "json": b'{"format": "pyro-vae-checkpoint"}', "zip_of_nothing": b"PK\x05\x06" + b"\x00" * 18,
-    }  # fmt: skip
+        "empty": b"",
+        "text": b"hello\n",
+        "garbage": os.urandom(4096),
+        "truncated": real[: len(real) // 3],
+        "tail": real[len(real) // 2 :],
+        "one_byte_flipped": real[:100] + bytes([real[100] ^ 0xFF]) + real[101:],
+        "json": b'{"format": "pyro-vae-checkpoint"}',
+        "zip_of_nothing": b"PK\x05\x06" + b"\x00" * 18,
+    }
 
     class RunsCode:  # a classic malicious pickle: unpickling it would call os.system
         def __reduce__(self):
@@ -125,7 +170,9 @@ def damaged(trained, tmp_path_factory, data_dir):
     crafted("os_system", lambda c: c["config"]["model"].update(prior={"name": "system", "module": "os"}))
     crafted("spec_not_dict", lambda c: c["config"]["model"].update(likelihood=["bernoulli"]))
     crafted("bad_option", lambda c: c["config"]["model"]["prior"].update(x=1))
-    crafted("tensor_option", lambda c: c["config"]["model"].update(prior={"name": "mog", "num_components": torch.ones(1)}))
+    crafted(
+        "tensor_option", lambda c: c["config"]["model"].update(prior={"name": "mog", "num_components": torch.ones(1)})
+    )
     crafted("old_format_garbage", lambda c: c.update(format_version=1))
     crafted("rng_damaged", lambda c: c.update(rng={"torch": torch.zeros(3)}))
     crafted("optim_damaged", lambda c: c.update(optim_state={"state": {}, "param_groups": [{"params": [99]}]}))
@@ -145,10 +192,37 @@ def damaged(trained, tmp_path_factory, data_dir):
 
 
 CHECKPOINT_COMMANDS = ["elbo", "sample", "encode", "plot", "resume", "info", "export"]
-DAMAGED = ["empty", "text", "garbage", "truncated", "tail", "one_byte_flipped", "json", "zip_of_nothing",
-           "pickle_with_code", "foreign", "future_format", "no_config", "config_not_dict", "epoch_string",
-           "negative_epoch", "state_not_tensors", "wrong_shapes", "missing_weights", "huge_network", "bad_net_kind",
-           "hidden_strings", "os_system", "spec_not_dict", "bad_option", "tensor_option", "unknown_section", "old_format_garbage", "a_directory", "missing"]
+DAMAGED = [
+    "empty",
+    "text",
+    "garbage",
+    "truncated",
+    "tail",
+    "one_byte_flipped",
+    "json",
+    "zip_of_nothing",
+    "pickle_with_code",
+    "foreign",
+    "future_format",
+    "no_config",
+    "config_not_dict",
+    "epoch_string",
+    "negative_epoch",
+    "state_not_tensors",
+    "wrong_shapes",
+    "missing_weights",
+    "huge_network",
+    "bad_net_kind",
+    "hidden_strings",
+    "os_system",
+    "spec_not_dict",
+    "bad_option",
+    "tensor_option",
+    "unknown_section",
+    "old_format_garbage",
+    "a_directory",
+    "missing",
+]
 DATA_CONFIG = ["bad_dataset", "val_size_string", "unknown_data_key"]  # read by every command but sample
 RESUME_ONLY = ["lr_string", "rng_damaged", "optim_damaged", "partial_damaged", "metrics_not_list"]
 
@@ -161,18 +235,23 @@ def test_bad_options(command, extra, trained, tmp_path, data_dir, capsys):
     assert not (tmp_path / "run" / "ckpt.pt").exists()
 
 
-FILE_CASES = ([(c, d) for c in CHECKPOINT_COMMANDS for d in DAMAGED]
-              + [(c, d) for c in CHECKPOINT_COMMANDS if c != "sample" for d in DATA_CONFIG]
-              + [(c, "hub_unreachable") for c in CHECKPOINT_COMMANDS if c not in ("resume", "export")]
-              + [("resume", d) for d in RESUME_ONLY] + [("plot", "bad_metrics_jsonl")])  # fmt: skip
+FILE_CASES = (
+    [(c, d) for c in CHECKPOINT_COMMANDS for d in DAMAGED]
+    + [(c, d) for c in CHECKPOINT_COMMANDS if c != "sample" for d in DATA_CONFIG]
+    + [(c, "hub_unreachable") for c in CHECKPOINT_COMMANDS if c not in ("resume", "export")]
+    + [("resume", d) for d in RESUME_ONLY]
+    + [("plot", "bad_metrics_jsonl")]
+)
 
 
 @pytest.mark.parametrize("command, kind", FILE_CASES, ids=[f"{c}-{k}" for c, k in FILE_CASES])
 def test_damaged_files(command, kind, damaged, tmp_path, data_dir, capsys):
     path = damaged[kind]
-    args = (["train", "--resume", path, "--epochs", "3", "--data-dir", data_dir, "--out", tmp_path / "r",
-             "--no-progress"] if command == "resume"
-            else _prefix(command, path, tmp_path, data_dir))  # fmt: skip
+    args = (
+        ["train", "--resume", path, "--epochs", "3", "--data-dir", data_dir, "--out", tmp_path / "r", "--no-progress"]
+        if command == "resume"
+        else _prefix(command, path, tmp_path, data_dir)
+    )
     code, _, err = run_cli(args, capsys)
     assert code not in (0, None) and "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("pyro-vae: error: ")]

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli import assert_one_line_error, run_cli
 
 import pyro_vae
-from pyro_vae import DataConfig, NetConfig, RunConfig, VAEData, pipeline
+from pyro_vae import DataConfig, NetConfig, RunConfig, VAEData, pipeline, start_run
 from pyro_vae.data.sources import _read_idx_split
 from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.model.config import ComponentConfig, ModelConfig
 from pyro_vae.model.distributions import DiscretizedLogisticMixture
 from pyro_vae.model.likelihoods import LogisticMixture
-from pyro_vae.model.config import ModelConfig, ComponentConfig
-from test_cli import assert_one_line_error, run_cli
 
 TINY_NET = NetConfig(kind="mlp", hidden=(32,))
 
@@ -47,14 +47,16 @@ def colour_images(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def tiny_config(dataset, root, *, binarize="dynamic", val_size=0, epochs=1, **data) -> RunConfig:
-    config = RunConfig(data=DataConfig(dataset, binarize, val_size=val_size, root=str(root), **data),
-                       model=ModelConfig(latent_dim=4, net=TINY_NET))  # fmt: skip
+    config = RunConfig(
+        data=DataConfig(dataset, binarize, val_size=val_size, root=str(root), **data),
+        model=ModelConfig(latent_dim=4, net=TINY_NET),
+    )
     config.schedule.epochs, config.optimizer.batch_size = epochs, 100
     return config
 
 
 def train(config: RunConfig, out):
-    trainer = config.build(out, device="cpu", progress=False)
+    trainer = start_run(config, out, device="cpu", progress=False)
     trainer.fit()
     return trainer
 
@@ -67,9 +69,11 @@ def test_three_doors_give_the_same_run_and_test_elbo(data_dir, tmp_path):
     write_images(tmp_path / "folder" / "train", train_images)
     write_images(tmp_path / "folder" / "test", test_images)
     np.savez(tmp_path / "mnist.npz", train=train_images, test=test_images)
-    doors = {"torchvision": tiny_config("mnist", data_dir, train_limit=600),
-             "folder": tiny_config("folder", tmp_path / "folder"),
-             "array": tiny_config("array", tmp_path / "mnist.npz")}  # fmt: skip
+    doors = {
+        "torchvision": tiny_config("mnist", data_dir, train_limit=600),
+        "folder": tiny_config("folder", tmp_path / "folder"),
+        "array": tiny_config("array", tmp_path / "mnist.npz"),
+    }
     states, bounds = {}, {}
     for name, config in doors.items():
         trainer = train(config, tmp_path / name)
@@ -79,25 +83,64 @@ def test_three_doors_give_the_same_run_and_test_elbo(data_dir, tmp_path):
         assert trainer.config.data.shape == (1, 28, 28)
     for name in ("folder", "array"):
         assert all(torch.equal(states[name][k], v) for k, v in states["torchvision"].items()), name
-        assert bounds[name]["elbo"] == bounds["torchvision"]["elbo"] and bounds[name]["iwae"] == bounds["torchvision"]["iwae"]
+        assert (
+            bounds[name]["elbo"] == bounds["torchvision"]["elbo"]
+            and bounds[name]["iwae"] == bounds["torchvision"]["iwae"]
+        )
 
 
 # -- colour models end to end ------------------------------------------------------------------------------------
 
 
-COLOUR_TRAIN = ["--binarize", "none", "--likelihood", "logistic-mixture", "--mixture-components", "2", "--latent-dim",
-                "4", "--hidden", "32", "--conv-channels", "8,16", "--epochs", "1", "--batch-size", "16", "--no-progress"]
+COLOUR_TRAIN = [
+    "--binarize",
+    "none",
+    "--likelihood",
+    "logistic-mixture",
+    "--mixture-components",
+    "2",
+    "--latent-dim",
+    "4",
+    "--hidden",
+    "32",
+    "--conv-channels",
+    "8,16",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--no-progress",
+]
 
 
 @pytest.mark.parametrize("net, size, labelled", [("resnet", 32, True), ("conv", 64, False)])
 def test_a_colour_model_trains_reloads_passes_the_check_and_samples(net, size, labelled, tmp_path, capsys):
     images = colour_images(56, size + 16, size + 8)  # not the model's size: --image-size scales and crops
     labels = [i % 2 for i in range(56)] if labelled else None
-    write_images(tmp_path / "data" / "train", images[:40], labels and labels[:40], suffix=".jpg" if labelled else ".png")
+    write_images(
+        tmp_path / "data" / "train", images[:40], labels and labels[:40], suffix=".jpg" if labelled else ".png"
+    )
     write_images(tmp_path / "data" / "test", images[40:], labels and labels[40:])
     out = tmp_path / "run"
-    code, _, err = run_cli(["train", "--dataset", "folder", "--data-dir", tmp_path / "data", "--image-size", size,
-                            "--net", net, "--val-size", "8", "--out", out, *COLOUR_TRAIN], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        [
+            "train",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            tmp_path / "data",
+            "--image-size",
+            size,
+            "--net",
+            net,
+            "--val-size",
+            "8",
+            "--out",
+            out,
+            *COLOUR_TRAIN,
+        ],
+        capsys,
+    )
     assert code in (0, None), err
     assert RunConfig.read_toml(out / "config.toml").data.shape == (3, size, size)
     code, stdout, err = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--iw-samples", "3", "--json"], capsys)
@@ -106,14 +149,17 @@ def test_a_colour_model_trains_reloads_passes_the_check_and_samples(net, size, l
     assert result["n"] == 16 and result["elbo_bits_per_dim"] > 0 and result["iwae_bits_per_dim"] > 0
     assert result["elbo"] == pytest.approx(-result["elbo_bits_per_dim"] * 3 * size * size * np.log(2), rel=1e-6)
     for suffix in (".npy", ".png"):
-        code, _, err = run_cli(["sample", "--checkpoint", out / "ckpt.pt", "-n", "6", "--out", tmp_path / f"s{suffix}"],
-                               capsys)  # fmt: skip
+        code, _, err = run_cli(
+            ["sample", "--checkpoint", out / "ckpt.pt", "-n", "6", "--out", tmp_path / f"s{suffix}"], capsys
+        )
         assert code in (0, None), err
     assert np.load(tmp_path / "s.npy").shape == (6, 3, size, size)
     assert Image.open(tmp_path / "s.png").mode == "RGB"
     code, _, err = run_cli(["plot", "--checkpoint", out / "ckpt.pt", "--out", tmp_path / "plots"], capsys)
     assert code in (0, None), err
-    assert (tmp_path / "plots" / "latent_scatter.png").is_file() and (tmp_path / "plots" / "reconstructions.png").is_file()
+    assert (tmp_path / "plots" / "latent_scatter.png").is_file() and (
+        tmp_path / "plots" / "reconstructions.png"
+    ).is_file()
     code, _, err = run_cli(["encode", "--checkpoint", out / "ckpt.pt", "--out", tmp_path / "z.npz"], capsys)
     assert code in (0, None), err
     assert ("labels" in np.load(tmp_path / "z.npz").files) == labelled
@@ -149,8 +195,10 @@ def test_a_streamed_run_equals_the_in_memory_run(workers, data_dir, tmp_path):
     train_images, test_images = mnist_subset(data_dir, 450, 10)
     write_images(tmp_path / "data" / "train", train_images)
     held = train(tiny_config("folder", tmp_path / "data", val_size=50, epochs=2), tmp_path / "held")
-    streamed = train(tiny_config("folder", tmp_path / "data", val_size=50, epochs=2, stream=True, workers=workers),
-                     tmp_path / "streamed")  # fmt: skip
+    streamed = train(
+        tiny_config("folder", tmp_path / "data", val_size=50, epochs=2, stream=True, workers=workers),
+        tmp_path / "streamed",
+    )
     assert streamed.data.stream and not held.data.stream and "train" not in streamed.data.images
     assert all(torch.equal(streamed.vae.state_dict()[k], v) for k, v in held.vae.state_dict().items())
     assert [m["val_elbo"] for m in streamed.metrics] == [m["val_elbo"] for m in held.metrics]
@@ -225,8 +273,10 @@ def test_svhn_mat_files_are_read_with_digit_zero_as_class_zero(tmp_path):
     (tmp_path / "svhn").mkdir()
     rng = np.random.default_rng(1)
     for split, n in (("train", 10), ("test", 4)):
-        savemat(tmp_path / "svhn" / f"{split}_32x32.mat",
-                {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8), "y": np.full((n, 1), 10)})  # fmt: skip
+        savemat(
+            tmp_path / "svhn" / f"{split}_32x32.mat",
+            {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8), "y": np.full((n, 1), 10)},
+        )
     data = VAEData(DataConfig("svhn", "none", val_size=2, root=str(tmp_path)))
     assert data.image_shape == (3, 32, 32) and data.count("train") == 8 and data.labels["test"].tolist() == [0] * 4
 
@@ -269,9 +319,29 @@ def test_an_ambiguous_array_shape_is_read_channels_last_and_said(tmp_path, capsy
     np.savez(tmp_path / "x.npz", train=np.zeros((5, 3, 4, 3), dtype=np.uint8))
     data = VAEData(DataConfig("array", "none", val_size=1, test_size=1, root=str(tmp_path / "x.npz")))
     assert data.image_shape == (3, 3, 4) and "read images shaped (5, 3, 4, 3) as (N, H, W, C)" in data.notes[0]
-    code, _, err = run_cli(["train", "--dataset", "array", "--data-dir", tmp_path / "x.npz", "--binarize", "none",
-                            "--likelihood", "gaussian", "--val-size", "1", "--test-size", "1", "--epochs", "1",
-                            "--out", tmp_path / "run", "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        [
+            "train",
+            "--dataset",
+            "array",
+            "--data-dir",
+            tmp_path / "x.npz",
+            "--binarize",
+            "none",
+            "--likelihood",
+            "gaussian",
+            "--val-size",
+            "1",
+            "--test-size",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path / "run",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code in (0, None) and "as (N, H, W, C)" in err
 
 
@@ -290,7 +360,9 @@ def test_a_folder_and_an_array_convert_colour_to_grey_alike(tmp_path):
     a = VAEData(DataConfig("folder", "none", val_size=1, test_size=1, channels=1, root=str(tmp_path / "f")))
     b = VAEData(DataConfig("array", "none", val_size=1, test_size=1, channels=1, root=str(tmp_path / "x.npy")))
     assert a.image_shape == b.image_shape == (1, 9, 7) and torch.equal(a.images["train"], b.images["train"])
-    grey_to_colour = VAEData(DataConfig("array", "none", val_size=1, test_size=1, channels=3, root=str(tmp_path / "x.npy")))
+    grey_to_colour = VAEData(
+        DataConfig("array", "none", val_size=1, test_size=1, channels=3, root=str(tmp_path / "x.npy"))
+    )
     assert grey_to_colour.image_shape == (3, 9, 7)
 
 
@@ -317,19 +389,42 @@ def _bad_folder(tmp_path, case):
     return root
 
 
-@pytest.mark.parametrize("case, message", [
-    ("empty folder", "no images under"),
-    ("no train folder", "has no train/ folder"),
-    ("non-image file", "notes.txt is not an image"),
-    ("unreadable image", "00000a_broken.png cannot be read as an image"),
-    ("mixed sizes", "00000.png is 8x8 but"),
-    ("unknown val class", "outside the classes of train/"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("empty folder", "no images under"),
+        ("no train folder", "has no train/ folder"),
+        ("non-image file", "notes.txt is not an image"),
+        ("unreadable image", "00000a_broken.png cannot be read as an image"),
+        ("mixed sizes", "00000.png is 8x8 but"),
+        ("unknown val class", "outside the classes of train/"),
+    ],
+)
 def test_bad_folders_give_one_line_naming_the_problem(case, message, tmp_path, capsys):
     root = _bad_folder(tmp_path, case)
-    code, _, err = run_cli(["train", "--dataset", "folder", "--data-dir", root, "--binarize", "none", "--likelihood",
-                            "gaussian", "--val-size", "1", "--test-size", "1", "--epochs", "1", "--out",
-                            tmp_path / "run", "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        [
+            "train",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            root,
+            "--binarize",
+            "none",
+            "--likelihood",
+            "gaussian",
+            "--val-size",
+            "1",
+            "--test-size",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path / "run",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "run" / "ckpt.pt").exists()
 
@@ -340,27 +435,49 @@ def test_image_size_makes_mixed_sizes_one(tmp_path):
     assert data.image_shape == (3, 6, 5) and data.images["val"].shape == (1, 90)
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"test": np.zeros((3, 4, 4), np.uint8)}, "has no array named 'train'"),
-    ({"train": np.zeros((3, 4, 4), np.int32)}, "must be uint8 (0..255) or floats in [0, 1], got dtype int32"),
-    ({"train": np.full((3, 4, 4), 2.0)}, "float images must lie in [0, 1]"),
-    ({"train": np.zeros((3, 5, 4, 5), np.uint8)}, "images must be shaped (N, H, W)"),
-    ({"train": np.zeros((3, 4, 4), np.uint8), "train_labels": np.zeros(2, int)}, "labels must be 3 integers"),
-    ({"train": np.zeros((3, 4, 4), np.uint8), "extra": np.zeros(3)}, "has an array named 'extra'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"test": np.zeros((3, 4, 4), np.uint8)}, "has no array named 'train'"),
+        ({"train": np.zeros((3, 4, 4), np.int32)}, "must be uint8 (0..255) or floats in [0, 1], got dtype int32"),
+        ({"train": np.full((3, 4, 4), 2.0)}, "float images must lie in [0, 1]"),
+        ({"train": np.zeros((3, 5, 4, 5), np.uint8)}, "images must be shaped (N, H, W)"),
+        ({"train": np.zeros((3, 4, 4), np.uint8), "train_labels": np.zeros(2, int)}, "labels must be 3 integers"),
+        ({"train": np.zeros((3, 4, 4), np.uint8), "extra": np.zeros(3)}, "has an array named 'extra'"),
+    ],
+)
 def test_bad_arrays_give_one_line(arrays, message, tmp_path, capsys):
     np.savez(tmp_path / "x.npz", **arrays)
-    code, _, err = run_cli(["train", "--dataset", "array", "--data-dir", tmp_path / "x.npz", "--binarize", "none",
-                            "--likelihood", "gaussian", "--val-size", "1", "--test-size", "1", "--out", tmp_path / "run",
-                            "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        [
+            "train",
+            "--dataset",
+            "array",
+            "--data-dir",
+            tmp_path / "x.npz",
+            "--binarize",
+            "none",
+            "--likelihood",
+            "gaussian",
+            "--val-size",
+            "1",
+            "--test-size",
+            "1",
+            "--out",
+            tmp_path / "run",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, message)
 
 
 def test_user_sources_need_a_data_dir_and_a_channel_count_the_likelihood_takes(tmp_path, capsys):
     code, _, err = run_cli(["train", "--dataset", "folder", "--out", tmp_path / "run"], capsys)
     assert_one_line_error(code, err, "--dataset folder needs --data-dir")
-    code, _, err = run_cli(["train", "--dataset", "array", "--data-dir", tmp_path / "x.csv", "--out", tmp_path / "r"],
-                           capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["train", "--dataset", "array", "--data-dir", tmp_path / "x.csv", "--out", tmp_path / "r"], capsys
+    )
     assert_one_line_error(code, err, "needs an .npz or .npy file")
     with pytest.raises(ConfigError, match="takes grey .* or RGB"):
         ModelConfig(likelihood=ComponentConfig("logistic-mixture")).build(image_shape=(2, 4, 4))
@@ -404,8 +521,9 @@ def test_an_in_memory_run_resumed_streamed_continues_the_same_run(data_dir, tmp_
     write_images(tmp_path / "data" / "train", train_images)
     whole = train(tiny_config("folder", tmp_path / "data", val_size=50, epochs=2), tmp_path / "whole")
     first = train(tiny_config("folder", tmp_path / "data", val_size=50, epochs=1), tmp_path / "half")
-    resumed = pipeline.resume_run(first.checkpoint_path, epochs=2, changes={"data.stream": True, "data.workers": 0},
-                                  device="cpu", progress=False)  # fmt: skip
+    resumed = pipeline.resume_run(
+        first.checkpoint_path, epochs=2, changes={"data.stream": True, "data.workers": 0}, device="cpu", progress=False
+    )
     resumed.fit()
     assert resumed.data.stream
     assert all(torch.equal(resumed.vae.state_dict()[k], v) for k, v in whole.vae.state_dict().items())
@@ -413,14 +531,27 @@ def test_an_in_memory_run_resumed_streamed_continues_the_same_run(data_dir, tmp_
         pipeline.resume_run(first.checkpoint_path, changes={"data.channels": 3}, device="cpu")
 
 
-@pytest.mark.parametrize("likelihood, prior, net", [("gaussian", "vamp", "conv"), ("continuous-bernoulli", "mog", "mlp"),
-                                                    ("discretized-logistic", "standard-normal", "resnet")])
+@pytest.mark.parametrize(
+    "likelihood, prior, net",
+    [
+        ("gaussian", "vamp", "conv"),
+        ("continuous-bernoulli", "mog", "mlp"),
+        ("discretized-logistic", "standard-normal", "resnet"),
+    ],
+)
 def test_grey_level_likelihoods_and_priors_work_on_colour_images(likelihood, prior, net, tmp_path):
     images = colour_images(40, 12, 10, seed=2)
     np.savez(tmp_path / "c.npz", train=images[:32], test=images[32:])
     config = tiny_config("array", tmp_path / "c.npz", binarize="none", val_size=8)
-    config = config.updated({"model.likelihood.name": likelihood, "model.prior.name": prior, "model.net.kind": net,
-                             "model.net.channels": [4, 8], "optimizer.batch_size": 8})  # fmt: skip
+    config = config.updated(
+        {
+            "model.likelihood.name": likelihood,
+            "model.prior.name": prior,
+            "model.net.kind": net,
+            "model.net.channels": [4, 8],
+            "optimizer.batch_size": 8,
+        }
+    )
     if prior == "vamp":
         config = config.updated({"model.prior.num_components": 5})
     trainer = train(config, tmp_path / "run")

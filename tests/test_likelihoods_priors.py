@@ -2,8 +2,8 @@
 
 import math
 
-import pytest
 import pyro.distributions as dist
+import pytest
 import torch
 
 from pyro_vae import Bernoulli, ContinuousBernoulli, Gaussian, StandardNormal
@@ -120,7 +120,9 @@ def test_discretized_logistic_bits_per_dim_match_its_nats():
     s = ev.summary()
     assert s["elbo_bits_per_dim"] == pytest.approx(1100.0 / (784 * math.log(2)))
     assert s["iwae_bits_per_dim"] == pytest.approx(s["elbo_bits_per_dim"])
-    assert "elbo_bits_per_dim" not in Evaluation(nats, nats, nats, nats, None, 1, 0, "analytic", 0, data_dim=784).summary()
+    assert (
+        "elbo_bits_per_dim" not in Evaluation(nats, nats, nats, nats, None, 1, 0, "analytic", 0, data_dim=784).summary()
+    )
 
 
 @pytest.mark.parametrize("a_raw,b_raw", [(0.0, 0.0), (2.0, -1.0), (5.0, 5.0), (-3.0, 1.0)])
@@ -167,7 +169,9 @@ def test_closed_form_kl_matches_torch_kl_divergence(prior_cls, full):
     loc, scale_tril = _random_gaussian_q(full)
     p = prior()
     p_mvn = torch.distributions.MultivariateNormal(p.mean, scale_tril=torch.diag(p.stddev))
-    expected = torch.distributions.kl_divergence(torch.distributions.MultivariateNormal(loc, scale_tril=scale_tril), p_mvn)
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.MultivariateNormal(loc, scale_tril=scale_tril), p_mvn
+    )
     torch.testing.assert_close(prior.kl(loc, scale_tril), expected, rtol=1e-10, atol=1e-10)
     assert p.event_shape == (6,) and p.batch_shape == ()
 

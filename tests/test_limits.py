@@ -5,15 +5,34 @@ import pytest
 import torch
 
 from pyro_vae import (
-    VAE, Bernoulli, DiagonalGaussianGuide, DiscretizedLogistic, FlowPrior, FullCovGaussianGuide, Gaussian, IAFGuide,
-    LearnedGaussian, MixtureOfGaussians, NetConfig, StandardNormal, VampPrior, evaluate, pipeline,
-)  # fmt: skip
+    VAE,
+    Bernoulli,
+    DiagonalGaussianGuide,
+    DiscretizedLogistic,
+    FlowPrior,
+    FullCovGaussianGuide,
+    Gaussian,
+    IAFGuide,
+    LearnedGaussian,
+    MixtureOfGaussians,
+    NetConfig,
+    StandardNormal,
+    VampPrior,
+    evaluate,
+    pipeline,
+)
 from pyro_vae.errors import ResourceError
 from pyro_vae.inference import bounds
 from pyro_vae.runtime.limits import check_vae_fits, meta_module, tensor_bytes
 
-PRIORS = [StandardNormal, LearnedGaussian, MixtureOfGaussians, lambda d: VampPrior(d, data_dim=784), FlowPrior,
-          lambda d: FlowPrior(d, transform="spline")]  # fmt: skip
+PRIORS = [
+    StandardNormal,
+    LearnedGaussian,
+    MixtureOfGaussians,
+    lambda d: VampPrior(d, data_dim=784),
+    FlowPrior,
+    lambda d: FlowPrior(d, transform="spline"),
+]
 GUIDES = [DiagonalGaussianGuide, FullCovGaussianGuide, IAFGuide]
 
 
@@ -33,7 +52,9 @@ def test_an_impossible_model_is_refused_without_allocating():
     huge = lambda: VAE(NetConfig(hidden=(10**5,)), StandardNormal(10**8), Bernoulli(), image_shape=(1, 28, 28))  # noqa: E731
     with pytest.raises(ResourceError, match=r"the model \(109.1 TiB of parameters\) needs 436.6 TiB .* lower --hidden"):
         check_vae_fits(huge, "cpu", training=True)
-    check_vae_fits(lambda: VAE(NetConfig(), StandardNormal(20), Gaussian(), image_shape=(1, 28, 28)), "cpu", training=True)
+    check_vae_fits(
+        lambda: VAE(NetConfig(), StandardNormal(20), Gaussian(), image_shape=(1, 28, 28)), "cpu", training=True
+    )
 
 
 def test_elbo_particles_in_chunks_keep_the_common_random_numbers(trained, test_images, monkeypatch):

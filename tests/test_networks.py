@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyro_vae import RunConfig
+from pyro_vae import RunConfig, start_run
 from pyro_vae.model.networks import ConvDecoder, PhaseConvTranspose2d
 
 
@@ -22,8 +22,10 @@ def _pair(n_in: int, n_out: int, bias: bool = True) -> tuple[nn.ConvTranspose2d,
     return plain, phased
 
 
-@pytest.mark.parametrize("n_in, n_out, height, width, bias", [(32, 1, 14, 14, True), (5, 3, 3, 6, True),
-                                                              (4, 2, 1, 1, False), (2, 4, 7, 2, True)])
+@pytest.mark.parametrize(
+    "n_in, n_out, height, width, bias",
+    [(32, 1, 14, 14, True), (5, 3, 3, 6, True), (4, 2, 1, 1, False), (2, 4, 7, 2, True)],
+)
 def test_phases_give_the_transposed_convolution_and_its_gradients(n_in, n_out, height, width, bias):
     plain, phased = _pair(n_in, n_out, bias)
     x = torch.randn(6, n_in, height, width, requires_grad=True)
@@ -31,8 +33,10 @@ def test_phases_give_the_transposed_convolution_and_its_gradients(n_in, n_out, h
     assert got.shape == want.shape == (6, n_out, 2 * height, 2 * width)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     weights = torch.randn_like(want)  # a loss that weighs every output pixel differently
-    for g_plain, g_phased in zip(torch.autograd.grad((want * weights).sum(), [x, *plain.parameters()]),
-                                 torch.autograd.grad((got * weights).sum(), [x, *phased.parameters()])):
+    for g_plain, g_phased in zip(
+        torch.autograd.grad((want * weights).sum(), [x, *plain.parameters()]),
+        torch.autograd.grad((got * weights).sum(), [x, *phased.parameters()]),
+    ):
         torch.testing.assert_close(g_phased, g_plain, rtol=1e-4, atol=1e-4)
 
 
@@ -64,7 +68,16 @@ def test_the_keras_config_builds_the_keras_network():
     vae = config.build_model()
     shapes = lambda m: [tuple(p.shape) for p in m.parameters()]  # noqa: E731
     assert shapes(vae.encoder) == [(32, 1, 3, 3), (32,), (64, 32, 3, 3), (64,), (16, 3136), (16,), (4, 16), (4,)]
-    assert shapes(vae.decoder) == [(3136, 2), (3136,), (64, 64, 3, 3), (64,), (64, 32, 3, 3), (32,), (1, 32, 3, 3), (1,)]
+    assert shapes(vae.decoder) == [
+        (3136, 2),
+        (3136,),
+        (64, 64, 3, 3),
+        (64,),
+        (64, 32, 3, 3),
+        (32,),
+        (1, 32, 3, 3),
+        (1,),
+    ]
     assert sum(p.numel() for p in vae.encoder.parameters()) == 69_076
     assert sum(p.numel() for p in vae.decoder.parameters()) == 65_089
     mirror = config.updated({"model.net.layout": "mirror"}).build_model()
@@ -109,18 +122,27 @@ def test_glorot_initialisation_draws_keras_s_start():
 
 
 def _short_config(data_dir, **overrides) -> RunConfig:
-    """The Keras z = 2 config with Glorot's start in the (ten times cheaper) mirror layout, 8 and 16 channels, 2 epochs of
-    8,000 images in batches of 64."""
-    return RunConfig.read_toml(KERAS_Z2, {"data.root": str(data_dir), "data.train_limit": 8000, "data.val_size": 0,
-                                          "model.net.layout": "mirror",
-                                          "model.net.channels": [8, 16], "optimizer.batch_size": 64,
-                                          "schedule.epochs": 2, **overrides})  # fmt: skip
+    """The Keras z = 2 config with Glorot's start in the (ten times cheaper) mirror layout, 8 and 16 channels, 2
+    epochs of 8,000 images in batches of 64."""
+    return RunConfig.read_toml(
+        KERAS_Z2,
+        {
+            "data.root": str(data_dir),
+            "data.train_limit": 8000,
+            "data.val_size": 0,
+            "model.net.layout": "mirror",
+            "model.net.channels": [8, 16],
+            "optimizer.batch_size": 64,
+            "schedule.epochs": 2,
+            **overrides,
+        },
+    )
 
 
 def _score_pyro_vae(config: RunConfig, out, test) -> dict:
     from conv_replica import test_scores
 
-    trainer = config.build(out, device="cpu", progress=False)
+    trainer = start_run(config, out, device="cpu", progress=False)
     trainer.fit()
     return test_scores(trainer.vae.encoder, lambda z: trainer.vae.decoder(z)[..., 0, :], test)
 

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from matplotlib.image import imread
-
 from conftest import small_run
-from pyro_vae import NetConfig, plots
+from matplotlib.image import imread
+from test_cli import assert_one_line_error, run_cli
+
+from pyro_vae import plots
 from pyro_vae.inference.latents import posterior_moments
 from pyro_vae.pipeline import plot_checkpoint
-from test_cli import assert_one_line_error, run_cli
 
 TILE = 28 + 2  # make_grid's default padding of 2 pixels
 
@@ -19,8 +19,7 @@ TILE = 28 + 2  # make_grid's default padding of 2 pixels
 @pytest.fixture(scope="module")
 def trained_z2(tmp_path_factory, data_dir):
     """A z=2 model, one epoch with a KL warm-up (so the training curves have a β panel)."""
-    trainer = small_run(tmp_path_factory.mktemp("z2"), data_dir, epochs=2, latent_dim=2,
-                        warmup_epochs=2)  # fmt: skip
+    trainer = small_run(tmp_path_factory.mktemp("z2"), data_dir, epochs=2, latent_dim=2, warmup_epochs=2)
     trainer.fit()
     return trainer
 
@@ -37,8 +36,20 @@ def tile(image: np.ndarray, row: int, col: int) -> np.ndarray:
 
 
 def test_plot_writes_every_picture(trained, data_dir, tmp_path, capsys):
-    code, out, _ = run_cli(["plot", "--checkpoint", trained.checkpoint_path, "--out", tmp_path / "pics",
-                            "--data-dir", data_dir, "--num-points", 600], capsys)  # fmt: skip
+    code, out, _ = run_cli(
+        [
+            "plot",
+            "--checkpoint",
+            trained.checkpoint_path,
+            "--out",
+            tmp_path / "pics",
+            "--data-dir",
+            data_dir,
+            "--num-points",
+            600,
+        ],
+        capsys,
+    )
     assert code == 0
     names = {"reconstructions", "prior_samples", "latent_scatter", "interpolations", "training_curves"}
     for name in names:
@@ -134,7 +145,9 @@ def test_training_curves_take_the_last_record_of_a_repeated_epoch(trained, data_
     from pyro_vae.training.trainer import read_metrics
 
     lines = [json.dumps(m) for m in trained.metrics]
-    (tmp_path / "metrics.jsonl").write_text("\n".join([lines[0], lines[1], lines[1].replace('"epoch": 2', '"epoch": 1')]))
+    (tmp_path / "metrics.jsonl").write_text(
+        "\n".join([lines[0], lines[1], lines[1].replace('"epoch": 2', '"epoch": 1')])
+    )
     assert [m["epoch"] for m in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
     (tmp_path / "metrics.jsonl").write_text("{not json\n")
     with pytest.raises(Exception, match="line 1: not a metrics record"):
@@ -147,8 +160,22 @@ def test_sample_png_and_npy(trained, tmp_path, capsys):
     assert code == 0 and "wrote 10 samples" in out
     assert grey(tmp_path / "s.png").shape == (2 + 3 * TILE, 2 + 4 * TILE)  # ceil(sqrt(10)) = 4 per row
     for pixels in ("mean", "sample"):
-        code, _, _ = run_cli(["sample", "--checkpoint", ckpt, "-n", 10, "--out", tmp_path / f"{pixels}.npy",
-                              "--pixels", pixels, "--seed", 3], capsys)  # fmt: skip
+        code, _, _ = run_cli(
+            [
+                "sample",
+                "--checkpoint",
+                ckpt,
+                "-n",
+                10,
+                "--out",
+                tmp_path / f"{pixels}.npy",
+                "--pixels",
+                pixels,
+                "--seed",
+                3,
+            ],
+            capsys,
+        )
         assert code == 0
     means, draws = np.load(tmp_path / "mean.npy"), np.load(tmp_path / "sample.npy")
     assert means.shape == draws.shape == (10, 1, 28, 28) and means.dtype == np.float32
@@ -160,8 +187,22 @@ def test_sample_png_and_npy(trained, tmp_path, capsys):
 
 def test_encode_writes_means_scales_and_labels(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "deep" / "latents.npz"
-    code, stdout, _ = run_cli(["encode", "--checkpoint", trained.checkpoint_path, "--out", out, "--data-dir", data_dir,
-                               "--limit", 120, "--batch-size", 50], capsys)  # fmt: skip
+    code, stdout, _ = run_cli(
+        [
+            "encode",
+            "--checkpoint",
+            trained.checkpoint_path,
+            "--out",
+            out,
+            "--data-dir",
+            data_dir,
+            "--limit",
+            120,
+            "--batch-size",
+            50,
+        ],
+        capsys,
+    )
     assert code == 0 and "(120 x 8)" in stdout
     with np.load(out) as f:
         assert f["means"].shape == f["scales"].shape == (120, 8) and (f["scales"] > 0).all()
@@ -207,8 +248,12 @@ def test_plot_every_writes_grids_without_changing_training(tmp_path, data_dir):
     plotted = small_run(tmp_path / "plotted", data_dir, epochs=2, train_limit=500, plot_every=1)
     plotted.fit()
     names = sorted(p.name for p in (tmp_path / "plotted" / "plots").iterdir())
-    assert names == ["reconstructions_epoch001.png", "reconstructions_epoch002.png", "samples_epoch001.png",
-                     "samples_epoch002.png"]  # fmt: skip
+    assert names == [
+        "reconstructions_epoch001.png",
+        "reconstructions_epoch002.png",
+        "samples_epoch001.png",
+        "samples_epoch002.png",
+    ]
     assert grey(tmp_path / "plotted" / "plots" / "samples_epoch002.png").shape == (2 + 8 * TILE,) * 2
     assert [m["train_loss"] for m in plotted.metrics] == [m["train_loss"] for m in plain.metrics]
     for a, b in zip(plain.vae.parameters(), plotted.vae.parameters()):

@@ -3,13 +3,13 @@
 (The 10-epoch reference figure, -102.7 nats, is measured by the command in the README.)
 """
 
-from pyro_vae import DataConfig, RunConfig, evaluate
+from pyro_vae import DataConfig, RunConfig, evaluate, start_run
 
 
 def test_one_epoch_on_full_mnist_reaches_known_elbo(tmp_path, data_dir, test_images):
     config = RunConfig(data=DataConfig("mnist", "dynamic", root=str(data_dir)))  # the reference run's defaults
     config.schedule.epochs = 1
-    trainer = config.build(tmp_path, device="cpu", progress=False)
+    trainer = start_run(config, tmp_path, device="cpu", progress=False)
     trainer.fit()
     result = evaluate(trainer.vae, test_images["dynamic"], iw_samples=0)
     result.check_agreement()

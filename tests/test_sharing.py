@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, small_run
 from test_cli import TINY, assert_one_line_error, run_cli
 
 import pyro_vae
 from pyro_vae import Callback
 from pyro_vae.training.callbacks import SCALARS, MLflowLogger, TensorBoard
-
-from conftest import ROOT, small_run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -125,8 +124,9 @@ def test_mlflow_gets_the_config_the_metrics_and_the_files(watched):
 
 
 def test_tensorboard_from_the_command_line(tmp_path, data_dir, capsys):
-    code, _, err = run_cli(["train", "--data-dir", data_dir, "--out", tmp_path / "r", "--epochs", "1", *TINY,
-                            "--tensorboard"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["train", "--data-dir", data_dir, "--out", tmp_path / "r", "--epochs", "1", *TINY, "--tensorboard"], capsys
+    )
     assert code == 0, err
     assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*")) and "TensorBoard logs in" in err
     assert (tmp_path / "r" / "best.pt").is_file()
@@ -172,8 +172,9 @@ def test_export_then_load_gives_identical_elbo_json(exported, data_dir, capsys):
     for checkpoint in (run.checkpoint_path, out):
         code, printed, err = run_cli(["elbo", "--checkpoint", checkpoint, *args], capsys)
         assert code == 0, err
-        results.append({k: v for k, v in json.loads(printed).items()
-                        if k not in ("checkpoint", "seconds", "peak_memory_mib")})  # fmt: skip
+        results.append(
+            {k: v for k, v in json.loads(printed).items() if k not in ("checkpoint", "seconds", "peak_memory_mib")}
+        )
     assert results[0] == results[1]
     code, _, err = run_cli(["sample", "--checkpoint", out, "-n", "4", "--out", out.parent / "s.npy"], capsys)
     assert code == 0, err
@@ -184,8 +185,12 @@ def test_export_then_load_gives_identical_elbo_json(exported, data_dir, capsys):
 @pytest.mark.parametrize("kind", ["ckpt", "best", "export", "format 1"])
 def test_info_on_every_kind_of_checkpoint(kind, exported, capsys):
     run, out = exported
-    path = {"ckpt": run.checkpoint_path, "best": run.out_dir / "best.pt", "export": out,
-            "format 1": FIXTURES / "v1_mog_gaussian_fullcov.pt"}[kind]  # fmt: skip
+    path = {
+        "ckpt": run.checkpoint_path,
+        "best": run.out_dir / "best.pt",
+        "export": out,
+        "format 1": FIXTURES / "v1_mog_gaussian_fullcov.pt",
+    }[kind]
     code, text, err = run_cli(["info", path], capsys)
     assert code == 0, err
     assert "best val ELBO" in text and "versions" in text and "config (pyro-vae train --config" in text
@@ -202,10 +207,14 @@ def test_info_on_every_kind_of_checkpoint(kind, exported, capsys):
 
 @pytest.mark.parametrize(
     "damage, message",
-    [("no_weights", "is a folder but not an exported model"), ("bad_json", "is not JSON"),
-     ("not_ours", "is not a pyro-vae model config"), ("bad_weights", "is not a readable safetensors file"),
-     ("wrong_shapes", "do not fit the stored architecture")],
-)  # fmt: skip
+    [
+        ("no_weights", "is a folder but not an exported model"),
+        ("bad_json", "is not JSON"),
+        ("not_ours", "is not a pyro-vae model config"),
+        ("bad_weights", "is not a readable safetensors file"),
+        ("wrong_shapes", "do not fit the stored architecture"),
+    ],
+)
 def test_damaged_exported_folders_are_one_line_errors(damage, message, exported, tmp_path, capsys):
     _, out = exported
     folder = tmp_path / "damaged"
@@ -249,8 +258,10 @@ def test_the_hub_up_to_the_network_call(exported, monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
     code, printed, err = run_cli(["export", run.checkpoint_path, tmp_path / "m", "--push-to", "me/mnist-vae"], capsys)
     assert code == 0, err
-    assert calls[:2] == [("create_repo", "me/mnist-vae", True),
-                         ("upload_folder", ["README.md", "config.json", "model.safetensors"], "me/mnist-vae")]
+    assert calls[:2] == [
+        ("create_repo", "me/mnist-vae", True),
+        ("upload_folder", ["README.md", "config.json", "model.safetensors"], "me/mnist-vae"),
+    ]
     assert "uploaded to https://huggingface.co/me/mnist-vae" in printed
     code, printed, err = run_cli(["info", "hf://me/mnist-vae@v1", "--json"], capsys)
     assert code == 0, err
@@ -265,9 +276,23 @@ def test_the_hub_up_to_the_network_call(exported, monkeypatch, tmp_path, capsys)
 
 
 def test_custom_callback_example(tmp_path, data_dir):
-    run = subprocess.run([sys.executable, ROOT / "examples" / "custom_callback.py", "--data-dir", data_dir,
-                          "--epochs", "2", "--train-limit", "300", "--out", tmp_path / "cb"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            ROOT / "examples" / "custom_callback.py",
+            "--data-dir",
+            data_dir,
+            "--epochs",
+            "2",
+            "--train-limit",
+            "300",
+            "--out",
+            tmp_path / "cb",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     kl = json.loads(run.stdout.strip().splitlines()[-1])["kl_per_epoch"]
     assert len(kl) == 2 and all(k > 0 for k in kl)

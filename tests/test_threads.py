@@ -9,9 +9,9 @@ import time
 
 import pytest
 import torch
+from test_cli import assert_one_line_error, run_cli
 
 from pyro_vae.runtime.threads import ThreadBudget, cpu_busy_seconds, threads_for
-from test_cli import assert_one_line_error, run_cli
 
 
 def test_threads_fill_the_cpus_others_leave():
@@ -23,10 +23,12 @@ def test_threads_fill_the_cpus_others_leave():
 
 
 def test_busy_time_counts_only_our_cpus_and_not_idle_or_iowait():
-    stat = ("cpu  900 0 900 9000 900 0 0 0 0 0\n"
-            "cpu0 100 10 100 5000 400 20 30 40 0 0\n"
-            "cpu1 200 0 200 4000 500 0 0 0 0 0\n"
-            "intr 12345\n")  # fmt: skip
+    stat = (
+        "cpu  900 0 900 9000 900 0 0 0 0 0\n"
+        "cpu0 100 10 100 5000 400 20 30 40 0 0\n"
+        "cpu1 200 0 200 4000 500 0 0 0 0 0\n"
+        "intr 12345\n"
+    )
     ticks = os.sysconf("SC_CLK_TCK")
     assert cpu_busy_seconds({0}, stat) == pytest.approx((100 + 10 + 100 + 20 + 30 + 40) / ticks)
     assert cpu_busy_seconds({0, 1}, stat) == pytest.approx((300 + 400) / ticks)
@@ -36,8 +38,10 @@ def test_busy_time_counts_only_our_cpus_and_not_idle_or_iowait():
 def test_busy_processes_beside_us_take_threads_away_and_restore_gives_them_back():
     cpus = len(os.sched_getaffinity(0))
     budget = ThreadBudget()
-    hogs = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
-            for _ in range(cpus)]  # fmt: skip
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+        for _ in range(cpus)
+    ]
     try:
         time.sleep(0.5)  # the hogs are spinning
         threads = budget.adjust()  # (the first call samples for a moment)

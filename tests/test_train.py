@@ -6,12 +6,12 @@ import math
 import pyro
 import pytest
 import torch
-
 from conftest import SMALL_NET, small_run
+
 from pyro_vae import NetConfig, ObjectiveConfig, RunConfig, evaluate
-from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError
 from pyro_vae.pipeline import load_model, resume_run
+from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
 
 PLAIN = (type(None), bool, int, float, str)
 
@@ -171,8 +171,9 @@ def test_iwae_training_with_more_particles_optimises_a_tighter_bound(tmp_path, d
 def test_beta_one_through_the_warmup_path_is_bit_identical_to_plain_training(tmp_path, data_dir):
     plain = small_run(tmp_path / "plain", data_dir, epochs=1, train_limit=600)
     plain.fit()
-    scheduled = small_run(tmp_path / "sched", data_dir, epochs=1, train_limit=600,
-                          beta=1.0, warmup_epochs=1, warmup_start=1.0)  # fmt: skip
+    scheduled = small_run(
+        tmp_path / "sched", data_dir, epochs=1, train_limit=600, beta=1.0, warmup_epochs=1, warmup_start=1.0
+    )
     scheduled.fit()
     assert scheduled.metrics[0]["train_loss"] == plain.metrics[0]["train_loss"]
     for a, b in zip(plain.vae.state_dict().values(), scheduled.vae.state_dict().values()):
@@ -204,12 +205,18 @@ def test_kl_weight_changes_training(tmp_path, data_dir):
 
 @pytest.mark.parametrize(
     "options,match",
-    [({"objective.kind": "iwae", "objective.beta": 2.0}, "iwae"),
-     ({"objective.kind": "iwae", "objective.warmup_epochs": 2}, "iwae"),
-     ({"objective.beta": 0.0}, "beta"), ({"objective.warmup_start": 2.0}, "warmup_start"),
-     ({"objective.particles": 0}, "particles"), ({"objective.kind": "elbo"}, "objective.kind"),
-     ({"seed": 2**32}, "seed"), ({"schedule.epochs": 0}, "epochs"), ({"optimizer.lr": float("inf")}, "lr")],
-)  # fmt: skip
+    [
+        ({"objective.kind": "iwae", "objective.beta": 2.0}, "iwae"),
+        ({"objective.kind": "iwae", "objective.warmup_epochs": 2}, "iwae"),
+        ({"objective.beta": 0.0}, "beta"),
+        ({"objective.warmup_start": 2.0}, "warmup_start"),
+        ({"objective.particles": 0}, "particles"),
+        ({"objective.kind": "elbo"}, "objective.kind"),
+        ({"seed": 2**32}, "seed"),
+        ({"schedule.epochs": 0}, "epochs"),
+        ({"optimizer.lr": float("inf")}, "lr"),
+    ],
+)
 def test_impossible_training_options_are_refused(options, match):
     with pytest.raises(ConfigError, match=match):
         RunConfig().updated(options)

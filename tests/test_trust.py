@@ -34,17 +34,34 @@ def test_crafted_targets_never_run(attack, site, trained, tmp_path, data_dir, ca
     marker = tmp_path / "pwned"
     path = _crafted(trained, tmp_path, site, _attacks(marker)[attack])
     for command in (["elbo", "--limit", "50", "--iw-samples", "0"], ["sample", "--out", tmp_path / "s.png"]):
-        code, _, err = run_cli([command[0], "--checkpoint", path, "--data-dir", data_dir, *command[1:]]
-                               if command[0] == "elbo" else [command[0], "--checkpoint", path, *command[1:]], capsys)
+        code, _, err = run_cli(
+            [command[0], "--checkpoint", path, "--data-dir", data_dir, *command[1:]]
+            if command[0] == "elbo"
+            else [command[0], "--checkpoint", path, *command[1:]],
+            capsys,
+        )
         assert_one_line_error(code, err, "not trusted")
         assert not marker.exists()
-    code, _, err = run_cli(["train", "--resume", path, "--epochs", "3", "--data-dir", data_dir,
-                            "--out", tmp_path / "resumed", "--no-progress"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        [
+            "train",
+            "--resume",
+            path,
+            "--epochs",
+            "3",
+            "--data-dir",
+            data_dir,
+            "--out",
+            tmp_path / "resumed",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, "not trusted")
     assert not marker.exists() and not (tmp_path / "resumed" / "ckpt.pt").exists()
 
 
-EVIL_MODULE = '''
+EVIL_MODULE = """
 from pathlib import Path
 Path({marker!r}).touch()  # import-time code: must never run unless trusted
 
@@ -53,7 +70,7 @@ from pyro_vae import StandardNormal
 
 class SparsePrior(StandardNormal):
     pass
-'''
+"""
 
 
 @pytest.fixture
@@ -74,13 +91,30 @@ def test_untrusted_module_is_not_even_imported(user_module, trained, tmp_path, d
     assert_one_line_error(code, err, f"pass --trust-module {name}")
     assert name not in sys.modules and not marker.exists()
     # Trusting some other module does not trust this one.
-    code, _, err = run_cli(["elbo", "--checkpoint", path, "--data-dir", data_dir, "--limit", "50",
-                            "--trust-module", "something_else"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["elbo", "--checkpoint", path, "--data-dir", data_dir, "--limit", "50", "--trust-module", "something_else"],
+        capsys,
+    )
     assert_one_line_error(code, err, "not trusted")
     assert name not in sys.modules
     # Trusted explicitly, the same checkpoint loads and evaluates.
-    code, out, err = run_cli(["elbo", "--checkpoint", path, "--data-dir", data_dir, "--limit", "50", "--json",
-                              "--iw-samples", "0", "--trust-module", name], capsys)  # fmt: skip
+    code, out, err = run_cli(
+        [
+            "elbo",
+            "--checkpoint",
+            path,
+            "--data-dir",
+            data_dir,
+            "--limit",
+            "50",
+            "--json",
+            "--iw-samples",
+            "0",
+            "--trust-module",
+            name,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert marker.exists() and f"{name}:SparsePrior" in out
     # The same rules hold for a config file: train --config names the module, and must trust it.
@@ -113,16 +147,26 @@ def test_names_that_resolve_to_anything_but_a_component_class(name, module, mess
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"num_components": torch.tensor(3)}, "must be an integer"), ({"command": "rm -rf /"}, "does not apply"),
-     ({"num_components": [3]}, "must be an integer"), ({"latent_dim": 3}, "does not apply")],
-)  # fmt: skip
+    [
+        ({"num_components": torch.tensor(3)}, "must be an integer"),
+        ({"command": "rm -rf /"}, "does not apply"),
+        ({"num_components": [3]}, "must be an integer"),
+        ({"latent_dim": 3}, "does not apply"),
+    ],
+)
 def test_options_must_be_declared_plain_values(options, message):
     with pytest.raises(ConfigError, match=message):
         ModelConfig(prior=ComponentConfig("mog", options)).validate()
-    assert ModelConfig(latent_dim=3, prior=ComponentConfig("mog", {"num_components": 3})).build(image_shape=(1, 28, 28)).prior.latent_dim == 3
+    assert (
+        ModelConfig(latent_dim=3, prior=ComponentConfig("mog", {"num_components": 3}))
+        .build(image_shape=(1, 28, 28))
+        .prior.latent_dim
+        == 3
+    )
 
 
 def test_trust_module_names_are_checked(trained, capsys):
-    code, _, err = run_cli(["sample", "--checkpoint", trained.checkpoint_path, "--out", "x.png",
-                            "--trust-module", "os; rm -rf /"], capsys)  # fmt: skip
+    code, _, err = run_cli(
+        ["sample", "--checkpoint", trained.checkpoint_path, "--out", "x.png", "--trust-module", "os; rm -rf /"], capsys
+    )
     assert_one_line_error(code, err, "is not a module name")

@@ -50,7 +50,9 @@ def _unit_levels(device: torch.device) -> Tensor:
     return _UNIT_LEVELS.to(device)  # (copied to a device once, not with every streamed batch)
 
 
-def conformed_shape(shape: tuple[int, int, int], channels: int | None, size: tuple[int, int] | None) -> tuple[int, int, int]:
+def conformed_shape(
+    shape: tuple[int, int, int], channels: int | None, size: tuple[int, int] | None
+) -> tuple[int, int, int]:
     """The ``(C, H, W)`` images of ``shape`` have after :func:`conform`."""
     c = channels or (3 if shape[0] == 4 else shape[0])
     return (c, *(size or shape[1:]))
@@ -100,7 +102,10 @@ def array_layout(shape: tuple[int, ...], source: str) -> tuple[str, str | None]:
     if len(shape) == 4:
         last, first = shape[3] in CHANNEL_COUNTS, shape[1] in CHANNEL_COUNTS
         if last and first:
-            return "NHWC", f"{source}: read images shaped {shape} as (N, H, W, C); transpose the array if its channels come first"
+            return (
+                "NHWC",
+                f"{source}: read images shaped {shape} as (N, H, W, C); transpose the array if its channels come first",
+            )
         if last:
             return "NHWC", None
         if first:
@@ -128,8 +133,10 @@ def check_pixels(array: np.ndarray, source: str) -> None:
     for start in range(0, array.shape[0], 4096):  # in pieces: the array may be memory-mapped
         piece = np.asarray(array[start : start + 4096])
         if not np.isfinite(piece).all() or piece.min(initial=0.0) < 0 or piece.max(initial=0.0) > 1:
-            raise DataError(f"{source}: float images must lie in [0, 1] (scale them, or store uint8 0..255); "
-                            f"found values in [{np.nanmin(piece):g}, {np.nanmax(piece):g}]")  # fmt: skip
+            raise DataError(
+                f"{source}: float images must lie in [0, 1] (scale them, or store uint8 0..255); "
+                f"found values in [{np.nanmin(piece):g}, {np.nanmax(piece):g}]"
+            )
 
 
 class ArrayStore:
@@ -167,8 +174,9 @@ def image_files(folder: Path) -> list[Path]:
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _hidden(p, folder)):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DataError(f"{path} is not an image ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}); move it out of "
-                            f"{folder}")  # fmt: skip
+            raise DataError(
+                f"{path} is not an image ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}); move it out of {folder}"
+            )
         files.append(path)
     return files
 

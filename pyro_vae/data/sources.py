@@ -39,12 +39,28 @@ IDX_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST
 TORCHVISION_SETS = (*IDX_SETS, "cifar10", "svhn", "celeba")
 USER_SOURCES = ("folder", "array")
 DATASETS = (*TORCHVISION_SETS, *USER_SOURCES)
-NATIVE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "kmnist": (1, 28, 28), "cifar10": (3, 32, 32),
-                 "svhn": (3, 32, 32), "celeba": (3, 218, 178)}  # fmt: skip
+NATIVE_SHAPES = {
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "kmnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "svhn": (3, 32, 32),
+    "celeba": (3, 218, 178),
+}
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],  # fmt: skip
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
     "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
     "svhn": [str(digit) for digit in range(10)],
@@ -148,8 +164,10 @@ def _read_idx_split(dataset: str, root: Path, train: bool, download: bool) -> tu
     except OSError as exc:  # a failed download or unreadable file
         raise DataError(f"could not read or download {folder} into {root}: {exc}") from None
     if ds.data.ndim != 3 or ds.data.shape[0] != ds.targets.shape[0]:
-        raise DataError(f"{folder} under {root} is inconsistent: {tuple(ds.data.shape)} images but "
-                        f"{ds.targets.shape[0]} labels in the {prefix} split")  # fmt: skip
+        raise DataError(
+            f"{folder} under {root} is inconsistent: {tuple(ds.data.shape)} images but "
+            f"{ds.targets.shape[0]} labels in the {prefix} split"
+        )
     return ds.data, ds.targets
 
 
@@ -166,8 +184,11 @@ def _download(dataset: str, root: Path, download: bool, splits: tuple[dict, ...]
         raise DataError(f"no {dataset} dataset under {root}{_no_download_hint(download)}")
     import torchvision
 
-    cls = {"cifar10": torchvision.datasets.CIFAR10, "svhn": torchvision.datasets.SVHN,
-           "celeba": torchvision.datasets.CelebA}[dataset]  # fmt: skip
+    cls = {
+        "cifar10": torchvision.datasets.CIFAR10,
+        "svhn": torchvision.datasets.SVHN,
+        "celeba": torchvision.datasets.CelebA,
+    }[dataset]
     target = root / SUBFOLDER[dataset] if dataset == "svhn" else root  # SVHN's files go straight into its root
     try:
         for kwargs in splits:
@@ -180,8 +201,13 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Admits only what a CIFAR-10 batch holds: dicts, lists, text, numbers and NumPy arrays."""
 
     ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
-    ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
-                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}  # bytes, as Python 3 pickles them
+    ALLOWED |= {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
+    }  # bytes, as Python 3 pickles them
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -233,10 +259,17 @@ def _svhn(root: Path, download: bool, channels, size) -> Source:
                 raise DataError(f"{path} is missing (delete {path.parent} to download SVHN again)") from None
             except (ValueError, KeyError, TypeError, OSError) as exc:
                 raise DataError(f"{path} is not an SVHN .mat file ({type(exc).__name__}: {exc})") from None
-            if images.ndim != 4 or images.shape[2] != 3 or images.shape[3] != labels.shape[0] or images.dtype != np.uint8:
+            if (
+                images.ndim != 4
+                or images.shape[2] != 3
+                or images.shape[3] != labels.shape[0]
+                or images.dtype != np.uint8
+            ):
                 raise DataError(f"{path} is not an SVHN .mat file: X {images.shape} {images.dtype}, y {labels.shape}")
             labels[labels == 10] = 0  # SVHN writes the digit 0 as class 10
-            return ArrayStore(np.ascontiguousarray(images.transpose(3, 2, 0, 1)), channels, size), torch.from_numpy(labels)
+            return ArrayStore(np.ascontiguousarray(images.transpose(3, 2, 0, 1)), channels, size), torch.from_numpy(
+                labels
+            )
 
         return read
 
@@ -269,8 +302,9 @@ def _celeba(root: Path, download: bool, channels, size) -> Source:
 
 def _folder(root: Path, download: bool, channels, size) -> Source:
     if not (root / "train").is_dir():
-        raise DataError(f"{root} has no train/ folder: put the training images in {root / 'train'} "
-                        "(and optionally val/ and test/)")  # fmt: skip
+        raise DataError(
+            f"{root} has no train/ folder: put the training images in {root / 'train'} (and optionally val/ and test/)"
+        )
     classes = _classes(root / "train")
 
     def split(name: str) -> Callable[[], tuple[Store, Tensor | None]]:
@@ -283,8 +317,10 @@ def _folder(root: Path, download: bool, channels, size) -> Source:
                 parts = [f.relative_to(root / name).parts for f in files]
                 unknown = {p[0] for p in parts} - set(classes)
                 if unknown or any(len(p) < 2 for p in parts):
-                    raise DataError(f"{root / name} has images outside the classes of train/ ({', '.join(classes)}): "
-                                    f"{sorted(unknown)[0] if unknown else 'an image at the top level'}")  # fmt: skip
+                    raise DataError(
+                        f"{root / name} has images outside the classes of train/ ({', '.join(classes)}): "
+                        f"{sorted(unknown)[0] if unknown else 'an image at the top level'}"
+                    )
                 index = {c: i for i, c in enumerate(classes)}
                 labels = torch.tensor([index[p[0]] for p in parts])
             return FileStore(files, channels, size), labels
@@ -333,8 +369,10 @@ def _array(root: Path, download: bool, channels, size) -> Source:
 def array_headers(root: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of each array in an ``.npz`` (by name) or ``.npy`` (as ``train``), from the headers alone."""
     if root.suffix not in (".npz", ".npy") or not root.is_file():
-        raise DataError(f"--dataset array needs an .npz or .npy file as --data-dir, got {root}"
-                        + ("" if root.exists() else " (no such file)"))  # fmt: skip
+        raise DataError(
+            f"--dataset array needs an .npz or .npy file as --data-dir, got {root}"
+            + ("" if root.exists() else " (no such file)")
+        )
     try:
         if root.suffix == ".npy":
             with open(root, "rb") as f:

@@ -44,36 +44,72 @@ class DataConfig:
     """Which images, from where, made which size, binarized how, split how."""
 
     KEY: ClassVar[str] = "data"
-    dataset: Annotated[Literal[DATASETS], Option(
-        "which images: a torchvision set, a folder of images (--data-dir DIR with train/, optionally val/ and "
-        "test/) or an array (--data-dir FILE.npz or FILE.npy)")] = "mnist"  # fmt: skip
-    binarize: Annotated[Literal[BINARIZATIONS], Option(
-        "none: grey levels; static: threshold 0.5; dynamic: a fresh Bernoulli sample per use")] = "dynamic"
-    val_size: Annotated[int, Option("validation images carved from the end of the training set (when the source "
-                                    "has no val split)", min=0)] = 5000  # fmt: skip
-    test_size: Annotated[int | None, Option("test images carved from the end of the training set when the source "
-                                            "has no test split [default: val_size]", min=0)] = None  # fmt: skip
+    dataset: Annotated[
+        Literal[DATASETS],
+        Option(
+            "which images: a torchvision set, a folder of images (--data-dir DIR with train/, optionally val/ and "
+            "test/) or an array (--data-dir FILE.npz or FILE.npy)"
+        ),
+    ] = "mnist"
+    binarize: Annotated[
+        Literal[BINARIZATIONS],
+        Option("none: grey levels; static: threshold 0.5; dynamic: a fresh Bernoulli sample per use"),
+    ] = "dynamic"
+    val_size: Annotated[
+        int,
+        Option("validation images carved from the end of the training set (when the source has no val split)", min=0),
+    ] = 5000
+    test_size: Annotated[
+        int | None,
+        Option(
+            "test images carved from the end of the training set when the source has no test split [default: val_size]",
+            min=0,
+        ),
+    ] = None
     train_limit: Annotated[int | None, Option("use only the first N training images", min=1)] = None
-    root: Annotated[str | None, Option(
-        "where the data is: a torchvision root [default: $PYRO_VAE_DATA or ~/.cache/pyro-vae/data, downloaded "
-        "there if missing], the image folder, or the array file", flag="--data-dir", resumable=True)] = None  # fmt: skip
-    channels: Annotated[int | None, Option("convert the images to 1 (grey) or 3 (colour) channels", min=1, max=3)] = None
-    image_size: Annotated[tuple[int, ...] | None, Option(
-        "resize to N x N (or H,W): scaled to cover, then centre-cropped", min=1, max=MAX_IMAGE_SIDE,
-        max_items=2)] = None  # fmt: skip
-    stream: Annotated[bool, Option("read the training images from disk batch by batch instead of holding them in "
-                                   "memory (automatic when they would not fit)", resumable=True)] = False  # fmt: skip
-    workers: Annotated[int | None, Option("processes decoding streamed images [default: min(4, CPUs - 1)]", min=0,
-                                          max=64, resumable=True)] = None  # fmt: skip
-    shape: tuple[int, ...] | None = None  # (C, H, W), recorded from the data: a checkpoint rebuilds its model without it
+    root: Annotated[
+        str | None,
+        Option(
+            "where the data is: a torchvision root [default: $PYRO_VAE_DATA or ~/.cache/pyro-vae/data, downloaded "
+            "there if missing], the image folder, or the array file",
+            flag="--data-dir",
+            resumable=True,
+        ),
+    ] = None
+    channels: Annotated[int | None, Option("convert the images to 1 (grey) or 3 (colour) channels", min=1, max=3)] = (
+        None
+    )
+    image_size: Annotated[
+        tuple[int, ...] | None,
+        Option(
+            "resize to N x N (or H,W): scaled to cover, then centre-cropped", min=1, max=MAX_IMAGE_SIDE, max_items=2
+        ),
+    ] = None
+    stream: Annotated[
+        bool,
+        Option(
+            "read the training images from disk batch by batch instead of holding them in "
+            "memory (automatic when they would not fit)",
+            resumable=True,
+        ),
+    ] = False
+    workers: Annotated[
+        int | None,
+        Option("processes decoding streamed images [default: min(4, CPUs - 1)]", min=0, max=64, resumable=True),
+    ] = None
+    shape: tuple[int, ...] | None = (
+        None  # (C, H, W), recorded from the data: a checkpoint rebuilds its model without it
+    )
 
     def validate(self) -> None:
         check_fields(self)
         if self.channels == 2:
             raise ConfigError("data.channels (--channels) must be 1 or 3, got 2")
         if self.dataset in USER_SOURCES and self.root is None:
-            raise ConfigError(f"--dataset {self.dataset} needs --data-dir (the "
-                              f"{'folder with train/' if self.dataset == 'folder' else '.npz or .npy file'})")
+            raise ConfigError(
+                f"--dataset {self.dataset} needs --data-dir (the "
+                f"{'folder with train/' if self.dataset == 'folder' else '.npz or .npy file'})"
+            )
         if self.shape is not None:
             shape = tuple(self.shape) if isinstance(self.shape, (list, tuple)) else ()
             if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape):
@@ -104,8 +140,11 @@ class DataConfig:
         return math.prod(self.image_shape)
 
     def describe(self) -> str:
-        how = {"none": "grey levels in [0,1]", "static": "static binarization (threshold 0.5)",
-               "dynamic": "dynamic binarization (test/val: one fixed Bernoulli sample)"}[self.binarize]  # fmt: skip
+        how = {
+            "none": "grey levels in [0,1]",
+            "static": "static binarization (threshold 0.5)",
+            "dynamic": "dynamic binarization (test/val: one fixed Bernoulli sample)",
+        }[self.binarize]
         shape = "x".join(map(str, self.image_shape))
         return f"{self.dataset} ({shape}), {how}"
 
@@ -195,19 +234,27 @@ class VAEData:
                 self.config.shape = store.shape
             if tuple(store.shape) != tuple(self.config.shape):
                 shown = "x".join(map(str, store.shape))
-                raise DataError(f"the {split} images are {shown} (C x H x W) but this run's are "
-                                f"{'x'.join(map(str, self.config.shape))}; pass --channels/--image-size to match")
+                raise DataError(
+                    f"the {split} images are {shown} (C x H x W) but this run's are "
+                    f"{'x'.join(map(str, self.config.shape))}; pass --channels/--image-size to match"
+                )
 
     def _streams(self, store: Store) -> bool:
         if self.config.stream:
             return True
         need, free = image_bytes(store), available_bytes(self.device)
         if store.lazy and need > free / 2:
-            self.notes.append(f"the {len(store)} training images take {human_bytes(need)} as float32, more than half "
-                              f"the free memory ({human_bytes(free)}): streaming them from disk (--stream)")  # fmt: skip
+            self.notes.append(
+                f"the {len(store)} training images take {human_bytes(need)} as float32, more than half "
+                f"the free memory ({human_bytes(free)}): streaming them from disk (--stream)"
+            )
             return True
-        check_fits(need, f"the {len(store)} training images as float32", "stream them (--stream, from a folder or an "
-                   ".npy) or lower --train-limit", self.device)  # fmt: skip
+        check_fits(
+            need,
+            f"the {len(store)} training images as float32",
+            "stream them (--stream, from a folder or an .npy) or lower --train-limit",
+            self.device,
+        )
         return False
 
     def _prepare(self, images: Tensor, split: str, fixed: bool = False) -> Tensor:
@@ -242,11 +289,15 @@ class VAEData:
         if self.stream:
             return self._prepare(materialise(self._train_store.subset(slice(0, n))), "train", fixed=True)
         x = self.images["train"][:n]
-        return _binarize_fixed(x.cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device) \
-            if self.config.binarize == "dynamic" else x
+        return (
+            _binarize_fixed(x.cpu(), "dynamic", FIXED_BINARIZATION_SEED).to(self.device)
+            if self.config.binarize == "dynamic"
+            else x
+        )
 
-    def train_batches(self, batch_size: int, seed: int, skip: int = 0,
-                      rows: Callable[[int], slice] | None = None) -> Iterator[Tensor]:  # fmt: skip
+    def train_batches(
+        self, batch_size: int, seed: int, skip: int = 0, rows: Callable[[int], slice] | None = None
+    ) -> Iterator[Tensor]:
         """Shuffled training batches for one epoch, reproducible from ``seed`` (one per epoch), from batch
         ``skip`` on (the same batches the full epoch would give there: a run stopped mid-epoch resumes).
 
@@ -278,9 +329,14 @@ class VAEData:
     def _streamed(self, indices: list[Tensor]) -> Iterator[Tensor]:
         workers = default_workers() if self.config.workers is None else self.config.workers
         # Its own generator: a loader seeds its workers from the global RNG otherwise, shifting the model's draws.
-        loader = torch.utils.data.DataLoader(_Batches(self._train_store), batch_size=None, sampler=indices,
-                                             num_workers=workers, prefetch_factor=2 if workers else None,
-                                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+        loader = torch.utils.data.DataLoader(
+            _Batches(self._train_store),
+            batch_size=None,
+            sampler=indices,
+            num_workers=workers,
+            prefetch_factor=2 if workers else None,
+            generator=torch.Generator().manual_seed(0),
+        )
         for images in loader:
             if isinstance(images, str):  # a worker's DataError, passed back as its message
                 raise DataError(images)
@@ -312,14 +368,21 @@ def _split(source: Source, config: DataConfig, splits: tuple[str, ...]) -> dict[
     if not needs_train:
         return out
     store, labels = source.splits["train"]()
-    sizes = {"val": config.val_size if "val" in carved else 0,
-             "test": (config.val_size if config.test_size is None else config.test_size) if "test" in carved else 0}
+    sizes = {
+        "val": config.val_size if "val" in carved else 0,
+        "test": (config.val_size if config.test_size is None else config.test_size) if "test" in carved else 0,
+    }
     n_train = len(store) - sizes["val"] - sizes["test"]
     if n_train < 1:
-        raise ConfigError(f"the source has {len(store)} training images: val_size={sizes['val']} and "
-                          f"test_size={sizes['test']} leave none to train on (lower --val-size/--test-size)")
-    parts = {"train": slice(0, n_train if config.train_limit is None else min(n_train, config.train_limit)),
-             "val": slice(n_train, n_train + sizes["val"]), "test": slice(n_train + sizes["val"], len(store))}
+        raise ConfigError(
+            f"the source has {len(store)} training images: val_size={sizes['val']} and "
+            f"test_size={sizes['test']} leave none to train on (lower --val-size/--test-size)"
+        )
+    parts = {
+        "train": slice(0, n_train if config.train_limit is None else min(n_train, config.train_limit)),
+        "val": slice(n_train, n_train + sizes["val"]),
+        "test": slice(n_train + sizes["val"], len(store)),
+    }
     for split in splits:
         if split == "train" or split in carved:
             out[split] = (store.subset(parts[split]), None if labels is None else labels[parts[split]])

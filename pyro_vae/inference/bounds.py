@@ -27,12 +27,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .analytic import AnalyticELBO, analytic_elbo
 from ..errors import AgreementError
-from .latents import ACTIVE_UNIT_THRESHOLD, active_units, latent_variances, posterior_moments
 from ..model.vae import VAE
 from ..runtime.distributed import SINGLE, Group
-from ..runtime.heap import reused_heap
+from ..runtime.policy import heap_reuse
+from .analytic import AnalyticELBO, analytic_elbo
+from .latents import ACTIVE_UNIT_THRESHOLD, active_units, latent_variances, posterior_moments
 
 AGREEMENT_Z_LIMIT = 4.0
 ROUNDING = 1e-6  # relative float32 error of a sum over ~1000 pixels: differences below it are not disagreement
@@ -255,8 +255,10 @@ class _TimeLeft:
         self.said = True
         left = elapsed * (self.bar.total - self.done) / self.done
         if left > self.WORTH_SAYING:
-            self.log(f"{self.what}: about {_duration(left)} left at this rate (Ctrl-C stops it; lower --iw-samples, "
-                     "--num-particles or --limit for a quicker estimate)")  # fmt: skip
+            self.log(
+                f"{self.what}: about {_duration(left)} left at this rate (Ctrl-C stops it; lower --iw-samples, "
+                "--num-particles or --limit for a quicker estimate)"
+            )
 
 
 def _duration(seconds: float) -> str:
@@ -299,23 +301,41 @@ def evaluate(
     vae.eval()
     starts = list(range(0, x.shape[0], batch_size))[group.rank :: group.world]
     mine = sum(min(batch_size, x.shape[0] - start) for start in starts)
-    bar = tqdm(total=mine, desc=f"evaluating (K={iw_samples})" if iw_samples else "evaluating", unit="img",
-               disable=not group.is_main or (None if progress is None else not progress), leave=False,
-               mininterval=0.5, bar_format="{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]")
+    bar = tqdm(
+        total=mine,
+        desc=f"evaluating (K={iw_samples})" if iw_samples else "evaluating",
+        unit="img",
+        disable=not group.is_main or (None if progress is None else not progress),
+        leave=False,
+        mininterval=0.5,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]",
+    )
     passes = 2 * num_particles + iw_samples
-    clock = _TimeLeft(bar, log if group.is_main else None,
-                      f"evaluating {x.shape[0]} images" + (f" with K={iw_samples}" if iw_samples else ""))
+    clock = _TimeLeft(
+        bar,
+        log if group.is_main else None,
+        f"evaluating {x.shape[0]} images" + (f" with K={iw_samples}" if iw_samples else ""),
+    )
     batches = []
     try:
-        # The param store's scope keeps evaluation out of the user's; the heap's lets each chunk reuse the last
-        # one's memory instead of faulting in fresh pages.
-        with pyro.get_param_store().scope(), reused_heap(), bar:
+        # The param store's scope keeps evaluation out of the user's; the heap's (when the runtime policy allows it)
+        # lets each chunk reuse the last one's memory instead of faulting in fresh pages.
+        with pyro.get_param_store().scope(), heap_reuse(), bar:
             for start in starts:
                 xb = x[start : start + batch_size]
                 # Progress in images: each particle pass over the batch is one share of its work.
                 advance = lambda m, n=xb.shape[0]: clock.update(n * m / passes)  # noqa: E731
-                batches.append(_evaluate_batch(vae, xb, seed * 1_000_003 + start // batch_size, num_particles,
-                                               iw_samples, latent_means, advance))  # fmt: skip
+                batches.append(
+                    _evaluate_batch(
+                        vae,
+                        xb,
+                        seed * 1_000_003 + start // batch_size,
+                        num_particles,
+                        iw_samples,
+                        latent_means,
+                        advance,
+                    )
+                )
     finally:
         vae.train(was_training)
     if group.parallel:  # batch i came from rank i mod world: deal them back into order
@@ -339,8 +359,15 @@ def evaluate(
     )
 
 
-def _evaluate_batch(vae: VAE, xb: Tensor, batch_seed: int, num_particles: int, iw_samples: int, latent_means: bool,
-                    advance: Callable[[int], None]) -> dict:  # fmt: skip
+def _evaluate_batch(
+    vae: VAE,
+    xb: Tensor,
+    batch_seed: int,
+    num_particles: int,
+    iw_samples: int,
+    latent_means: bool,
+    advance: Callable[[int], None],
+) -> dict:
     """One batch's per-image bounds (CPU tensors), every pass from ``batch_seed``."""
     torch.manual_seed(batch_seed)
     out = {"elbo": elbo_per_image(vae, xb, num_particles, advance).cpu()}

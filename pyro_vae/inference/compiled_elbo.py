@@ -34,6 +34,8 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import Tensor
 
+from ..runtime.compat import elbo_traces, inductor
+
 
 def compile_disabled() -> str | None:
     """Why torch.compile is switched off in this process (``TORCH_COMPILE_DISABLE=1``), else ``None``."""
@@ -47,15 +49,16 @@ class CompiledELBO:
     arguments shaped like ``args`` (tensors), with respect to ``params``, compiled on construction (which
     draws as one step would: the caller keeps or restores the random state). ``seconds``: the compile time."""
 
-    def __init__(self, model: Callable, guide: Callable, params: Sequence[Tensor], elbo: Trace_ELBO,
-                 args: tuple[Tensor, ...]) -> None:  # fmt: skip
-        from torch._inductor import config as inductor_config
-        from torch._inductor.compile_fx import compile_fx
-        from torch.fx.experimental.proxy_tensor import make_fx
-
+    def __init__(
+        self, model: Callable, guide: Callable, params: Sequence[Tensor], elbo: Trace_ELBO, args: tuple[Tensor, ...]
+    ) -> None:
+        inductor_config, compile_fx, make_fx = inductor()
         self.model, self.guide, self.params = model, guide, list(params)
-        self._elbo = Trace_ELBO(num_particles=elbo.num_particles, vectorize_particles=elbo.vectorize_particles,
-                                max_plate_nesting=elbo.max_plate_nesting)  # fmt: skip
+        self._elbo = Trace_ELBO(
+            num_particles=elbo.num_particles,
+            vectorize_particles=elbo.vectorize_particles,
+            max_plate_nesting=elbo.max_plate_nesting,
+        )
         self.shapes = tuple(tuple(a.shape) for a in args)
         start = time.perf_counter()
         with pyro.validation_enabled(False):
@@ -88,7 +91,7 @@ class CompiledELBO:
         """What the graph computes, run once by ``make_fx`` on the real parameters: the loss and the loss plus every
         gradient's sum (NaN and infinities survive the sums: inf - inf is NaN), and the gradients."""
         loss = 0.0
-        for model_trace, guide_trace in self._elbo._get_traces(self.model, self.guide, args, {}):
+        for model_trace, guide_trace in elbo_traces(self._elbo, self.model, self.guide, args, {}):
             elbo = 0.0
             for site in model_trace.nodes.values():
                 if site["type"] == "sample":

@@ -8,8 +8,8 @@ exactly those of ``Trace_ELBO`` (or whichever ELBO is passed). Then Adam updates
     \theta_{t+1} = \mathrm{Adam}\big(\theta_t,\ \nabla_\theta\, \mathcal L_{\text{ELBO}}(\theta_t)\big)
 
 What differs from ``SVI(model, guide, pyro.optim.Adam(...), loss)`` is only overhead (on CPU, batch
-128, the reference MLP (400 hidden units, z = 20): stock SVI trains at 0.71x a plain PyTorch loop, this at 0.93x with the eager
-``Trace_ELBO`` and about 1.05x with ``JitTrace_ELBO``; see ``benchmarks/RESULTS.md``):
+128, the reference MLP (400 hidden units, z = 20): stock SVI trains at 0.71x a plain PyTorch loop, this at 0.93x
+with the eager ``Trace_ELBO`` and about 1.05x with ``JitTrace_ELBO``; see ``benchmarks/RESULTS.md``):
 
 * One fused ``torch.optim.Adam`` over all parameters instead of ``pyro.optim.Adam``, which keeps one
   optimiser per parameter and looks each one up by name every step. Adam is elementwise, so the update
@@ -50,9 +50,9 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from torch import Tensor, nn
-from torch.optim import optimizer as optim_module
 
 from ..errors import ConfigError, TrainingError, first_line
+from ..runtime.compat import fused_adam_kernels, optimizer_may_have_hooks
 from ..runtime.distributed import SINGLE, Group
 from .compiled_elbo import CompiledELBO, compile_disabled
 from .global_noise import GlobalBatchNoise
@@ -72,7 +72,7 @@ def fused_adam_step(optimizer: torch.optim.Optimizer) -> bool:
     of a 6 ms CPU step). The same kernels with the same arguments, so the same numbers (tested). ``False``, with
     nothing done, where that does not hold: another optimizer or setting, hooks, or no state yet (the first step)."""
     groups = optimizer.param_groups
-    if not isinstance(optimizer, torch.optim.Adam) or len(groups) != 1 or _has_hooks(optimizer):
+    if not isinstance(optimizer, torch.optim.Adam) or len(groups) != 1 or optimizer_may_have_hooks(optimizer):
         return False
     group = groups[0]
     plain = {"fused": True, "amsgrad": False, "maximize": False, "weight_decay": 0, "differentiable": False}
@@ -82,21 +82,31 @@ def fused_adam_step(optimizer: torch.optim.Optimizer) -> bool:
     states = [optimizer.state.get(p) for p in params]
     if not params or not all(states) or len({(p.device, p.dtype) for p in params}) != 1:
         return False
+    kernels = fused_adam_kernels()
+    if kernels is None:
+        return False
+    foreach_add, fused_adam = kernels
     steps = [state["step"] for state in states]
-    torch._foreach_add_(steps, 1)
+    foreach_add(steps, 1)
     beta1, beta2 = group["betas"]
-    torch._fused_adam_(params, [p.grad for p in params], [state["exp_avg"] for state in states],
-                       [state["exp_avg_sq"] for state in states], [], steps, amsgrad=False, lr=group["lr"],
-                       beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"], maximize=False,
-                       grad_scale=None, found_inf=None)  # fmt: skip
+    fused_adam(
+        params,
+        [p.grad for p in params],
+        [state["exp_avg"] for state in states],
+        [state["exp_avg_sq"] for state in states],
+        [],
+        steps,
+        amsgrad=False,
+        lr=group["lr"],
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=0.0,
+        eps=group["eps"],
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )
     return True
-
-
-def _has_hooks(optimizer: torch.optim.Optimizer) -> bool:
-    own = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
-    everyone = ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")
-    return any(getattr(optimizer, name, None) for name in own) or any(getattr(optim_module, name, None)
-                                                                       for name in everyone)  # fmt: skip
 
 
 class FastSVI:
@@ -110,8 +120,15 @@ class FastSVI:
     eagerly. The first step also runs the eager loss once with validation (as in every mode).
     """
 
-    def __init__(self, model: Callable, guide: Callable, optimizer: torch.optim.Optimizer, loss: ELBO,
-                 group: Group = SINGLE, compile: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        optimizer: torch.optim.Optimizer,
+        loss: ELBO,
+        group: Group = SINGLE,
+        compile: bool = False,
+    ) -> None:
         self.model, self.guide, self.optimizer, self.loss, self.group = model, guide, optimizer, loss, group
         self.stopping = False  # (in a job) whether any process asked to stop at the last step
         self._param_list = [p for group in optimizer.param_groups for p in group["params"]]
@@ -121,8 +138,15 @@ class FastSVI:
         self.jit_disabled_reason: str | None = None
         self._traced_shapes: set[tuple] = set()
         # The eager twin of the loss: the reference each trace is checked against, and the fallback.
-        self._eager = Trace_ELBO(num_particles=loss.num_particles, vectorize_particles=loss.vectorize_particles,
-                                 max_plate_nesting=loss.max_plate_nesting) if self.jit else loss  # fmt: skip
+        self._eager = (
+            Trace_ELBO(
+                num_particles=loss.num_particles,
+                vectorize_particles=loss.vectorize_particles,
+                max_plate_nesting=loss.max_plate_nesting,
+            )
+            if self.jit
+            else loss
+        )
         # Stable wrappers (the jit cache is keyed by their ids) that drop the trace keys before the model sees them.
         self._model = lambda *args, _shapes=None, _shard=None, **kwargs: model(*args, **kwargs)
         self._guide = lambda *args, _shapes=None, _shard=None, **kwargs: guide(*args, **kwargs)
@@ -300,8 +324,9 @@ def _rows_key(shard: Shard | None) -> tuple[int, int, int] | None:
 def _as_tensors(args: tuple) -> tuple[Tensor, ...]:
     """Numbers (the KL weight) as tensors on the data's device, so that a changing value does not bake into a trace."""
     device = next(a.device for a in args if isinstance(a, Tensor))
-    return tuple(a if isinstance(a, Tensor) else torch.as_tensor(a, dtype=torch.get_default_dtype(), device=device)
-                 for a in args)  # fmt: skip
+    return tuple(
+        a if isinstance(a, Tensor) else torch.as_tensor(a, dtype=torch.get_default_dtype(), device=device) for a in args
+    )
 
 
 def _disagreement(loss: float, grads: list[Tensor | None], eager: float, params: list[Tensor]) -> str | None:

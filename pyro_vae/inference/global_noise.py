@@ -23,9 +23,9 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
-from torch.distributions.utils import _standard_normal  # what Normal/MultivariateNormal.rsample draw with
 
 from ..errors import ConfigError
+from ..runtime.compat import scale_tril, standard_normal
 
 
 def reparameterize(fn: dist.Distribution, eps: Tensor) -> Tensor:
@@ -40,9 +40,11 @@ def reparameterize(fn: dist.Distribution, eps: Tensor) -> Tensor:
     if isinstance(fn, dist.Normal):
         return fn.loc + eps * fn.scale
     if isinstance(fn, dist.MultivariateNormal):
-        return fn.loc + torch.matmul(fn._unbroadcasted_scale_tril, eps.unsqueeze(-1)).squeeze(-1)
-    raise ConfigError(f"training in several processes draws the guide's noise for the whole batch, which needs a "
-                      f"Normal or MultivariateNormal guide (or a flow on one), not {type(fn).__name__}")  # fmt: skip
+        return fn.loc + torch.matmul(scale_tril(fn), eps.unsqueeze(-1)).squeeze(-1)
+    raise ConfigError(
+        f"training in several processes draws the guide's noise for the whole batch, which needs a "
+        f"Normal or MultivariateNormal guide (or a flow on one), not {type(fn).__name__}"
+    )
 
 
 class GlobalBatchNoise(Messenger):
@@ -65,7 +67,7 @@ class GlobalBatchNoise(Messenger):
             raise ValueError(f"site {msg['name']} has {shape[dim]} images, its rows {self.rows} of {self.total}")
         shape[dim] = self.total
         loc = _innermost(fn).loc
-        eps = _standard_normal(shape, dtype=loc.dtype, device=loc.device)
+        eps = standard_normal(shape, dtype=loc.dtype, device=loc.device)  # as Normal.rsample draws
         msg["value"] = reparameterize(fn, eps.narrow(dim, self.rows.start, self.rows.stop - self.rows.start))
 
 

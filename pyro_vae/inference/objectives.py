@@ -32,22 +32,36 @@ class ObjectiveConfig:
     """What SVI maximises."""
 
     KEY: ClassVar[str] = "objective"
-    kind: Annotated[Literal[OBJECTIVES], Option(
-        "trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (closed-form KL where one exists); "
-        "iwae: RenyiELBO(alpha=0), the IWAE bound with --particles samples", flag="--objective")] = "trace"
+    kind: Annotated[
+        Literal[OBJECTIVES],
+        Option(
+            "trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (closed-form KL where one exists); "
+            "iwae: RenyiELBO(alpha=0), the IWAE bound with --particles samples",
+            flag="--objective",
+        ),
+    ] = "trace"
     particles: Annotated[int, Option("samples per image in the objective (vectorised)", min=1, max=100_000)] = 1
     beta: Annotated[float, Option("KL weight (beta-VAE); the target of the warm-up", min=0, min_open=True)] = 1.0
-    warmup_epochs: Annotated[int, Option("ramp the KL weight linearly from --warmup-start to --beta over N epochs",
-                                         min=0)] = 0  # fmt: skip
+    warmup_epochs: Annotated[
+        int, Option("ramp the KL weight linearly from --warmup-start to --beta over N epochs", min=0)
+    ] = 0
     warmup_start: Annotated[float, Option("KL weight the warm-up starts from", min=0)] = 0.0
-    jit: Annotated[bool, Option(
-        "--objective trace: trace the ELBO once per batch shape and replay it (JitTrace_ELBO); falls back to "
-        "eager Pyro, with a note, if the model cannot be traced")] = True  # fmt: skip
-    compile: Annotated[bool, Option(
-        "--objective trace: compile the full batches' loss and gradients into one graph (torch.compile's "
-        "inductor; in a torchrun job, one per process); it rounds differently, and --no-compile gives the "
-        "uncompiled step's numbers bit for bit. Falls back, with a note, where compiling fails",
-        resumable=True)] = True  # fmt: skip
+    jit: Annotated[
+        bool,
+        Option(
+            "--objective trace: trace the ELBO once per batch shape and replay it (JitTrace_ELBO); falls back to "
+            "eager Pyro, with a note, if the model cannot be traced"
+        ),
+    ] = True
+    compile: Annotated[
+        bool,
+        Option(
+            "--objective trace: compile the full batches' loss and gradients into one graph (torch.compile's "
+            "inductor; in a torchrun job, one per process); it rounds differently, and --no-compile gives the "
+            "uncompiled step's numbers bit for bit. Falls back, with a note, where compiling fails",
+            resumable=True,
+        ),
+    ] = True
 
     def validate(self) -> None:
         check_fields(self)

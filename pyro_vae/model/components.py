@@ -24,7 +24,9 @@ from typing import Any, ClassVar
 from ..errors import ConfigError
 from ..options import Setting, parameter_settings
 
-SHARED = frozenset({"latent_dim", "data_dim", "image_shape"})  # given once by the model, passed to the components that take them
+SHARED = frozenset(
+    {"latent_dim", "data_dim", "image_shape"}
+)  # given once by the model, passed to the components that take them
 RESERVED = frozenset({"name", "module"})  # keys of a component's config table
 REGISTRY: dict[str, dict[str, type]] = {"prior": {}, "likelihood": {}, "guide": {}}
 
@@ -45,9 +47,12 @@ class Component:
             raise TypeError(f"{cls.__qualname__}: {', '.join(sorted(clash))} cannot be an option name")
         registered = REGISTRY[cls.kind].get(cls.name)
         if registered is not None and (registered.__module__, registered.__qualname__) != (
-            cls.__module__, cls.__qualname__,
-        ):  # fmt: skip
-            raise TypeError(f"{cls.kind} name {cls.name!r} is taken by {registered.__module__}.{registered.__qualname__}")
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise TypeError(
+                f"{cls.kind} name {cls.name!r} is taken by {registered.__module__}.{registered.__qualname__}"
+            )
         cls.settings()  # a declaration the command line cannot offer (an option without a default) fails here
         REGISTRY[cls.kind][cls.name] = cls
 

@@ -58,7 +58,7 @@ class ComponentConfig:
         if isinstance(table, str):
             return cls(table)
         if not isinstance(table, dict):
-            raise ConfigError(f"model.{kind} must be a table (e.g. name = \"{_DEFAULTS[kind]}\" and its options)")
+            raise ConfigError(f'model.{kind} must be a table (e.g. name = "{_DEFAULTS[kind]}" and its options)')
         options = {k: v for k, v in table.items() if k not in ("name", "module")}
         name, module = table.get("name", _DEFAULTS[kind]), table.get("module")
         if not isinstance(name, str) or not isinstance(module, (str, type(None))):
@@ -82,8 +82,9 @@ class ModelConfig:
 
     def classes(self, trust_modules: Iterable[str] = ()) -> dict[str, type]:
         """The prior, likelihood and guide classes the config names (see :mod:`pyro_vae.model.rebuild`)."""
-        return {kind: resolve(kind, getattr(self, kind).name, getattr(self, kind).module, trust_modules)
-                for kind in KINDS}  # fmt: skip
+        return {
+            kind: resolve(kind, getattr(self, kind).name, getattr(self, kind).module, trust_modules) for kind in KINDS
+        }
 
     def validate(self, trust_modules: Iterable[str] = ()) -> dict[str, type]:
         """Check every value and the rules between components; fills in each component's defaults.
@@ -111,8 +112,9 @@ class ModelConfig:
             )
         return classes
 
-    def build_components(self, trust_modules: Iterable[str] = (), *,
-                         image_shape: tuple[int, int, int]) -> tuple[Prior, Likelihood, Guide]:  # fmt: skip
+    def build_components(
+        self, trust_modules: Iterable[str] = (), *, image_shape: tuple[int, int, int]
+    ) -> tuple[Prior, Likelihood, Guide]:
         """The prior, likelihood and guide (untrained), each given the shared values it takes (``image_shape``:
         ``(C, H, W)`` from the data; ``data_dim``: C*H*W)."""
         classes = self.validate(trust_modules)
@@ -133,8 +135,9 @@ class ModelConfig:
     @classmethod
     def of(cls, vae: VAE) -> ModelConfig:
         """The config that rebuilds ``vae``'s architecture."""
-        parts = {kind: component_config(part) for kind, part in
-                 zip(KINDS, (vae.prior, vae.likelihood, vae.guide_family))}  # fmt: skip
+        parts = {
+            kind: component_config(part) for kind, part in zip(KINDS, (vae.prior, vae.likelihood, vae.guide_family))
+        }
         return cls(vae.latent_dim, vae.net_config, **parts)
 
 
@@ -159,4 +162,3 @@ def not_an_option(kind: str, name: str, option: str) -> str:
     flag = f"--{kind}-{option.replace('_', '-')}"
     where = f" (it applies to --{kind} {' or '.join(takers)})" if takers else ""
     return f"model.{kind}.{option} ({flag}) does not apply to --{kind} {name}{where}"
-

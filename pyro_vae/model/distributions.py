@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.distributions import TorchDistribution
 from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
-
-import pyro.distributions as dist
-from pyro.distributions import TorchDistribution
 
 
 def log_sigmoid_difference(a: Tensor, b: Tensor) -> Tensor:
@@ -71,7 +70,7 @@ class DiscretizedLogistic(TorchDistribution):
         highest = -F.softplus(lower)  # log(1 - sigma(lower)): all mass above the last level
         return torch.where(value < h, lowest, torch.where(value > 1 - h, highest, interior))
 
-    def sample(self, sample_shape=torch.Size()) -> Tensor:
+    def sample(self, sample_shape=torch.Size()) -> Tensor:  # noqa: B008 (torch's signature)
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
@@ -173,8 +172,15 @@ class DiscretizedLogisticMixture(TorchDistribution):
     support = constraints.unit_interval
     has_rsample = False
 
-    def __init__(self, logits: Tensor, loc: Tensor, scale: Tensor, coeffs: Tensor, levels: int = 256,
-                 validate_args: bool | None = None):  # fmt: skip
+    def __init__(
+        self,
+        logits: Tensor,
+        loc: Tensor,
+        scale: Tensor,
+        coeffs: Tensor,
+        levels: int = 256,
+        validate_args: bool | None = None,
+    ):
         self.logits, self.loc, self.scale, self.coeffs, self.levels = logits, loc, scale, coeffs, levels
         channels, locations = loc.shape[-2:]
         super().__init__(loc.shape[:-3], torch.Size([channels * locations]), validate_args=validate_args)
@@ -184,8 +190,9 @@ class DiscretizedLogisticMixture(TorchDistribution):
         return DiscretizedLogisticMixture(
             self.logits.expand(batch_shape + self.logits.shape[-2:]),
             *(t.expand(batch_shape + t.shape[-3:]) for t in (self.loc, self.scale, self.coeffs)),
-            levels=self.levels, validate_args=False,
-        )  # fmt: skip
+            levels=self.levels,
+            validate_args=False,
+        )
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
@@ -196,7 +203,7 @@ class DiscretizedLogisticMixture(TorchDistribution):
         joint = per_channel.sum(-2) + torch.log_softmax(self.logits, dim=-2)  # (..., K, L)
         return torch.logsumexp(joint, dim=-2).sum(-1)
 
-    def sample(self, sample_shape=torch.Size()) -> Tensor:
+    def sample(self, sample_shape=torch.Size()) -> Tensor:  # noqa: B008 (torch's signature)
         with torch.no_grad():
             shape = torch.Size(sample_shape) + self.batch_shape
             logits = self.logits.movedim(-2, -1).expand(*shape, *self.logits.shape[-1:], -1)  # (..., L, K)

@@ -135,9 +135,10 @@ class IAFGuide(Guide):
         self,
         latent_dim: int,
         num_flows: Annotated[int, Option("inverse autoregressive transforms", min=1, max=MAX_FLOWS)] = 2,
-        hidden: Annotated[int | None, Option("width of each transform's network [default: 4 x latent_dim]", min=1)]
-        = None,
-    ) -> None:  # fmt: skip
+        hidden: Annotated[
+            int | None, Option("width of each transform's network [default: 4 x latent_dim]", min=1)
+        ] = None,
+    ) -> None:
         super().__init__(latent_dim)
         if num_flows < 1:
             raise ValueError(f"num_flows must be positive, got {num_flows}")

@@ -19,11 +19,10 @@ from __future__ import annotations
 import math
 from typing import Annotated, ClassVar
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-import pyro.distributions as dist
 
 from ..errors import DataError
 from ..options import Option
@@ -31,8 +30,7 @@ from .components import Component
 from .distributions import ContinuousBernoulli as ContinuousBernoulliDist
 from .distributions import DiscretizedLogistic as DiscretizedLogisticDist
 from .distributions import DiscretizedLogisticMixture as DiscretizedLogisticMixtureDist
-from .distributions import IndependentBernoulli
-from .distributions import continuous_bernoulli_log_normaliser
+from .distributions import IndependentBernoulli, continuous_bernoulli_log_normaliser
 
 
 class Likelihood(Component, nn.Module):
@@ -153,8 +151,10 @@ class _SigmoidMeanLikelihood(Likelihood):
     @classmethod
     def check_options(cls, options: dict) -> None:
         if options["sigma"] <= 0 or (options["learn_sigma"] and options["sigma"] <= options["min_sigma"]):
-            raise ValueError(f"sigma must be positive (and above min_sigma={options['min_sigma']} when learned), "
-                             f"got {options['sigma']}")  # fmt: skip
+            raise ValueError(
+                f"sigma must be positive (and above min_sigma={options['min_sigma']} when learned), "
+                f"got {options['sigma']}"
+            )
 
     def sigma(self) -> Tensor:
         if self.learn_sigma:
@@ -212,8 +212,11 @@ class Beta(Likelihood):
     name = "beta"
     num_params = 2
 
-    def __init__(self, eps: Annotated[float, Option("squeeze of [0, 1] into (eps, 1 - eps)", min=0, min_open=True,
-                                                    max=0.49)] = 1 / 512) -> None:  # fmt: skip
+    def __init__(
+        self,
+        eps: Annotated[float, Option("squeeze of [0, 1] into (eps, 1 - eps)", min=0, min_open=True, max=0.49)] = 1
+        / 512,
+    ) -> None:
         super().__init__()
         if not 0 < eps < 0.5:
             raise ValueError(f"eps must be in (0, 0.5), got {eps}")
@@ -319,8 +322,9 @@ class LogisticMixture(Likelihood):
     def __init__(
         self,
         image_shape: tuple[int, int, int],
-        mixture_components: Annotated[int, Option("logistics mixed per pixel location", min=1, max=100,
-                                                  flag="--mixture-components")] = 5,  # fmt: skip
+        mixture_components: Annotated[
+            int, Option("logistics mixed per pixel location", min=1, max=100, flag="--mixture-components")
+        ] = 5,
         levels: Annotated[int, Option("pixel levels k/(levels-1)", min=2, max=65536)] = 256,
         min_scale: Annotated[float, Option("floor of the logistic scale", min=0, min_open=True)] = 1e-3,
     ) -> None:
@@ -336,7 +340,12 @@ class LogisticMixture(Likelihood):
         """``(logits (..., K, L), loc, scale, coeffs (..., K, C, L))`` from ``params`` ``(..., 4K, C*L)``."""
         p = params.unflatten(-1, (self.image_shape[0], -1)).unflatten(-3, (4, -1))  # (..., 4, K, C, L)
         loc = torch.sigmoid(p[..., 1, :, :, :])
-        return p[..., 0, :, :, :].sum(-2), loc, self.min_scale + F.softplus(p[..., 2, :, :, :]), torch.tanh(p[..., 3, :, :, :])
+        return (
+            p[..., 0, :, :, :].sum(-2),
+            loc,
+            self.min_scale + F.softplus(p[..., 2, :, :, :]),
+            torch.tanh(p[..., 3, :, :, :]),
+        )
 
     def forward(self, params: Tensor) -> dist.TorchDistribution:
         return DiscretizedLogisticMixtureDist(*self._parts(params), levels=self.levels)
@@ -346,10 +355,13 @@ class LogisticMixture(Likelihood):
         v = x.unflatten(-1, (self.image_shape[0], -1)).unsqueeze(-3)  # (..., 1, C, L)
         means = [loc[..., 0, :]]
         if self.image_shape[0] == 3:
-            means += [loc[..., 1, :] + coeffs[..., 0, :] * v[..., 0, :],
-                      loc[..., 2, :] + coeffs[..., 1, :] * v[..., 0, :] + coeffs[..., 2, :] * v[..., 1, :]]  # fmt: skip
-        per_channel = sum(_discretized_logistic_log_mass(v[..., c, :], m, scale[..., c, :], self.levels)
-                          for c, m in enumerate(means))  # fmt: skip
+            means += [
+                loc[..., 1, :] + coeffs[..., 0, :] * v[..., 0, :],
+                loc[..., 2, :] + coeffs[..., 1, :] * v[..., 0, :] + coeffs[..., 2, :] * v[..., 1, :],
+            ]
+        per_channel = sum(
+            _discretized_logistic_log_mass(v[..., c, :], m, scale[..., c, :], self.levels) for c, m in enumerate(means)
+        )
         return (torch.logsumexp(per_channel + logits, -2) - torch.logsumexp(logits, -2)).sum(-1)
 
     def check_data(self, x: Tensor) -> None:

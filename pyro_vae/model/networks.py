@@ -46,22 +46,51 @@ class NetConfig:
     image shape is the data's)."""
 
     KEY: ClassVar[str] = "model.net"
-    kind: Annotated[Literal["mlp", "conv", "resnet"], Option(
-        "encoder/decoder architecture: an MLP on the flattened image; strided convolutions; or strided convolutions "
-        "each followed by a residual block", flag="--net")] = "mlp"  # fmt: skip
-    hidden: Annotated[tuple[int, ...], Option("MLP hidden widths (e.g. 512,256); for conv/resnet, the dense layer's width",
-                                              min=1, max_items=MAX_HIDDEN_LAYERS)] = (400,)  # fmt: skip
+    kind: Annotated[
+        Literal["mlp", "conv", "resnet"],
+        Option(
+            "encoder/decoder architecture: an MLP on the flattened image; strided convolutions; or strided "
+            "convolutions each followed by a residual block",
+            flag="--net",
+        ),
+    ] = "mlp"
+    hidden: Annotated[
+        tuple[int, ...],
+        Option(
+            "MLP hidden widths (e.g. 512,256); for conv/resnet, the dense layer's width",
+            min=1,
+            max_items=MAX_HIDDEN_LAYERS,
+        ),
+    ] = (400,)
     activation: Annotated[Literal[tuple(ACTIVATIONS)], Option("nonlinearity between layers")] = "relu"
-    channels: Annotated[tuple[int, ...], Option(
-        "conv/resnet: channels of each stride-2 stage (their number is the depth), e.g. 32,64,128",
-        min=1, max=4096, max_items=MAX_CONV_STAGES, flag="--conv-channels")] = (32, 64)  # fmt: skip
-    init: Annotated[Literal["torch", "glorot"], Option(
-        "initial weights: torch (PyTorch's defaults: uniform within 1/sqrt(fan-in), biases too) or glorot "
-        "(Glorot-uniform weights, zero biases: Keras's defaults)", flag="--net-init")] = "torch"  # fmt: skip
-    layout: Annotated[Literal["mirror", "keras"], Option(
-        "conv/resnet: mirror (4x4 stride-2 convolutions, the decoder the encoder's mirror image with its dense layer) "
-        "or keras (the Keras VAE example's: 3x3 convolutions, the decoder from z straight to the feature map, a last "
-        "stride-1 convolution)", flag="--conv-layout")] = "mirror"  # fmt: skip
+    channels: Annotated[
+        tuple[int, ...],
+        Option(
+            "conv/resnet: channels of each stride-2 stage (their number is the depth), e.g. 32,64,128",
+            min=1,
+            max=4096,
+            max_items=MAX_CONV_STAGES,
+            flag="--conv-channels",
+        ),
+    ] = (32, 64)
+    init: Annotated[
+        Literal["torch", "glorot"],
+        Option(
+            "initial weights: torch (PyTorch's defaults: uniform within 1/sqrt(fan-in), biases too) or glorot "
+            "(Glorot-uniform weights, zero biases: Keras's defaults)",
+            flag="--net-init",
+        ),
+    ] = "torch"
+    layout: Annotated[
+        Literal["mirror", "keras"],
+        Option(
+            "conv/resnet: mirror (4x4 stride-2 convolutions, the decoder the encoder's mirror image with its dense "
+            "layer) or keras (the Keras VAE example's: 3x3 convolutions, the decoder from z straight to the feature "
+            "map, a last "
+            "stride-1 convolution)",
+            flag="--conv-layout",
+        ),
+    ] = "mirror"
 
     def validate(self) -> None:
         check_fields(self)
@@ -90,8 +119,14 @@ class MLPEncoder(nn.Module):
 class MLPDecoder(nn.Module):
     """``latent_dim -> reversed(hidden)... -> num_params * C*H*W``."""
 
-    def __init__(self, latent_dim: int, hidden: tuple[int, ...], activation: str, num_params: int,
-                 image_shape: tuple[int, int, int]):  # fmt: skip
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden: tuple[int, ...],
+        activation: str,
+        num_params: int,
+        image_shape: tuple[int, int, int],
+    ):
         super().__init__()
         self.num_params, self.data_dim = num_params, math.prod(image_shape)
         self.net = _mlp([latent_dim, *reversed(hidden), num_params * self.data_dim], activation)
@@ -161,8 +196,9 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int, activation: str):
         super().__init__()
         act = ACTIVATIONS[activation]
-        self.body = nn.Sequential(act(), nn.Conv2d(channels, channels, 3, padding=1), act(),
-                                  nn.Conv2d(channels, channels, 3, padding=1))  # fmt: skip
+        self.body = nn.Sequential(
+            act(), nn.Conv2d(channels, channels, 3, padding=1), act(), nn.Conv2d(channels, channels, 3, padding=1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -172,8 +208,16 @@ class ConvEncoder(nn.Module):
     """``(C, H, W)`` -> one stride-2 convolution per entry of ``channels`` (a residual block after each when
     ``residual``) -> dense ``hidden`` -> ``num_params``. On 28x28 with channels 32,64: 32@14x14 -> 64@7x7."""
 
-    def __init__(self, num_params: int, hidden: int, activation: str, image_shape: tuple[int, int, int],
-                 channels: tuple[int, ...], residual: bool = False, layout: str = "mirror"):  # fmt: skip
+    def __init__(
+        self,
+        num_params: int,
+        hidden: int,
+        activation: str,
+        image_shape: tuple[int, int, int],
+        channels: tuple[int, ...],
+        residual: bool = False,
+        layout: str = "mirror",
+    ):
         super().__init__()
         act = ACTIVATIONS[activation]
         self.image_shape = tuple(image_shape)
@@ -199,9 +243,17 @@ class ConvDecoder(nn.Module):
     ``keras``: dense straight to the feature map -> transposed stride-2 convolutions keeping the channels
     (``reversed(channels)``) -> a 3x3 stride-1 convolution to the maps."""
 
-    def __init__(self, latent_dim: int, hidden: int, activation: str, num_params: int,
-                 image_shape: tuple[int, int, int], channels: tuple[int, ...], residual: bool = False,
-                 layout: str = "mirror"):  # fmt: skip
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden: int,
+        activation: str,
+        num_params: int,
+        image_shape: tuple[int, int, int],
+        channels: tuple[int, ...],
+        residual: bool = False,
+        layout: str = "mirror",
+    ):
         super().__init__()
         act = ACTIVATIONS[activation]
         self.num_params, self.image_shape = num_params, tuple(image_shape)
@@ -212,8 +264,9 @@ class ConvDecoder(nn.Module):
             self.dense = nn.Sequential(nn.Linear(latent_dim, math.prod(self.start)), act())
             outs = tuple(reversed(channels))
         else:
-            self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(self.start)),
-                                       act())  # fmt: skip
+            self.dense = nn.Sequential(
+                nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(self.start)), act()
+            )
             outs = (*reversed(channels[:-1]), maps)
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip((channels[-1], *outs[:-1]), outs)):
@@ -238,18 +291,39 @@ def make_encoder(config: NetConfig, num_params: int, image_shape: tuple[int, int
     """The encoder for ``config`` and images of ``image_shape``, producing ``num_params`` guide parameters."""
     if config.kind == "mlp":
         return initialise(MLPEncoder(num_params, config.hidden, config.activation, image_shape), config.init)
-    return initialise(ConvEncoder(num_params, config.hidden[0], config.activation, image_shape, config.channels,
-                                  residual=config.kind == "resnet", layout=config.layout), config.init)  # fmt: skip
+    return initialise(
+        ConvEncoder(
+            num_params,
+            config.hidden[0],
+            config.activation,
+            image_shape,
+            config.channels,
+            residual=config.kind == "resnet",
+            layout=config.layout,
+        ),
+        config.init,
+    )
 
 
 def make_decoder(config: NetConfig, latent_dim: int, num_params: int, image_shape: tuple[int, int, int]) -> nn.Module:
     """The decoder for ``config``, from ``latent_dim`` to ``num_params`` likelihood parameters per pixel value."""
     if config.kind == "mlp":
-        return initialise(MLPDecoder(latent_dim, config.hidden, config.activation, num_params, image_shape),
-                          config.init)  # fmt: skip
-    return initialise(ConvDecoder(latent_dim, config.hidden[0], config.activation, num_params, image_shape,
-                                  config.channels, residual=config.kind == "resnet", layout=config.layout),
-                      config.init)  # fmt: skip
+        return initialise(
+            MLPDecoder(latent_dim, config.hidden, config.activation, num_params, image_shape), config.init
+        )
+    return initialise(
+        ConvDecoder(
+            latent_dim,
+            config.hidden[0],
+            config.activation,
+            num_params,
+            image_shape,
+            config.channels,
+            residual=config.kind == "resnet",
+            layout=config.layout,
+        ),
+        config.init,
+    )
 
 
 def initialise(net: nn.Module, init: str) -> nn.Module:

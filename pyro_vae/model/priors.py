@@ -26,11 +26,10 @@ import math
 from collections.abc import Callable
 from typing import Annotated, ClassVar, Literal
 
-import torch
-from torch import Tensor, nn
-
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
+import torch
+from torch import Tensor, nn
 
 from ..options import Option
 from .components import Component
@@ -164,9 +163,12 @@ class VampPrior(Prior):
     uses_guide_density = True
 
     def __init__(
-        self, latent_dim: int, num_components: Annotated[int, Option("pseudo-inputs", min=1)] = 500, *,
+        self,
+        latent_dim: int,
+        num_components: Annotated[int, Option("pseudo-inputs", min=1)] = 500,
+        *,
         data_dim: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(latent_dim)
         if num_components < 1:
             raise ValueError(f"num_components must be positive, got {num_components}")
@@ -208,11 +210,13 @@ class FlowPrior(Prior):
         self,
         latent_dim: int,
         num_flows: Annotated[int, Option("autoregressive transforms", min=1, max=MAX_FLOWS)] = 2,
-        transform: Annotated[Literal[tuple(FLOW_TRANSFORMS)], Option("Pyro's affine or spline autoregressive transform")]
-        = "affine",
-        hidden: Annotated[int | None, Option("width of each transform's network [default: 4 x latent_dim]", min=1)]
-        = None,
-    ) -> None:  # fmt: skip
+        transform: Annotated[
+            Literal[tuple(FLOW_TRANSFORMS)], Option("Pyro's affine or spline autoregressive transform")
+        ] = "affine",
+        hidden: Annotated[
+            int | None, Option("width of each transform's network [default: 4 x latent_dim]", min=1)
+        ] = None,
+    ) -> None:
         super().__init__(latent_dim)
         if transform not in FLOW_TRANSFORMS or num_flows < 1:
             raise ValueError(f"transform must be one of {', '.join(FLOW_TRANSFORMS)} and num_flows positive")

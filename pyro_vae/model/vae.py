@@ -43,8 +43,15 @@ class VAE(nn.Module):
     :meth:`pyro_vae.model.config.ModelConfig.build` builds one from a config, passing the latent size to
     every component; a VAE put together by hand is checked to have one latent size throughout."""
 
-    def __init__(self, net: NetConfig, prior: Prior, likelihood: Likelihood, guide: Guide | None = None, *,
-                 image_shape: tuple[int, int, int]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        net: NetConfig,
+        prior: Prior,
+        likelihood: Likelihood,
+        guide: Guide | None = None,
+        *,
+        image_shape: tuple[int, int, int],
+    ) -> None:
         super().__init__()
         net.validate()
         self.latent_dim = prior.latent_dim
@@ -59,8 +66,13 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.guide_family = guide
         prior.attach(self.posterior)
-        self._pyro_modules = {"encoder": self.encoder, "decoder": self.decoder, "prior": prior,
-                              "likelihood": likelihood, "guide": guide}  # fmt: skip
+        self._pyro_modules = {
+            "encoder": self.encoder,
+            "decoder": self.decoder,
+            "prior": prior,
+            "likelihood": likelihood,
+            "guide": guide,
+        }
         self._pyro_params = {
             name: [(param_with_module_name(name, n), p) for n, p in module.named_parameters() if p.requires_grad]
             for name, module in self._pyro_modules.items()

@@ -72,8 +72,9 @@ def remove_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:
     """Delete the temporary files that interrupted writes of ``folder/NAME`` (for each of ``names``) left
     behind; returns them. Call it only while no other process can be writing them (holding the run
     folder's lock)."""
-    patterns = [re.compile(re.escape(f".{Path(n).stem}.") + r"[a-z0-9_]{8}" + re.escape(_TMP + Path(n).suffix))
-                for n in names]  # fmt: skip
+    patterns = [
+        re.compile(re.escape(f".{Path(n).stem}.") + r"[a-z0-9_]{8}" + re.escape(_TMP + Path(n).suffix)) for n in names
+    ]
     stale = [p for p in Path(folder).iterdir() if p.is_file() and any(r.fullmatch(p.name) for r in patterns)]
     for p in stale:
         p.unlink(missing_ok=True)

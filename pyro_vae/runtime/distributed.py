@@ -234,8 +234,9 @@ def join(requested_device: str = "auto") -> Group:
         return SINGLE
     if not dist.is_available():  # pragma: no cover - torch builds without distributed support
         raise ConfigError("this torch has no torch.distributed; run one process")
-    rank, world, local = (_whole_number(name, "0" if name == "LOCAL_RANK" else None)
-                          for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))  # fmt: skip
+    rank, world, local = (
+        _whole_number(name, "0" if name == "LOCAL_RANK" else None) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    )
     if not 0 <= rank < world or local < 0:
         raise ConfigError(f"the launcher's RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local} do not fit together")
     name = device_name(requested_device, Group(rank, world, local))
@@ -246,8 +247,10 @@ def join(requested_device: str = "auto") -> Group:
         device = torch.device("cuda", local)  # (set_device and NCCL's device_id need an index)
     if device.type == "cuda":
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"rank {rank} wants {device} but this node has {torch.cuda.device_count()} GPU(s): "
-                              "start at most one process per GPU (--nproc-per-node)")  # fmt: skip
+            raise ConfigError(
+                f"rank {rank} wants {device} but this node has {torch.cuda.device_count()} GPU(s): "
+                "start at most one process per GPU (--nproc-per-node)"
+            )
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}

@@ -8,8 +8,8 @@ model spent more time in those page faults than in its convolutions (``benchmark
 
 Inside :func:`reused_heap` every block comes from the heap (``M_MMAP_MAX = 0``) and freed memory stays there
 (``M_TRIM_THRESHOLD`` at its largest, 2 GiB), so each chunk reuses the last one's pages. On leaving, large
-blocks go back to ``mmap`` and the unused heap is returned to the kernel (``malloc_trim``). The thresholds are then left at
-the values glibc's own adaptive rule ends at after large frees (mmap above 32 MiB, trim above 64 MiB), because
+blocks go back to ``mmap`` and the unused heap is returned to the kernel (``malloc_trim``). The thresholds are then
+left at the values glibc's own adaptive rule ends at after large frees (mmap above 32 MiB, trim above 64 MiB), because
 setting any of them turns that rule off. What is computed does not change, only where its memory comes from.
 It works for a thread that allocates from glibc's main heap, as a process's main thread does until an
 allocation fails: glibc then moves the thread to a secondary arena for good, and serves blocks this large
@@ -51,6 +51,10 @@ def _mallopt(param: int, value: int) -> None:
     _LIBC.mallopt(ctypes.c_int(param), ctypes.c_int(value))
 
 
+def _trim() -> None:
+    _LIBC.malloc_trim(ctypes.c_size_t(0))
+
+
 @contextmanager
 def reused_heap() -> Iterator[None]:
     """Within this block freed memory is kept by the process and reused (see the module docstring); nests."""
@@ -69,4 +73,4 @@ def reused_heap() -> Iterator[None]:
                 _mallopt(_M_MMAP_MAX, _MMAP_MAX_DEFAULT)
                 _mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
                 _mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX)
-                _LIBC.malloc_trim(ctypes.c_size_t(0))
+                _trim()

@@ -91,8 +91,9 @@ def check_disk(nbytes: float, path: str | Path, what: str, lower: str) -> None:
 
     free = shutil.disk_usage(Path(path).parent if not Path(path).is_dir() else path).free
     if nbytes > free:
-        raise ResourceError(f"{what} needs {human_bytes(nbytes)} but {Path(path).parent} has {human_bytes(free)} free; "
-                          f"{lower}")  # fmt: skip
+        raise ResourceError(
+            f"{what} needs {human_bytes(nbytes)} but {Path(path).parent} has {human_bytes(free)} free; {lower}"
+        )
 
 
 class _LargeTensorsOnMeta(TorchFunctionMode):
@@ -109,8 +110,16 @@ class _LargeTensorsOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-_FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.randint,
-              torch.empty_strided}  # fmt: skip
+_FACTORIES = {
+    torch.empty,
+    torch.zeros,
+    torch.ones,
+    torch.full,
+    torch.rand,
+    torch.randn,
+    torch.randint,
+    torch.empty_strided,
+}
 
 
 def _numel(args: tuple, kwargs: dict) -> int:
@@ -140,8 +149,9 @@ def tensor_bytes(module: nn.Module) -> int:
 def step_activation_bytes(vae: nn.Module, data_dim: int, batch_size: int, particles: int) -> int:
     """The activations one training step keeps (see the module docstring), for a :class:`~pyro_vae.model.vae.VAE`."""
     net = vae.net_config
-    per_image = (data_dim * (1 + vae.likelihood.num_params) + 2 * sum(net.hidden) + vae.guide_family.num_params
-                 + vae.latent_dim)  # fmt: skip
+    per_image = (
+        data_dim * (1 + vae.likelihood.num_params) + 2 * sum(net.hidden) + vae.guide_family.num_params + vae.latent_dim
+    )
     return 3 * 4 * particles * batch_size * per_image
 
 
@@ -152,17 +162,24 @@ def check_vae_fits(make_vae: Callable[[], nn.Module], device: torch.device | str
     if vae is None:
         return
     weights = tensor_bytes(vae)
-    check_fits((TRAINING_COPIES if training else 1) * weights, f"the model ({human_bytes(weights)} of parameters)",
-               "lower --hidden, --latent-dim or the components' sizes (--prior-components, --flow-steps)",
-               device)  # fmt: skip
+    check_fits(
+        (TRAINING_COPIES if training else 1) * weights,
+        f"the model ({human_bytes(weights)} of parameters)",
+        "lower --hidden, --latent-dim or the components' sizes (--prior-components, --flow-steps)",
+        device,
+    )
 
 
 def check_step_fits(vae: nn.Module, data_dim: int, batch_size: int, particles: int, device: torch.device) -> None:
     """Refuse a training step whose activations, gradients and Adam state cannot fit beside the
     (already allocated) weights of ``vae``."""
     need = (TRAINING_COPIES - 1) * tensor_bytes(vae) + step_activation_bytes(vae, data_dim, batch_size, particles)
-    check_fits(need, f"a training step of {batch_size} images x {particles} particles",
-               "lower --batch-size or --particles", device)  # fmt: skip
+    check_fits(
+        need,
+        f"a training step of {batch_size} images x {particles} particles",
+        "lower --batch-size or --particles",
+        device,
+    )
 
 
 def chunk_size(total: int, per_item_bytes: float, budget_bytes: float) -> int:

@@ -7,7 +7,8 @@ process the cores the *others* leave free, re-measured before every epoch:
 
 .. math::
     \text{threads} = \min\Big(T_{max},\ \max\big(1,\ n_{cpu} - \mathrm{round}(\text{others})\big)\Big), \qquad
-    \text{others} = \frac{\Delta\,\text{busy CPU time of our CPUs} - \Delta\,\text{our own CPU time}}{\Delta\,\text{wall time}}
+    \text{others} = \frac{\Delta\,\text{busy CPU time of our CPUs} - \Delta\,\text{our own CPU time}}
+                          {\Delta\,\text{wall time}}
 
 with busy times from ``/proc/stat`` (the CPUs in the process's affinity mask) and our own from ``os.times``.
 The first measurement is a short sample before training starts. The thread count changes how the arithmetic is
@@ -86,8 +87,10 @@ class ThreadBudget:
         threads = threads_for(others, len(self.cpus), self.most)
         if threads != current:
             torch.set_num_threads(threads)
-            self.log(f"other processes keep {others:.1f} of {len(self.cpus)} CPUs busy: training with {threads} "
-                     f"thread{'s' if threads > 1 else ''} (of {self.most}); --threads N fixes the count")  # fmt: skip
+            self.log(
+                f"other processes keep {others:.1f} of {len(self.cpus)} CPUs busy: training with {threads} "
+                f"thread{'s' if threads > 1 else ''} (of {self.most}); --threads N fixes the count"
+            )
         return threads
 
     def restore(self) -> None:

@@ -5,13 +5,13 @@ A :class:`Callback` has three hooks, called by :class:`~pyro_vae.training.traine
 
 * ``on_step_end(trainer, epoch, step, loss)`` after each optimisation step (``loss``: the negative objective
   summed over the batch);
-* ``on_epoch_end(trainer, record)`` after each epoch, with the epoch's record (already in
-  ``trainer.metrics``; :class:`Validation` adds ``val_elbo`` to it, so it comes first);
+* ``on_epoch_end(trainer, record)`` after each epoch, with the epoch's whole record (already in
+  ``trainer.metrics``, with the validation ELBO ``val_elbo`` the trainer computed before any callback runs);
 * ``on_run_end(trainer)`` when the last epoch is done.
 
-In a job of several processes (:mod:`pyro_vae.runtime.distributed`) callbacks run on rank 0 only, which writes
-and speaks for the job, except those with ``every_rank = True`` (:class:`Validation`, whose evaluation is shared
-out among the processes).
+``trainer`` is what :class:`RunView` lists of the :class:`~pyro_vae.training.trainer.Trainer` running them. In a
+job of several processes (:mod:`pyro_vae.runtime.distributed`) callbacks run on rank 0 only, which writes and
+speaks for the job, except those with ``every_rank = True``.
 
 Callbacks watch; they never change the run's numbers: each epoch's random draws are seeded from
 ``(seed, epoch)``, and a callback that draws (pictures) does so under a forked RNG (a test checks that a run
@@ -22,16 +22,33 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
+from ..config import RunConfig
+from ..data.vae_data import VAEData
 from ..errors import ConfigError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Trainer
+from ..model.vae import VAE
 
 BEST_NAME = "best.pt"
+
+
+class RunView(Protocol):
+    """What a callback may use of the trainer that calls it."""
+
+    config: RunConfig  # the run's settings (with the model and data parts recorded from the run)
+    vae: VAE
+    data: VAEData
+    out_dir: Path
+    metrics: list[dict]  # one record per finished epoch, the current one last
+    stop_requested: bool  # a signal came: this epoch is the last
+
+    def log(self, message: str) -> None: ...
+
+    def save(self, path: str | Path | None = None, *, with_metrics: bool = False) -> None: ...
+
+    def write_metrics(self) -> None: ...
 
 
 class Callback:
@@ -39,34 +56,27 @@ class Callback:
 
     every_rank = False  # in a job, run on every process (True) or on rank 0 only
 
-    def on_step_end(self, trainer: Trainer, epoch: int, step: int, loss: float) -> None:
+    def on_step_end(self, trainer: RunView, epoch: int, step: int, loss: float) -> None:
         """After each optimisation step."""
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
         """After each epoch, with its metrics record."""
 
-    def on_run_end(self, trainer: Trainer) -> None:
+    def on_run_end(self, trainer: RunView) -> None:
         """After the last epoch."""
-
-
-class Validation(Callback):
-    """The validation ELBO (one particle, seeded) into ``record["val_elbo"]``; ``None`` without a validation split."""
-
-    every_rank = True
-
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
-        record["val_elbo"] = trainer.validation_elbo()
 
 
 class LogLine(Callback):
     """One line per epoch: loss, validation ELBO, β (when it is not 1), speed."""
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
         val = "n/a" if record.get("val_elbo") is None else f"{record['val_elbo']:.2f}"
         objective = trainer.config.objective
         beta = f"  beta {record['beta']:.3g}" if objective.beta != 1 or objective.warmup_epochs else ""
-        trainer.log(f"epoch {record['epoch']}/{trainer.config.schedule.epochs}  train loss {record['train_loss']:.2f}  "
-                    f"val ELBO {val}{beta}  {record['images_per_s']:.0f} img/s")  # fmt: skip
+        trainer.log(
+            f"epoch {record['epoch']}/{trainer.config.schedule.epochs}  train loss {record['train_loss']:.2f}  "
+            f"val ELBO {val}{beta}  {record['images_per_s']:.0f} img/s"
+        )
 
 
 class Checkpoints(Callback):
@@ -74,7 +84,7 @@ class Checkpoints(Callback):
     end and when a signal came: both atomic, committed together with the checkpoint renamed first, so the
     metrics never list an epoch it lacks and never lag behind it."""
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
         epoch, schedule = record["epoch"], trainer.config.schedule
         if epoch % schedule.checkpoint_every == 0 or epoch == schedule.epochs or trainer.stop_requested:
             trainer.save(with_metrics=True)
@@ -85,14 +95,14 @@ class Checkpoints(Callback):
 class BestCheckpoint(Callback):
     """``OUT/best.pt`` (atomic) whenever the validation ELBO is the best so far; none without a validation split."""
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
         val = record.get("val_elbo")
         earlier = [m["val_elbo"] for m in trainer.metrics[:-1] if m.get("val_elbo") is not None]
         if val is not None and math.isfinite(val) and all(val > e for e in earlier):
             trainer.save(trainer.out_dir / BEST_NAME)
 
 
-def snapshot_grids(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+def snapshot_grids(trainer: RunView) -> tuple[torch.Tensor, torch.Tensor]:
     """Reconstructions of 32 fixed images (validation, else training) and 64 prior samples from fixed draws,
     as image grids; training's random state is untouched."""
     from .. import plots
@@ -109,7 +119,7 @@ def snapshot_grids(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
 class PlotSnapshots(Callback):
     """Every ``plot_every`` epochs, ``OUT/plots/{reconstructions,samples}_epochNNN.png``."""
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
         every = trainer.config.schedule.plot_every
         if every and record["epoch"] % every == 0:
             from .. import plots
@@ -121,8 +131,13 @@ class PlotSnapshots(Callback):
             plots.save_grid(samples, out / f"samples_epoch{record['epoch']:03d}.png")
 
 
-SCALARS = {"train/loss": "train_loss", "val/elbo": "val_elbo", "train/beta": "beta", "train/lr": "lr",
-           "train/images_per_s": "images_per_s"}  # fmt: skip
+SCALARS = {
+    "train/loss": "train_loss",
+    "val/elbo": "val_elbo",
+    "train/beta": "beta",
+    "train/lr": "lr",
+    "train/images_per_s": "images_per_s",
+}
 
 
 class TensorBoard(Callback):
@@ -134,11 +149,12 @@ class TensorBoard(Callback):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError('--tensorboard needs the tensorboard package: pip install "pyro-vae[tensorboard]"') \
-                from None
+            raise ConfigError(
+                '--tensorboard needs the tensorboard package: pip install "pyro-vae[tensorboard]"'
+            ) from None
         self._writer_class, self.log_dir, self.images, self.writer = SummaryWriter, log_dir, images, None
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
         if self.writer is None:
             self.writer = self._writer_class(str(self.log_dir or trainer.out_dir / "tensorboard"))
         epoch = record["epoch"]
@@ -151,7 +167,7 @@ class TensorBoard(Callback):
             self.writer.add_image("samples", samples, epoch)
         self.writer.flush()
 
-    def on_run_end(self, trainer: Trainer) -> None:
+    def on_run_end(self, trainer: RunView) -> None:
         if self.writer is not None:
             self.writer.close()
 
@@ -168,7 +184,7 @@ class MLflowLogger(Callback):
             raise ConfigError('--mlflow needs the mlflow package: pip install "pyro-vae[mlflow]"') from None
         self.mlflow, self.started = mlflow, False
 
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
         if not self.started:
             self.mlflow.start_run(run_name=trainer.out_dir.name)
             self.mlflow.log_params(flatten(trainer.config.to_dict()))
@@ -176,7 +192,7 @@ class MLflowLogger(Callback):
         metrics = {tag.replace("/", "_"): record[key] for tag, key in SCALARS.items() if record.get(key) is not None}
         self.mlflow.log_metrics(metrics, step=record["epoch"])
 
-    def on_run_end(self, trainer: Trainer) -> None:
+    def on_run_end(self, trainer: RunView) -> None:
         if self.started:
             for path in sorted(trainer.out_dir.glob("*")):
                 if path.suffix in (".pt", ".toml", ".jsonl"):
@@ -196,5 +212,5 @@ def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def default_callbacks() -> list[Callback]:
-    """What every run does each epoch, in this order: validate, log, checkpoint, record, keep the best, draw."""
-    return [Validation(), LogLine(), Checkpoints(), BestCheckpoint(), PlotSnapshots()]
+    """What every run does each epoch, in this order: log, checkpoint, record, keep the best, draw."""
+    return [LogLine(), Checkpoints(), BestCheckpoint(), PlotSnapshots()]

@@ -13,8 +13,8 @@ Layout (a dict)::
     versions      pyro-vae, pyro-ppl, torch, python
 
 It is read with ``torch.load(weights_only=True)`` (no pickled code runs) and the model is rebuilt from
-``config`` (:meth:`pyro_vae.config.RunConfig.from_checkpoint`); writes go to a temporary file that is renamed over the target, so a crash never leaves a
-half-written checkpoint.
+``config`` (:meth:`pyro_vae.config.RunConfig.from_checkpoint`); writes go to a temporary file that is renamed over
+the target, so a crash never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import numpy as np
 import pyro
 import torch
 
-from .. import __version__
-from ..runtime.atomic import atomic_path
 from ..errors import CheckpointError
 from ..model.vae import VAE
+from ..runtime.atomic import atomic_path
+from ..version import __version__
 
 FORMAT = "pyro-vae-checkpoint"
 FORMAT_VERSION = 2
@@ -41,8 +41,12 @@ REQUIRED_KEYS = ("config", "model_state", "optim_state", "epoch", "rng", "metric
 
 def versions() -> dict:
     # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses.
-    return {"pyro_vae": __version__, "pyro": str(pyro.__version__), "torch": str(torch.__version__),
-            "python": platform.python_version()}  # fmt: skip
+    return {
+        "pyro_vae": __version__,
+        "pyro": str(pyro.__version__),
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+    }
 
 
 def rng_state() -> dict:
@@ -50,8 +54,12 @@ def rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},  # fmt: skip
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
     }
 
@@ -99,8 +107,10 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro-vae checkpoint")
     if ckpt.get("format_version") not in READABLE_VERSIONS:
-        raise CheckpointError(f"{path} has checkpoint format {ckpt.get('format_version')!r}; this pyro-vae reads "
-                              f"formats {' and '.join(map(str, READABLE_VERSIONS))}")  # fmt: skip
+        raise CheckpointError(
+            f"{path} has checkpoint format {ckpt.get('format_version')!r}; this pyro-vae reads "
+            f"formats {' and '.join(map(str, READABLE_VERSIONS))}"
+        )
     missing = [key for key in REQUIRED_KEYS if key not in ckpt]
     if missing:
         raise CheckpointError(f"{path} is an incomplete checkpoint (missing {', '.join(missing)})")
@@ -113,14 +123,16 @@ def _check_layout(ckpt: dict, path: Path) -> None:
     config = ckpt["config"]
     problems = [
         not (isinstance(config, dict) and all(isinstance(config.get(k), dict) for k in ("model", "data"))),
-        not (isinstance(ckpt["model_state"], dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                           for k, v in ckpt["model_state"].items())),
+        not (
+            isinstance(ckpt["model_state"], dict)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model_state"].items())
+        ),
         not isinstance(ckpt["optim_state"], dict),
         not (type(ckpt["epoch"]) is int and ckpt["epoch"] >= 0),
         not isinstance(ckpt["rng"], dict),
         not (isinstance(ckpt["metrics"], list) and all(isinstance(m, dict) for m in ckpt["metrics"])),
         not isinstance(ckpt.get("partial_epoch") or {}, dict),
-    ]  # fmt: skip
+    ]
     names = ("config", "model_state", "optim_state", "epoch", "rng", "metrics", "partial_epoch")
     bad = [name for name, problem in zip(names, problems) if problem]
     if bad:

@@ -35,11 +35,15 @@ class ScheduleConfig:
 
     KEY: ClassVar[str] = "schedule"
     epochs: Annotated[int, Option("total epochs (also on --resume)", min=1, resumable=True)] = 10
-    lr_schedule: Annotated[Literal[LR_SCHEDULES], Option(
-        "iwae: Burda et al. 2016's, stage i=0..7 lasts 3^i epochs at lr*10^(-i/7) (3280 epochs)")] = "constant"
+    lr_schedule: Annotated[
+        Literal[LR_SCHEDULES],
+        Option("iwae: Burda et al. 2016's, stage i=0..7 lasts 3^i epochs at lr*10^(-i/7) (3280 epochs)"),
+    ] = "constant"
     checkpoint_every: Annotated[int, Option("epochs between checkpoints", min=1)] = 1
-    plot_every: Annotated[int, Option("write reconstruction and sample grids to OUT/plots every N epochs (0: never)",
-                                      min=0, resumable=True)] = 0  # fmt: skip
+    plot_every: Annotated[
+        int,
+        Option("write reconstruction and sample grids to OUT/plots every N epochs (0: never)", min=0, resumable=True),
+    ] = 0
 
     def validate(self) -> None:
         check_fields(self)

@@ -5,7 +5,7 @@ The step is :class:`~pyro_vae.inference.fast_svi.FastSVI`: ``SVI.step``'s update
 validation on the first step only.
 
 :class:`Trainer` owns one run folder, under an exclusive lock (:mod:`pyro_vae.training.run_lock`) while it
-exists or trains. After each epoch its callbacks (:mod:`pyro_vae.training.callbacks`) validate, log, write
+exists or trains. After each epoch it validates, then its callbacks (:mod:`pyro_vae.training.callbacks`) log, write
 ``ckpt.pt`` (every ``checkpoint_every`` epochs and at the end), *then* ``metrics.jsonl``, one JSON line per
 epoch, then ``best.pt``, all atomically, and draw; then the user's callbacks run. On (re)start ``metrics.jsonl`` is
 rewritten from the checkpoint's own records, so whatever moment a run was killed at, the file holds
@@ -24,7 +24,7 @@ rounding, and a checkpoint resumes at any world size. A process that dies or sto
 
 from __future__ import annotations
 
-import gc
+import dataclasses
 import json
 import math
 import signal
@@ -32,52 +32,32 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-import dataclasses
-from typing import TYPE_CHECKING
 from pathlib import Path
 
 import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..runtime.atomic import atomic_copy, atomic_path, atomic_paths, remove_temporaries
-from ..inference.bounds import evaluate
-from .callbacks import BEST_NAME, Callback, default_callbacks
-from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
+from ..config import RunConfig
 from ..data.vae_data import VAEData
-from ..runtime.distributed import CollectiveError, PeerError, Peers, current
-from ..runtime.threads import ThreadBudget
 from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError, first_line
+from ..inference.bounds import evaluate
 from ..inference.fast_svi import FastSVI, Shard, make_adam
-from ..runtime.limits import check_step_fits
-from .run_lock import RunFolderLock
-from .stopping import StopRequest, stop_requests
 from ..model.config import ModelConfig
 from ..model.vae import VAE
-
-if TYPE_CHECKING:  # pragma: no cover - the RunConfig sits above the trainer
-    from ..config import RunConfig
+from ..runtime.atomic import atomic_copy, atomic_path, atomic_paths, remove_temporaries
+from ..runtime.distributed import CollectiveError, PeerError, Peers, current
+from ..runtime.limits import check_step_fits
+from ..runtime.policy import current_policy, frozen_gc
+from ..runtime.threads import ThreadBudget
+from .callbacks import BEST_NAME, Callback, default_callbacks
+from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
+from .run_lock import RunFolderLock
+from .stopping import StopRequest, stop_requests
 
 CHECKPOINT_NAME = "ckpt.pt"
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.toml"
-
-
-@contextmanager
-def _gc_skips_older_objects() -> Iterator[None]:
-    """Python's cyclic garbage collector ignores the objects that exist on entry, until exit.
-
-    Each Pyro step allocates hundreds of small dicts (messages, trace nodes), so the collector runs
-    several times per step, and its periodic full collections walk every object in the process
-    (~200,000: torch's and Pyro's own). None of those can become garbage during an epoch, so
-    ``gc.freeze`` loses nothing; in a step-level timing of the reference MLP (400 hidden, z = 20) at batch 128 on CPU it
-    made the Pyro step 8 % faster (``benchmarks/RESULTS.md``).
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -150,8 +130,13 @@ class Trainer:
         for split in ("train", "val"):  # (a sample of the training set: all of it may not be in memory)
             if data.count(split):
                 vae.likelihood.check_data(data.train_sample(1024) if split == "train" else data.images["val"])
-        check_step_fits(vae, data.data_dim, min(config.optimizer.batch_size, data.count("train")),
-                        config.objective.particles, data.device)  # fmt: skip
+        check_step_fits(
+            vae,
+            data.data_dim,
+            min(config.optimizer.batch_size, data.count("train")),
+            config.objective.particles,
+            data.device,
+        )
         recorded_data = dataclasses.replace(data.config, root=str(data.root))  # a resumed run finds its data again
         self.config = dataclasses.replace(config, model=ModelConfig.of(vae), data=recorded_data)
         self.vae, self.data = vae, data
@@ -163,15 +148,22 @@ class Trainer:
         self.progress = progress if self.group.is_main else False
         self.log = (log or (lambda message: None)) if self.group.is_main else (lambda message: None)
         self.optimizer = make_adam(vae.parameters(), config.optimizer.lr, config.optimizer.adam_eps)
-        self.svi = FastSVI(vae.model, vae.guide, self.optimizer, config.objective.make(), group=self.group,
-                           compile=config.objective.compile)  # fmt: skip
+        self.svi = FastSVI(
+            vae.model,
+            vae.guide,
+            self.optimizer,
+            config.objective.make(),
+            group=self.group,
+            compile=config.objective.compile,
+        )
         self._said_no_jit = self._said_compile = False
         self.epoch = 0
         self.metrics: list[dict] = []
         self._pending_rng: dict | None = None
         self._partial: dict | None = None  # where in an epoch a signal stopped training (saved in the checkpoint)
-        self.callbacks: list[Callback] = [c for c in (*default_callbacks(), *callbacks)
-                                          if self.group.is_main or c.every_rank]  # fmt: skip
+        self.callbacks: list[Callback] = [
+            c for c in (*default_callbacks(), *callbacks) if self.group.is_main or c.every_rank
+        ]
         self.stop_requested = False  # a signal came: the epoch's checkpoint is written whatever the interval
         # Set it (``pyro-vae train`` does) to size the CPU thread pool each epoch to the cores other processes leave.
         self.thread_budget: ThreadBudget | None = None
@@ -180,8 +172,10 @@ class Trainer:
     def _check_shardable(self, n_train: int, batch_size: int) -> None:
         world = self.group.world
         if world > 1 and min(n_train, batch_size) < world:
-            raise DataError(f"{world} processes need a batch of at least {world} images (--batch-size {batch_size}, "
-                            f"{n_train} training images)")  # fmt: skip
+            raise DataError(
+                f"{world} processes need a batch of at least {world} images (--batch-size {batch_size}, "
+                f"{n_train} training images)"
+            )
 
     @property
     def checkpoint_path(self) -> Path:
@@ -207,8 +201,9 @@ class Trainer:
             ):
                 raise ValueError(f"malformed partial_epoch {str(partial)[:100]}")
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-            raise CheckpointError(f"the checkpoint's training state is unusable: {type(exc).__name__}: "
-                                  f"{first_line(exc, 200)}") from None  # fmt: skip
+            raise CheckpointError(
+                f"the checkpoint's training state is unusable: {type(exc).__name__}: {first_line(exc, 200)}"
+            ) from None
         self.epoch = ckpt["epoch"]
         self.metrics = list(ckpt["metrics"])
         self._pending_rng = ckpt["rng"]
@@ -229,7 +224,9 @@ class Trainer:
             if self._pending_rng is not None:
                 set_rng_state(self._pending_rng)
             # A scoped param store: nothing leaks in from (or out to) other models in this process.
-            budget = self.thread_budget if self.data.device.type == "cpu" else None
+            budget = None
+            if self.data.device.type == "cpu":  # (the caller's own budget, or one the runtime policy asks for)
+                budget = self.thread_budget or (ThreadBudget(self.log) if current_policy().thread_budget else None)
             with pyro.get_param_store().scope(), stop_requests() as stop, _no_pyro_nan_warnings():
                 for epoch in range(self.epoch + 1, self.config.schedule.epochs + 1):
                     if budget is not None:
@@ -239,18 +236,19 @@ class Trainer:
                 for callback in self.callbacks:
                     callback.on_run_end(self)
         finally:
-            if self.thread_budget is not None:
-                self.thread_budget.restore()
+            if budget is not None:
+                budget.restore()
             self.lock.release()
         return self.metrics
 
     def _fit_epoch(self, epoch: int, stop: StopRequest) -> None:
-        """Train one epoch, then the callbacks (validate, log, checkpoint, record, draw, the user's); stop
-        (saved) if a signal came."""
+        """Train one epoch, validate, then the callbacks (log, checkpoint, record, draw, the user's); stop (saved)
+        if a signal came."""
         record = self.train_epoch(epoch, stop)
         if record is None:  # a signal stopped training inside the epoch
             self.save()
             raise self._interrupted(stop, f"at epoch {epoch}, step {self._partial['step']}")
+        record["val_elbo"] = self.validation_elbo()  # (every process: the evaluation is shared out) before callbacks
         self.metrics.append(record)
         self.epoch = epoch
         # (in a job, every process must agree: a signal reaches each one at its own moment)
@@ -301,11 +299,18 @@ class Trainer:
         total, seen, beta = partial["loss_sum"], partial["seen"], cfg.objective.beta
         start = time.perf_counter() - partial["seconds"]
         disable = None if self.progress is None else not self.progress  # None: only on a terminal
-        bar = tqdm(total=n_train, initial=seen, desc=f"epoch {epoch}/{epochs}", unit="img", leave=False,
-                   disable=disable, mininterval=0.5)  # fmt: skip
+        bar = tqdm(
+            total=n_train,
+            initial=seen,
+            desc=f"epoch {epoch}/{epochs}",
+            unit="img",
+            leave=False,
+            disable=disable,
+            mininterval=0.5,
+        )
         group = self.group if self.group.parallel else None
         batches = self.data.train_batches(batch_size, seed, skip=partial["step"], rows=group and group.rows)
-        with _gc_skips_older_objects(), bar:
+        with frozen_gc(), bar:
             for step, x in enumerate(batches, start=partial["step"]):
                 beta = cfg.objective.kl_weight((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
                 size = min(batch_size, n_train - step * batch_size)  # the global batch's (x holds our rows of it)
@@ -321,13 +326,25 @@ class Trainer:
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{total / seen:.2f}")
                 if stopping and seen < n_train:
-                    self._partial = {"epoch": epoch, "step": step + 1, "loss_sum": total, "seen": seen,
-                                     "seconds": time.perf_counter() - start}  # fmt: skip
+                    self._partial = {
+                        "epoch": epoch,
+                        "step": step + 1,
+                        "loss_sum": total,
+                        "seen": seen,
+                        "seconds": time.perf_counter() - start,
+                    }
                     return None
         seconds = time.perf_counter() - start
         self._say_how_it_stepped()
-        return {"epoch": epoch, "train_loss": total / seen, "val_elbo": None, "beta": beta, "lr": lr,
-                "seconds": seconds, "images_per_s": seen / seconds}  # fmt: skip
+        return {
+            "epoch": epoch,
+            "train_loss": total / seen,
+            "val_elbo": None,
+            "beta": beta,
+            "lr": lr,
+            "seconds": seconds,
+            "images_per_s": seen / seconds,
+        }
 
     def _say_how_it_stepped(self) -> None:
         """Once: whether the step was compiled (and in how long), and why the compiled or traced step was not used."""
@@ -339,8 +356,11 @@ class Trainer:
                 where = f" (in each of the {world} processes)"
             elif world > 1 and svi.compiled_processes:
                 where = f" (compiled in {svi.compiled_processes} of the {world} processes; the others train without it)"
-            self.log(f"compiled the training step in {svi.compiled.seconds:.1f} s{where}" if svi.compiled else
-                     f"training without the compiled step: {svi.compile_disabled_reason}{where}")  # fmt: skip
+            self.log(
+                f"compiled the training step in {svi.compiled.seconds:.1f} s{where}"
+                if svi.compiled
+                else f"training without the compiled step: {svi.compile_disabled_reason}{where}"
+            )
         if self.svi.jit_disabled_reason and not self._said_no_jit:
             self.log(f"training without the traced step: {self.svi.jit_disabled_reason}")
             self._said_no_jit = True
@@ -356,28 +376,29 @@ class Trainer:
             stop.signum = signal.SIGTERM
         return self.svi.stopping
 
-    def _step(self, x: torch.Tensor, beta: float, epoch: int, step: int, shard: Shard | None, stopping: bool
-              ) -> float:  # fmt: skip
+    def _step(self, x: torch.Tensor, beta: float, epoch: int, step: int, shard: Shard | None, stopping: bool) -> float:
         """One SVI step; a non-finite loss or gradient stops the run before Adam applies it."""
         try:
             job = {} if shard is None else {"shard": shard, "stop": stopping}  # (a job's rows; none for one process)
             return self.svi.step(x, beta, **job)
         except TrainingError as exc:
-            bad = [name for name, p in self.vae.pyro_named_parameters().items()
-                   if p.grad is not None and not bool(p.grad.isfinite().all())]  # fmt: skip
+            bad = [
+                name
+                for name, p in self.vae.pyro_named_parameters().items()
+                if p.grad is not None and not bool(p.grad.isfinite().all())
+            ]
             self.optimizer.zero_grad(set_to_none=True)
             where = f", in {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}," if bad else ""
             kept = f"{self.checkpoint_path} is kept" if self.checkpoint_path.exists() else "no checkpoint was written"
-            raise TrainingError(
-                f"{exc}{where} at epoch {epoch}, step {step + 1}; try a lower --lr ({kept})"
-            ) from None
+            raise TrainingError(f"{exc}{where} at epoch {epoch}, step {step + 1}; try a lower --lr ({kept})") from None
 
     def validation_elbo(self) -> float | None:
         val = self.data.images.get("val")
         if val is None or val.shape[0] == 0:
             return None
-        return evaluate(self.vae, val, iw_samples=0, seed=self.config.seed, latent_means=False,
-                        group=self.group).summary()["elbo"]  # fmt: skip
+        return evaluate(
+            self.vae, val, iw_samples=0, seed=self.config.seed, latent_means=False, group=self.group
+        ).summary()["elbo"]
 
     def write_metrics(self) -> None:
         """``OUT/metrics.jsonl`` from :attr:`metrics`, atomically (rank 0 only)."""
