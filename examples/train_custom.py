@@ -1,4 +1,4 @@
-"""Train and evaluate a VAE with a custom prior and likelihood (see README, "Your own prior or likelihood").
+"""Train and evaluate a VAE with a custom prior and likelihood (see docs/components.md, "Your own prior or likelihood").
 
 PYTHONPATH=examples python examples/train_custom.py --data-dir ../shared/data
 PYTHONPATH=examples pyro-vae elbo --checkpoint runs/custom/ckpt.pt --trust-module my_components

@@ -124,7 +124,7 @@ def _checkpoint_data(config: RunConfig, split: str, data_dir, device: torch.devi
     if limit is not None:
         x, labels = x[:limit], None if labels is None else labels[:limit]
     if x.shape[0] == 0:
-        raise ConfigError(f"the {split} split is empty for this run (val_size={config.data.val_size})")
+        raise ConfigError(f"the {split} split is empty for this run (give it images with --val-size or --test-size)")
     return x, labels, config.data, data.class_names
 
 

@@ -1,11 +1,12 @@
 """Datasets, binarization modes and splits, on the real files."""
 
+import numpy as np
 import pytest
 import torch
 
 from pyro_vae import DataConfig, VAEData
 from pyro_vae.data.vae_data import bernoulli
-from pyro_vae.errors import DataError
+from pyro_vae.errors import ConfigError, DataError
 
 
 def test_splits_and_binarizations(data_dir):
@@ -98,3 +99,15 @@ def test_batches_from_a_step_on_are_the_tail_of_the_epoch(data_dir):
     full = list(data.train_batches(64, seed=5))
     tail = list(data.train_batches(64, seed=5, skip=3))
     assert len(tail) == len(full) - 3 and all(torch.equal(a, b) for a, b in zip(full[3:], tail))
+
+
+def test_the_default_validation_split_scales_with_the_data(tmp_path, data_dir):
+    """A tenth of the training images, at most 5,000: MNIST keeps its 5,000, a 500-image set trains on 400."""
+    mnist = VAEData(DataConfig("mnist", "dynamic"), data_dir, splits=("train", "val"))
+    assert mnist.count("train") == 55000 and mnist.count("val") == 5000
+    images = np.random.default_rng(0).integers(0, 256, (500, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "small.npz", train=images)
+    small = VAEData(DataConfig("array", "dynamic", root=str(tmp_path / "small.npz")), splits=("train", "val", "test"))
+    assert (small.count("train"), small.count("val"), small.count("test")) == (400, 50, 50)
+    with pytest.raises(ConfigError, match="leave none to train on"):  # the control: the old fixed 5,000
+        VAEData(DataConfig("array", "dynamic", val_size=5000, root=str(tmp_path / "small.npz")), splits=("train",))

@@ -10,7 +10,8 @@ Images come from a source (:mod:`pyro_vae.data.sources`: torchvision's sets, a f
   one fixed sample each (seed ``FIXED_BINARIZATION_SEED``), so bounds are comparable across runs.
 
 Splits: a source's own ``val``/``test`` splits are used when it has them; otherwise they are carved from the
-end of its training images, ``[train | val | test]``, with ``val_size`` and ``test_size`` images. The training
+end of its training images, ``[train | val | test]``, with ``val_size`` (by default a tenth of them, at most
+5,000) and ``test_size`` (by default as many as ``val_size``) images. The training
 images are held on the device, or with ``stream`` read from disk batch by batch by ``workers`` processes (the
 same batches, so the same run); a lazy source too large for memory streams anyway.
 """
@@ -38,6 +39,8 @@ SPLITS = ("train", "val", "test")
 FIXED_BINARIZATION_SEED = 1234
 MAX_IMAGE_SIDE = 4096
 
+VAL_SIZE_MAX = 5000
+
 
 @dataclass
 class DataConfig:
@@ -56,9 +59,13 @@ class DataConfig:
         Option("none: grey levels; static: threshold 0.5; dynamic: a fresh Bernoulli sample per use"),
     ] = "dynamic"
     val_size: Annotated[
-        int,
-        Option("validation images carved from the end of the training set (when the source has no val split)", min=0),
-    ] = 5000
+        int | None,
+        Option(
+            "validation images carved from the end of the training set when the source has no val split [default: a "
+            f"tenth of the training images, at most {VAL_SIZE_MAX}]",
+            min=0,
+        ),
+    ] = None
     test_size: Annotated[
         int | None,
         Option(
@@ -359,6 +366,12 @@ class _Batches(torch.utils.data.Dataset):
             return str(exc)
 
 
+def default_val_size(n_train: int) -> int:
+    """The validation split carved from ``n_train`` training images when ``val_size`` is not given: a tenth, at most
+    :data:`VAL_SIZE_MAX` (MNIST's 60,000 give 5,000; a folder of 500 images, 50)."""
+    return min(VAL_SIZE_MAX, n_train // 10)
+
+
 def _split(source: Source, config: DataConfig, splits: tuple[str, ...]) -> dict[str, tuple[Store, Tensor | None]]:
     """The ``splits`` asked for: a source's own, or carved from the end of its training images."""
     own = {split for split in ("val", "test") if split in source.splits}
@@ -368,9 +381,10 @@ def _split(source: Source, config: DataConfig, splits: tuple[str, ...]) -> dict[
     if not needs_train:
         return out
     store, labels = source.splits["train"]()
+    val_size = default_val_size(len(store)) if config.val_size is None else config.val_size
     sizes = {
-        "val": config.val_size if "val" in carved else 0,
-        "test": (config.val_size if config.test_size is None else config.test_size) if "test" in carved else 0,
+        "val": val_size if "val" in carved else 0,
+        "test": (val_size if config.test_size is None else config.test_size) if "test" in carved else 0,
     }
     n_train = len(store) - sizes["val"] - sizes["test"]
     if n_train < 1:
