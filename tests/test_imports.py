@@ -2,6 +2,7 @@
 import statement (at module level, inside functions, under ``TYPE_CHECKING``), read from the source with ``ast``."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,28 @@ def test_runconfig_build_still_works_and_says_what_replaces_it(tmp_path, data_di
         trainer = config.build(tmp_path, device="cpu", progress=False)
     assert isinstance(trainer, Trainer)
     trainer.lock.release()
+
+
+def flags_named_in(text: str) -> list[str]:
+    return re.findall(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*", text)
+
+
+def test_every_flag_a_message_names_exists():
+    """Each ``--flag`` written in a string of the library or the CLI (messages, help) is an option click knows,
+    besides other tools' flags (torchrun's, TensorBoard's) and the ``--no-`` prefix the CLI composes."""
+    import click
+    from pyro_vae.cli.main import cli
+
+    known = {"--help", "--version", "--nproc-per-node", "--logdir", "--no"}
+    for command in cli.commands.values():
+        for param in command.get_params(click.Context(command)):
+            known.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
+    named = {}
+    for path in modules(PACKAGES).values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for flag in flags_named_in(node.value):
+                    named.setdefault(flag, f"{path.name}:{node.lineno}")
+    assert {flag: where for flag, where in named.items() if flag not in known} == {}
+    assert flags_named_in("lower --prior-components or --flow-steps") == ["--prior-components", "--flow-steps"]
+    assert not {"--prior-components", "--flow-steps"} <= known  # the control: the names the message once used

@@ -165,7 +165,8 @@ def check_vae_fits(make_vae: Callable[[], nn.Module], device: torch.device | str
     check_fits(
         (TRAINING_COPIES if training else 1) * weights,
         f"the model ({human_bytes(weights)} of parameters)",
-        "lower --hidden, --latent-dim or the components' sizes (--prior-components, --flow-steps)",
+        "lower --hidden, --latent-dim or the components' sizes "
+        "(--prior-num-components, --prior-num-flows, --guide-num-flows)",
         device,
     )
 
