@@ -36,7 +36,7 @@ from .data.vae_data import DataConfig
 from .errors import CheckpointError, ConfigError
 from .inference.objectives import ObjectiveConfig
 from .model.components import REGISTRY, SHARED
-from .model.config import KINDS, ComponentConfig, ModelConfig
+from .model.config import KINDS, ComponentConfig, ModelConfig, trust_parameter_deprecated
 from .model.networks import NetConfig
 from .model.rebuild import resolve
 from .model.vae import VAE
@@ -65,33 +65,46 @@ class RunConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
-    def validate(self, trust_modules: Iterable[str] = ()) -> None:
-        """Every value within its bounds and every rule between settings; :class:`ConfigError` otherwise."""
-        check_fields(self)
-        self.data.validate()
-        classes = self.model.validate(trust_modules)
-        self.objective.validate()
-        self.optimizer.validate()
-        self.schedule.validate()
-        if classes["likelihood"].binary_data and self.data.binarize == "none":
+    def resolved(self, trust_modules: Iterable[str] = ()) -> RunConfig:
+        """A copy with every value checked and normalised (lists as tuples, each component's options completed
+        with their defaults) and each component's class found, importing a module outside pyro-vae only when it
+        is in ``trust_modules`` (the one place trust is decided); :class:`ConfigError` otherwise. Reading a config
+        (:meth:`from_dict`, :meth:`read_toml`, :meth:`from_checkpoint`) returns it resolved."""
+        config = copy.deepcopy(self)
+        check_fields(config)
+        config.data.validate()
+        config.model = config.model.resolved(trust_modules)
+        config.objective.validate()
+        config.optimizer.validate()
+        config.schedule.validate()
+        if config.model.likelihood.resolved.binary_data and config.data.binarize == "none":
             others = [name for name, cls in REGISTRY["likelihood"].items() if not cls.binary_data]
             raise ConfigError(
                 f"--likelihood {self.model.likelihood.name} needs binary pixels but data.binarize (--binarize) is "
                 f"none: binarize (dynamic or static) or choose a likelihood for grey levels ({', '.join(others)})"
             )
+        return config
 
-    def build_model(self, trust_modules: Iterable[str] = ()) -> VAE:
+    @trust_parameter_deprecated
+    def validate(self) -> None:
+        """Every value within its bounds and every rule between settings; :class:`ConfigError` otherwise. Nothing
+        is changed (:meth:`resolved` gives the normalised copy)."""
+        self.resolved()
+
+    @trust_parameter_deprecated
+    def build_model(self) -> VAE:
         """The untrained model. The components' random initial values (mixture means, pseudo-inputs, flows) and
         the networks' weights each start from ``seed``, so the networks do not depend on the components chosen."""
         pyro.set_rng_seed(self.seed)
-        parts = self.model.build_components(trust_modules, image_shape=self.data.image_shape)
+        parts = self.model.build_components(image_shape=self.data.image_shape)
         pyro.set_rng_seed(self.seed)
         return VAE(self.model.net, *parts, image_shape=self.data.image_shape)
 
-    def untrained_model(self, trust_modules: Iterable[str] = ()) -> VAE:
+    @trust_parameter_deprecated
+    def untrained_model(self) -> VAE:
         """The model's architecture for this run's data, with whatever initial values (for loading weights into,
         or measuring; the random state is not reseeded)."""
-        return self.model.build(trust_modules, image_shape=self.data.image_shape)
+        return self.model.build(image_shape=self.data.image_shape)
 
     def build(self, out_dir: str | Path, **options: Any) -> Any:
         """Deprecated since 0.3, removed in 0.4: ``pyro_vae.start_run(config, out_dir, ...)`` (same options; it
@@ -106,8 +119,9 @@ class RunConfig:
         return start_run(self, out_dir, **options)
 
     def updated(self, overrides: dict[str, Any], trust_modules: Iterable[str] = ()) -> RunConfig:
-        """A validated copy with each dotted key of ``overrides`` set: ``config.updated({"objective.beta": 4.0})``."""
-        return RunConfig.from_dict(with_overrides(self.to_dict(), overrides), "", trust_modules)
+        """A resolved copy with each dotted key of ``overrides`` set: ``config.updated({"objective.beta": 4.0})``.
+        Components this config already resolved keep their classes; ``trust_modules``: for components it names anew."""
+        return RunConfig.from_dict(with_overrides(self.to_dict(), overrides), "", trust_modules, like=self)
 
     # -- plain data and TOML ---------------------------------------------------------------------------------
 
@@ -119,14 +133,20 @@ class RunConfig:
         return out
 
     @classmethod
-    def from_dict(cls, table: Any, source: str = "config", trust_modules: Iterable[str] = ()) -> RunConfig:
-        """A validated config from plain data (a parsed TOML file, a checkpoint's ``config``); an unknown key,
-        a wrong type or an impossible value is a :class:`ConfigError` naming ``source`` and the key."""
+    def from_dict(
+        cls, table: Any, source: str = "config", trust_modules: Iterable[str] = (), *, like: RunConfig | None = None
+    ) -> RunConfig:
+        """A resolved config (:meth:`resolved`) from plain data (a parsed TOML file, a checkpoint's ``config``); an
+        unknown key, a wrong type or an impossible value is a :class:`ConfigError` naming ``source`` and the key.
+        ``like``: a resolved config whose component classes are kept where the table names the same component."""
         try:
             if not isinstance(table, dict):
                 raise ConfigError("a config is a table of sections (data, model, objective, optimizer, schedule)")
             config = _from_table(cls, table, "")
-            config.validate(trust_modules)
+            for old, new in zip(like.model.components() if like else (), config.model.components()):
+                if (old.name, old.module) == (new.name, new.module):
+                    new.resolved = old.resolved
+            config = config.resolved(trust_modules)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
         return config

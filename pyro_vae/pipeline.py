@@ -48,8 +48,8 @@ def _load(checkpoint: str | Path, device: str, trust_modules: Iterable[str]) -> 
     ckpt = group.from_main(lambda: read_model(checkpoint))
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
     dev = resolve_device(device_name(device, group))
-    check_vae_fits(lambda: config.untrained_model(trust_modules), dev)
-    return load_weights(config.untrained_model(trust_modules), ckpt).to(dev), config, ckpt
+    check_vae_fits(lambda: config.untrained_model(), dev)
+    return load_weights(config.untrained_model(), ckpt).to(dev), config, ckpt
 
 
 def evaluate_checkpoint(
@@ -326,7 +326,7 @@ def checkpoint_info(checkpoint: str | Path, trust_modules: Iterable[str] = ()) -
     and the whole config."""
     ckpt = read_model(checkpoint)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
-    model = meta_module(lambda: config.untrained_model(trust_modules))  # shapes only: nothing large is allocated
+    model = meta_module(lambda: config.untrained_model())  # shapes only: nothing large is allocated
     if model is not None:
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         if expected != {k: tuple(v.shape) for k, v in ckpt["model_state"].items()}:

@@ -97,7 +97,7 @@ def load(path: str | Path, device: str = "auto", trust_modules: Iterable[str] = 
     """The trained model in a checkpoint file, an exported folder or ``hf://REPO``, on ``device``."""
     ckpt = read_model(path)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
-    return load_weights(config.untrained_model(trust_modules), ckpt).to(resolve_device(device))
+    return load_weights(config.untrained_model(), ckpt).to(resolve_device(device))
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, trust_modules: Iterable[str] = ()) -> Path:
@@ -107,7 +107,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, trust_modules
 
     ckpt = read_model(checkpoint)
     config = RunConfig.from_checkpoint(ckpt, trust_modules)
-    load_weights(config.untrained_model(trust_modules), ckpt)  # the weights fit the architecture
+    load_weights(config.untrained_model(), ckpt)  # the weights fit the architecture
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; export writes a folder")

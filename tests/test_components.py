@@ -198,3 +198,18 @@ def test_iwae_bound_beats_elbo_on_average_for_every_guide(test_images):
     for guide in GUIDES:
         result = evaluate(_vae("standard-normal", guide), test_images["dynamic"][:200], iw_samples=20)
         assert result.iwae.mean() > result.elbo.mean() and math.isfinite(result.iwae.mean().item())
+
+
+def test_a_declared_bound_is_checked_when_python_builds_the_component():
+    from typing import Annotated
+
+    from pyro_vae import Option, Prior
+
+    class Banded(Prior):  # declares its bound once, checks nothing by hand
+        def __init__(self, latent_dim: int, bands: Annotated[int, Option("bands", min=2)] = 4) -> None:
+            super().__init__(latent_dim)
+            self.bands = bands
+
+    assert Banded(3, bands=2).bands == 2
+    with pytest.raises(ValueError, match=r"bands \(--prior-bands\) must be >= 2, got 1"):
+        Banded(3, bands=1)

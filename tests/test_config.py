@@ -17,7 +17,7 @@ from conftest import ROOT
 from test_cli import TINY, assert_one_line_error, run_cli
 
 from pyro_vae import ComponentConfig, DataConfig, ModelConfig, ObjectiveConfig, Option, RunConfig, StandardNormal
-from pyro_vae.config import read_table, settings, with_overrides
+from pyro_vae.config import _from_table, read_table, settings, with_overrides
 from pyro_vae.errors import ConfigError
 
 
@@ -366,3 +366,36 @@ def test_wheel_installs_exactly_one_package_that_runs(tmp_path):
     assert module.returncode == 0 and "--prior-num-components" in module.stdout, module.stderr
     where = run(python, "-c", "import pyro_vae; print(pyro_vae.__file__)").stdout
     assert where.startswith(site), where
+
+
+def test_validate_changes_nothing_and_resolved_gives_the_normalised_copy():
+    from pyro_vae import ComponentConfig, ModelConfig, NetConfig
+
+    config = RunConfig(model=ModelConfig(net=NetConfig(hidden=[64]), prior=ComponentConfig("mog")))
+    config.validate()
+    assert config.model.net.hidden == [64] and config.model.prior.options == {}  # as given
+    resolved = config.resolved()
+    assert resolved.model.net.hidden == (64,) and resolved.model.prior.options == {"num_components": 10}
+    assert resolved.model.prior.resolved.__name__ == "MixtureOfGaussians"
+    assert config.model.prior.resolved is None  # (the caller's config is untouched)
+
+
+def test_trust_is_decided_once_when_a_config_is_read():
+    table = RunConfig().to_dict()
+    table["model"]["likelihood"] = {"name": "WrongLogProbBernoulli", "module": "helper_components"}
+    config = RunConfig.from_dict(table, "t", trust_modules=["helper_components"])
+    assert type(config.untrained_model().likelihood).__name__ == "WrongLogProbBernoulli"  # no trust needed again
+    assert type(config.updated({"objective.beta": 2.0}).build_model().likelihood).__name__ == "WrongLogProbBernoulli"
+    with pytest.raises(ConfigError, match="not trusted"):  # the control: read without trusting the module
+        RunConfig.from_dict(table, "t")
+
+
+def test_trust_modules_on_build_model_still_works_until_0_4():
+    table = RunConfig().to_dict()
+    table["model"]["likelihood"] = {"name": "WrongLogProbBernoulli", "module": "helper_components"}
+    config = _from_table(RunConfig, table, "")  # (as a script builds one: nothing resolved yet)
+    with pytest.warns(FutureWarning, match="resolved\\(trust_modules\\)"):
+        vae = config.build_model(["helper_components"])
+    assert type(vae.likelihood).__name__ == "WrongLogProbBernoulli"
+    with pytest.raises(ConfigError, match="not trusted"):
+        config.build_model()

@@ -22,7 +22,7 @@ import inspect
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
-from ..options import Setting, parameter_settings
+from ..options import Setting, coerce, parameter_settings
 
 SHARED = frozenset(
     {"latent_dim", "data_dim", "image_shape"}
@@ -57,10 +57,27 @@ class Component:
         REGISTRY[cls.kind][cls.name] = cls
 
     def __new__(cls, *args: Any, **kwargs: Any):
+        cls._check_arguments(args, kwargs)
         obj = super().__new__(cls)
         # object.__setattr__: nn.Module.__setattr__ is not ready before __init__ runs.
         object.__setattr__(obj, "_component_args", (args, dict(kwargs)))
         return obj
+
+    @classmethod
+    def _check_arguments(cls, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Each option given to the constructor within its declared type and bounds (a ``ValueError`` naming it):
+        the declaration is the one place a bound is written, for Python callers as for config files."""
+        try:
+            given = inspect.signature(cls.__init__).bind(None, *args, **kwargs).arguments
+            declared = cls.settings()
+        except TypeError:  # a wrong call (``__init__`` says so) or a class that declares no options
+            return
+        for setting in declared:
+            if setting.name in given:
+                try:
+                    coerce(setting, given[setting.name])
+                except ConfigError as exc:
+                    raise ValueError(f"{cls.__qualname__}: {exc}") from None
 
     @classmethod
     def settings(cls, prefix: str = "") -> list[Setting]:

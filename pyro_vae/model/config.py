@@ -17,13 +17,17 @@ In a config file::
 
 ``latent_dim`` is stated once, here, and the image size comes from the data; :meth:`ModelConfig.build_components`
 passes both to each component whose constructor takes them. A component from outside pyro-vae also records its
-``module``, which is imported only when trusted (:mod:`pyro_vae.model.rebuild`).
+``module``, which is imported only when trusted (:mod:`pyro_vae.model.rebuild`): trust is decided once, when a
+config is read (:meth:`ModelConfig.resolved`), and the resolved classes travel with it.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
@@ -38,6 +42,31 @@ from .rebuild import is_trusted, resolve
 from .vae import VAE
 
 KINDS = ("prior", "likelihood", "guide")
+
+
+def trust_parameter_deprecated(method: Callable) -> Callable:
+    """For a method that took ``trust_modules`` before 0.3 and no longer decides trust: still accepted until 0.4,
+    with a ``FutureWarning``; the method then runs on ``self.resolved(trust_modules)``."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args: Any, trust_modules: Iterable[str] | None = None, **kwargs: Any) -> Any:
+        if args:
+            trust_modules, *rest = args
+            if rest:
+                raise TypeError(f"{method.__qualname__} takes no positional arguments")
+        if trust_modules is not None:
+            warnings.warn(
+                f"{method.__qualname__}(trust_modules) is deprecated and goes away in pyro-vae 0.4: read the config "
+                "with trust_modules (from_dict, read_toml, from_checkpoint) or call .resolved(trust_modules) first",
+                FutureWarning,
+                stacklevel=2,
+            )
+            self = self.resolved(trust_modules)
+        return method(self, **kwargs)
+
+    return wrapper
+
+
 MAX_LATENT_DIM = 1_000_000
 
 
@@ -48,6 +77,8 @@ class ComponentConfig:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
     module: str | None = None
+    # The class, once trust was decided (ModelConfig.resolved); not part of the config's data.
+    resolved: type | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         extra = {} if self.module is None else {"module": self.module}
@@ -80,57 +111,68 @@ class ModelConfig:
     likelihood: ComponentConfig = field(default_factory=lambda: ComponentConfig(_DEFAULTS["likelihood"]))
     guide: ComponentConfig = field(default_factory=lambda: ComponentConfig(_DEFAULTS["guide"]))
 
-    def classes(self, trust_modules: Iterable[str] = ()) -> dict[str, type]:
-        """The prior, likelihood and guide classes the config names (see :mod:`pyro_vae.model.rebuild`)."""
-        return {
-            kind: resolve(kind, getattr(self, kind).name, getattr(self, kind).module, trust_modules) for kind in KINDS
-        }
-
-    def validate(self, trust_modules: Iterable[str] = ()) -> dict[str, type]:
-        """Check every value and the rules between components; fills in each component's defaults.
-        Returns the component classes."""
-        check_fields(self)
-        self.net.validate()
-        classes = self.classes(trust_modules)
-        for kind, cls in classes.items():
-            part = getattr(self, kind)
+    def resolved(self, trust_modules: Iterable[str] = ()) -> ModelConfig:
+        """A copy with each component's class found (a module outside pyro-vae is imported only when it is in
+        ``trust_modules``: the one place trust is decided, see :mod:`pyro_vae.model.rebuild`), its options checked
+        and completed with their defaults, and every rule between components checked; :class:`ConfigError`
+        otherwise. A component already resolved keeps its class. ``self`` is not changed."""
+        model = copy.deepcopy(self)
+        check_fields(model)
+        model.net.validate()
+        for kind in KINDS:
+            part = getattr(model, kind)
+            cls = part.resolved or resolve(kind, part.name, part.module, trust_modules)
             settings = {s.name: s for s in cls.settings(f"model.{kind}.")}
             unknown = sorted(set(part.options) - set(settings))
             if unknown:
                 raise ConfigError(not_an_option(kind, part.name, unknown[0]))
-            part.options = {name: coerce(s, part.options.get(name, s.default)) for name, s in settings.items()}
+            options = {name: coerce(s, part.options.get(name, s.default)) for name, s in settings.items()}
             try:
-                cls.check_options(part.options)
+                cls.check_options(options)
             except ValueError as exc:
                 raise ConfigError(f"model.{kind} ({part.name}): {exc}") from None
-        prior, guide = classes["prior"], classes["guide"]
+            setattr(model, kind, ComponentConfig(part.name, options, part.module, cls))
+        prior, guide = model.prior.resolved, model.guide.resolved
         if prior.uses_guide_density and not guide.one_pass_log_density:
             raise ConfigError(
                 f"--prior {self.prior.name} with --guide {self.guide.name}: the prior evaluates q(z|x) at points of "
                 f"its own at every step, which this guide can only do by inverting its flow; choose a guide with "
                 f"a one-pass density ({', '.join(_names('guide', lambda c: c.one_pass_log_density))})"
             )
-        return classes
+        return model
 
-    def build_components(
-        self, trust_modules: Iterable[str] = (), *, image_shape: tuple[int, int, int]
-    ) -> tuple[Prior, Likelihood, Guide]:
+    @trust_parameter_deprecated
+    def classes(self) -> dict[str, type]:
+        """The prior, likelihood and guide classes (pyro-vae's own, or those resolved with trust)."""
+        return {kind: part.resolved for kind, part in zip(KINDS, self.resolved().components())}
+
+    def components(self) -> tuple[ComponentConfig, ComponentConfig, ComponentConfig]:
+        return self.prior, self.likelihood, self.guide
+
+    @trust_parameter_deprecated
+    def validate(self) -> dict[str, type]:
+        """Check every value and the rules between components (nothing is changed); returns the classes."""
+        return self.classes()
+
+    @trust_parameter_deprecated
+    def build_components(self, *, image_shape: tuple[int, int, int]) -> tuple[Prior, Likelihood, Guide]:
         """The prior, likelihood and guide (untrained), each given the shared values it takes (``image_shape``:
         ``(C, H, W)`` from the data; ``data_dim``: C*H*W)."""
-        classes = self.validate(trust_modules)
         shared = {"latent_dim": self.latent_dim, "data_dim": math.prod(image_shape), "image_shape": tuple(image_shape)}
         built = []
-        for kind, cls in classes.items():
-            kwargs = {**{k: shared[k] for k in cls.shared_values()}, **getattr(self, kind).options}
+        for kind, part in zip(KINDS, self.resolved().components()):
+            cls = part.resolved
+            kwargs = {**{k: shared[k] for k in cls.shared_values()}, **part.options}
             try:
                 built.append(cls(**kwargs))
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"model.{kind} ({getattr(self, kind).name}): {exc}") from None
+                raise ConfigError(f"model.{kind} ({part.name}): {exc}") from None
         return tuple(built)
 
-    def build(self, trust_modules: Iterable[str] = (), *, image_shape: tuple[int, int, int]) -> VAE:
+    @trust_parameter_deprecated
+    def build(self, *, image_shape: tuple[int, int, int]) -> VAE:
         """The VAE this config describes, untrained, for images of ``image_shape`` ``(C, H, W)``."""
-        return VAE(self.net, *self.build_components(trust_modules, image_shape=image_shape), image_shape=image_shape)
+        return VAE(self.net, *self.build_components(image_shape=image_shape), image_shape=image_shape)
 
     @classmethod
     def of(cls, vae: VAE) -> ModelConfig:
@@ -149,7 +191,7 @@ def component_config(component: Any) -> ComponentConfig:
     name = cls.__dict__.get("name", cls.__qualname__)
     options = options_of(component)
     settings = {s.name: s for s in cls.settings(f"model.{cls.kind}.")}
-    return ComponentConfig(name, {k: coerce(settings[k], v) for k, v in options.items()}, module)
+    return ComponentConfig(name, {k: coerce(settings[k], v) for k, v in options.items()}, module, cls)
 
 
 def _names(kind: str, keep) -> list[str]:

@@ -140,8 +140,6 @@ class IAFGuide(Guide):
         ] = None,
     ) -> None:
         super().__init__(latent_dim)
-        if num_flows < 1:
-            raise ValueError(f"num_flows must be positive, got {num_flows}")
         self.num_params = 2 * latent_dim
         hidden = hidden or 4 * latent_dim
         self.flows = nn.ModuleList(T.affine_autoregressive(latent_dim, [hidden]) for _ in range(num_flows))

@@ -101,8 +101,6 @@ class ContinuousBernoulli(Likelihood):
 
     def __init__(self, max_logit: Annotated[float, Option("soft bound M on the logits", min=0, min_open=True)] = 15.0):
         super().__init__()
-        if not max_logit > 0:
-            raise ValueError(f"max_logit must be positive, got {max_logit}")
         self.max_logit = max_logit
 
     def logits(self, params: Tensor) -> Tensor:
@@ -218,8 +216,6 @@ class Beta(Likelihood):
         / 512,
     ) -> None:
         super().__init__()
-        if not 0 < eps < 0.5:
-            raise ValueError(f"eps must be in (0, 0.5), got {eps}")
         self.eps = eps
 
     def _concentrations(self, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -264,8 +260,6 @@ class DiscretizedLogistic(Likelihood):
         min_scale: Annotated[float, Option("floor of the logistic scale", min=0, min_open=True)] = 1e-3,
     ) -> None:
         super().__init__()
-        if levels < 2 or min_scale <= 0:
-            raise ValueError("levels must be >= 2 and min_scale positive")
         self.levels, self.min_scale = levels, min_scale
 
     def _loc_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -331,8 +325,6 @@ class LogisticMixture(Likelihood):
         super().__init__()
         if image_shape[0] not in (1, 3):
             raise ValueError(f"it takes grey (1 channel) or RGB (3 channel) images, not {image_shape[0]} channels")
-        if mixture_components < 1 or levels < 2 or min_scale <= 0:
-            raise ValueError("mixture_components must be >= 1, levels >= 2 and min_scale positive")
         self.image_shape, self.levels, self.min_scale = tuple(image_shape), levels, min_scale
         self.num_params = 4 * mixture_components
 

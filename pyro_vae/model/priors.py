@@ -135,8 +135,6 @@ class MixtureOfGaussians(Prior):
         self, latent_dim: int, num_components: Annotated[int, Option("mixture components", min=1)] = 10
     ) -> None:
         super().__init__(latent_dim)
-        if num_components < 1:
-            raise ValueError(f"num_components must be positive, got {num_components}")
         self.logits = nn.Parameter(torch.zeros(num_components))
         self.locs = nn.Parameter(torch.randn(num_components, latent_dim))
         self.log_scales = nn.Parameter(torch.zeros(num_components, latent_dim))
@@ -170,8 +168,6 @@ class VampPrior(Prior):
         data_dim: int,
     ) -> None:
         super().__init__(latent_dim)
-        if num_components < 1:
-            raise ValueError(f"num_components must be positive, got {num_components}")
         self.pseudo_logits = nn.Parameter(math.log(0.05 / 0.95) + 0.1 * torch.randn(num_components, data_dim))
         self._posterior: list = []  # [the VAE's x -> q(z|x)]; a list, so nn.Module registers nothing
 
@@ -218,8 +214,6 @@ class FlowPrior(Prior):
         ] = None,
     ) -> None:
         super().__init__(latent_dim)
-        if transform not in FLOW_TRANSFORMS or num_flows < 1:
-            raise ValueError(f"transform must be one of {', '.join(FLOW_TRANSFORMS)} and num_flows positive")
         hidden = hidden or 4 * latent_dim
         self.flows = nn.ModuleList(FLOW_TRANSFORMS[transform](latent_dim, [hidden]) for _ in range(num_flows))
         self.register_buffer("loc", torch.zeros(latent_dim))

@@ -44,9 +44,8 @@ def start_run(
     modules besides ``pyro_vae`` whose components the config may name; ``callbacks`` run after the built-in ones
     (TensorBoard, your own)."""
     with current().together():  # an input error on any process stops every one
-        config.validate(trust_modules)
-        root = config.data.root
-        return _assemble(config, Path(out_dir), device, root, None, overwrite, progress, log, trust_modules, callbacks)
+        config = config.resolved(trust_modules)  # (trust is decided here; the caller's config is not changed)
+        return _assemble(config, Path(out_dir), device, config.data.root, None, overwrite, progress, log, callbacks)
 
 
 def resume_run(
@@ -73,7 +72,7 @@ def resume_run(
         if Path(checkpoint).is_dir():
             raise ConfigError(f"{checkpoint} is an exported model (weights only); resume from the run's ckpt.pt")
         ckpt = group.from_main(lambda: load_checkpoint(checkpoint))
-        config = RunConfig.from_checkpoint(ckpt, trust_modules)
+        config = RunConfig.from_checkpoint(ckpt, trust_modules)  # (trust is decided here)
         given = (("schedule.epochs", epochs), ("schedule.plot_every", plot_every))
         changes = {**(changes or {}), **{key: value for key, value in given if value is not None}}
         resumable = {s.key for s in settings() if s.option.resumable}
@@ -85,7 +84,7 @@ def resume_run(
         if config.schedule.epochs < ckpt["epoch"]:
             raise ConfigError(f"checkpoint has {ckpt['epoch']} epochs done; --epochs {config.schedule.epochs} is fewer")
         folder = Path(out_dir or Path(checkpoint).parent)
-        return _assemble(config, folder, device, data_dir, ckpt, True, progress, log, trust_modules, callbacks)
+        return _assemble(config, folder, device, data_dir, ckpt, True, progress, log, callbacks)
 
 
 def _assemble(
@@ -97,14 +96,14 @@ def _assemble(
     overwrite: bool,
     progress: bool | None,
     log: Callable[[str], None] | None,
-    trust_modules: Iterable[str],
     callbacks: Sequence[Callback],
 ) -> Trainer:
-    """Device, size check, lock, data, model, Trainer: the one order for a new run (``ckpt`` None: the model
-    built from the seed) and a resumed one (the checkpoint's state loaded into it)."""
+    """Device, size check, lock, data, model, Trainer for ``config`` (resolved: its components' classes found,
+    trust decided): the one order for a new run (``ckpt`` None: the model built from the seed) and a resumed one
+    (the checkpoint's state loaded into it)."""
     group = current()
     dev = resolve_device(device_name(device, group))
-    check_vae_fits(lambda: config.untrained_model(trust_modules), dev, training=True)
+    check_vae_fits(lambda: config.untrained_model(), dev, training=True)
     with locked(folder) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
         if ckpt is None and group.is_main and (folder / CHECKPOINT_NAME).exists() and not overwrite:
             raise ConfigError(
@@ -112,7 +111,7 @@ def _assemble(
                 f"{folder / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"
             )
         data = VAEData(config.data, data_dir, dev, splits=("train", "val"))
-        vae = config.build_model(trust_modules) if ckpt is None else config.untrained_model(trust_modules)
+        vae = config.build_model() if ckpt is None else config.untrained_model()
         trainer = Trainer(vae.to(dev), data, config, folder, progress=progress, log=log, lock=lock, callbacks=callbacks)
         if ckpt is not None:
             trainer.load_state(ckpt)
