@@ -25,9 +25,8 @@ from pyro_vae.model.rebuild import trusted_module_names
 from pyro_vae.options import Setting, coerce
 from pyro_vae.runtime import distributed
 from pyro_vae.runtime.policy import RuntimePolicy, runtime_policy
-from pyro_vae.training.callbacks import BEST_NAME
+from pyro_vae.training.run_folder import RunFolder
 from pyro_vae.training.runs import start_run
-from pyro_vae.training.trainer import CONFIG_NAME
 
 POSITIVE = click.IntRange(min=1)
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy, and so pyro.set_rng_seed, accepts
@@ -106,7 +105,7 @@ def _overrides(opts: dict) -> dict:
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help=f"a run config (TOML: OUT/{CONFIG_NAME}, configs/*.toml); options given here override it",
+    help=f"a run config (TOML: OUT/{RunFolder.CONFIG}, configs/*.toml); options given here override it",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option(
@@ -122,7 +121,7 @@ def _overrides(opts: dict) -> dict:
     type=click.Path(file_okay=False),
     default="runs/latest",
     show_default=True,
-    help=f"run folder for ckpt.pt, metrics.jsonl and {CONFIG_NAME}",
+    help=f"run folder for {RunFolder.CHECKPOINT}, {RunFolder.METRICS} and {RunFolder.CONFIG}",
 )
 @click.option(
     "--resume", default=None, metavar="CKPT", help="continue the run in this checkpoint (to --epochs in total)"
@@ -191,14 +190,14 @@ def train(ctx: click.Context, **opts) -> None:
     fixed = threads is not None or "OMP_NUM_THREADS" in os.environ  # else the budget sizes the threads each epoch
     with runtime_policy(RuntimePolicy.command_line(thread_budget=not fixed)):
         trainer.fit()
-    best = trainer.out_dir / BEST_NAME
+    best = trainer.files.best
     extra = [
         f"the best epoch's in {best}" if best.exists() else "",
-        f"pictures in {trainer.out_dir / 'plots'}" if trainer.config.schedule.plot_every else "",
-        f"TensorBoard logs in {trainer.out_dir / 'tensorboard'}" if opts["tensorboard"] else "",
+        f"pictures in {trainer.files.plots}" if trainer.config.schedule.plot_every else "",
+        f"TensorBoard logs in {trainer.files.tensorboard}" if opts["tensorboard"] else "",
     ]
     log(
-        f"wrote {trainer.checkpoint_path}, {trainer.out_dir / 'metrics.jsonl'} and {trainer.out_dir / CONFIG_NAME}"
+        f"wrote {trainer.checkpoint_path}, {trainer.files.metrics} and {trainer.files.config}"
         + "".join(f"; {e}" for e in extra if e)
     )
 

@@ -1,25 +1,7 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs, trained with SVI.
 
-Where things are (the folders follow the architecture):
-
-* ``model/``: the generative model and the guide: :mod:`~pyro_vae.model.priors`,
-  :mod:`~pyro_vae.model.likelihoods`, guide families q(z|x) in :mod:`~pyro_vae.model.guides`, encoder/decoder
-  :mod:`~pyro_vae.model.networks`, the model/guide pair :mod:`~pyro_vae.model.vae`, the component registry
-  (:mod:`~pyro_vae.model.components`), the model's config and the trusted rebuild of components
-  (:mod:`~pyro_vae.model.config`, :mod:`~pyro_vae.model.rebuild`);
-* ``data/``: the images: sources (torchvision sets, folders, arrays), sizes, splits and binarization;
-* ``inference/``: the SVI objectives, the fast SVI step, the bounds, the hand-written analytic-KL ELBO and
-  posterior summaries;
-* ``training/``: optimiser and schedule settings, the :class:`Trainer` and its callbacks (validation,
-  checkpoints, best.pt, metrics, pictures, TensorBoard, MLflow), checkpoints, the run folder's lock, clean stops
-  on SIGINT/SIGTERM;
-* ``runtime/``: devices, size checks before allocation, atomic writes, the CPU thread budget, jobs of several
-  processes under torchrun (:mod:`~pyro_vae.runtime.distributed`);
-* :mod:`pyro_vae.config`: :class:`RunConfig`, one description of a run (command line, ``config.toml``,
-  checkpoints); :mod:`pyro_vae.options`: how each setting is declared once;
-* :mod:`pyro_vae.pipeline`: what the commands run; :mod:`pyro_vae.plots`: pictures; :mod:`pyro_vae.sharing`:
-  exported safetensors folders and the Hugging Face Hub;
-  ``pyro_vae.cli``: the ``pyro-vae`` command line (``python -m pyro_vae``).
+The public names are importable from here (``from pyro_vae import RunConfig, start_run, evaluate``); where each
+lives, and what every module is for, is in ``docs/code-layout.md``.
 """
 
 from importlib import import_module

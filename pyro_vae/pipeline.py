@@ -29,8 +29,9 @@ from .runtime.distributed import current, device_name
 from .runtime.limits import check_disk, check_fits, check_vae_fits, chunk_size, meta_module
 from .sharing import best_validation, describe_component, n_parameters, read_model
 from .training.checkpoint import load_weights
+from .training.run_folder import RunFolder
 from .training.runs import resume_run, start_run  # noqa: F401 (pyro_vae.pipeline.resume_run, as before)
-from .training.trainer import METRICS_NAME, read_metrics
+from .training.trainer import read_metrics
 
 SAMPLE_PIECE_BYTES = 1 << 28  # decoded at once by sample/write_samples (85,000 Bernoulli images)
 
@@ -310,7 +311,7 @@ def plot_checkpoint(
             out_dir / "interpolations.png",
         )
     )
-    metrics_path = Path(checkpoint).parent / METRICS_NAME if Path(checkpoint).is_file() else None
+    metrics_path = RunFolder(Path(checkpoint).parent).metrics if Path(checkpoint).is_file() else None
     metrics = read_metrics(metrics_path) if metrics_path and metrics_path.is_file() else list(ckpt["metrics"])
     if metrics:
         objective = config.objective.kind

@@ -30,8 +30,7 @@ from ..config import RunConfig
 from ..data.vae_data import VAEData
 from ..errors import ConfigError
 from ..model.vae import VAE
-
-BEST_NAME = "best.pt"
+from .run_folder import RunFolder
 
 
 class RunView(Protocol):
@@ -99,7 +98,7 @@ class BestCheckpoint(Callback):
         val = record.get("val_elbo")
         earlier = [m["val_elbo"] for m in trainer.metrics[:-1] if m.get("val_elbo") is not None]
         if val is not None and math.isfinite(val) and all(val > e for e in earlier):
-            trainer.save(trainer.out_dir / BEST_NAME)
+            trainer.save(RunFolder(trainer.out_dir).best)
 
 
 def snapshot_grids(trainer: RunView) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +123,7 @@ class PlotSnapshots(Callback):
         if every and record["epoch"] % every == 0:
             from .. import plots
 
-            out = trainer.out_dir / "plots"
+            out = RunFolder(trainer.out_dir).plots
             out.mkdir(exist_ok=True)
             recon, samples = snapshot_grids(trainer)
             plots.save_grid(recon, out / f"reconstructions_epoch{record['epoch']:03d}.png")
@@ -156,7 +155,7 @@ class TensorBoard(Callback):
 
     def on_epoch_end(self, trainer: RunView, record: dict) -> None:
         if self.writer is None:
-            self.writer = self._writer_class(str(self.log_dir or trainer.out_dir / "tensorboard"))
+            self.writer = self._writer_class(str(self.log_dir or RunFolder(trainer.out_dir).tensorboard))
         epoch = record["epoch"]
         for tag, key in SCALARS.items():
             if record.get(key) is not None:

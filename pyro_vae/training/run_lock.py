@@ -18,13 +18,13 @@ from types import TracebackType
 
 from ..errors import RunInUseError
 from ..runtime.distributed import current
+from .run_folder import RunFolder
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock, runs are not locked
     fcntl = None
 
-LOCK_NAME = ".lock"
 _RANK_0_HOLDS_IT = object()  # what a lock of another rank holds: rank 0's lock stands for the whole job
 
 
@@ -46,7 +46,7 @@ class RunFolderLock:
             self._file = _RANK_0_HOLDS_IT
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        f = open(self.folder / LOCK_NAME, "a+")
+        f = open(RunFolder(self.folder).lock, "a+")
         if fcntl is not None:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

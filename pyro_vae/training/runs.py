@@ -24,8 +24,9 @@ from ..runtime.distributed import current, device_name
 from ..runtime.limits import check_vae_fits
 from .callbacks import Callback
 from .checkpoint import load_checkpoint
+from .run_folder import RunFolder
 from .run_lock import locked
-from .trainer import CHECKPOINT_NAME, Trainer
+from .trainer import Trainer
 
 
 def start_run(
@@ -105,10 +106,10 @@ def _assemble(
     dev = resolve_device(device_name(device, group))
     check_vae_fits(lambda: config.untrained_model(), dev, training=True)
     with locked(folder) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
-        if ckpt is None and group.is_main and (folder / CHECKPOINT_NAME).exists() and not overwrite:
+        if ckpt is None and group.is_main and RunFolder(folder).checkpoint.exists() and not overwrite:
             raise ConfigError(
-                f"{folder} already holds a run ({CHECKPOINT_NAME}); continue it with --resume "
-                f"{folder / CHECKPOINT_NAME}, choose another --out, or pass --overwrite"
+                f"{folder} already holds a run ({RunFolder.CHECKPOINT}); continue it with --resume "
+                f"{RunFolder(folder).checkpoint}, choose another --out, or pass --overwrite"
             )
         data = VAEData(config.data, data_dir, dev, splits=("train", "val"))
         vae = config.build_model() if ckpt is None else config.untrained_model()

@@ -50,14 +50,11 @@ from ..runtime.distributed import CollectiveError, PeerError, Peers, current
 from ..runtime.limits import check_step_fits
 from ..runtime.policy import current_policy, frozen_gc
 from ..runtime.threads import ThreadBudget
-from .callbacks import BEST_NAME, Callback, default_callbacks
+from .callbacks import Callback, default_callbacks
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
+from .run_folder import RunFolder
 from .run_lock import RunFolderLock
 from .stopping import StopRequest, stop_requests
-
-CHECKPOINT_NAME = "ckpt.pt"
-METRICS_NAME = "metrics.jsonl"
-CONFIG_NAME = "config.toml"
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -141,6 +138,7 @@ class Trainer:
         self.config = dataclasses.replace(config, model=ModelConfig.of(vae), data=recorded_data)
         self.vae, self.data = vae, data
         self.out_dir = Path(out_dir)
+        self.files = RunFolder(self.out_dir)  # the paths of the run's files
         self.group = current()  # this process's place in a job (rank 0 of 1 without one)
         self._check_shardable(data.count("train"), config.optimizer.batch_size)
         self._peers: Peers | None = None  # where every process runs, to name one that dies
@@ -179,7 +177,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / CHECKPOINT_NAME
+        return self.files.checkpoint
 
     def load_state(self, ckpt: dict) -> None:
         """Continue from a checkpoint's weights, optimiser state, epoch, metrics and RNG states."""
@@ -215,9 +213,9 @@ class Trainer:
         try:
             if self.group.is_main:
                 # a killed writer's temporary files
-                remove_temporaries(self.out_dir, (CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, CONFIG_NAME))
-                self.config.write_toml(self.out_dir / CONFIG_NAME)  # the run, repeatable with train --config
-                write_metrics(self.out_dir / METRICS_NAME, self.metrics)  # exactly the checkpoint's epochs
+                remove_temporaries(self.out_dir, RunFolder.written)
+                self.config.write_toml(self.files.config)  # the run, repeatable with train --config
+                write_metrics(self.files.metrics, self.metrics)  # exactly the checkpoint's epochs
             if self.group.parallel:  # (collectives wait until here: building may fail on one rank alone)
                 self.group.broadcast_parameters(self.vae)  # one seed built them all alike; a caller's may differ
                 self._peers = Peers(self.group)
@@ -404,7 +402,7 @@ class Trainer:
         """``OUT/metrics.jsonl`` from :attr:`metrics`, atomically (rank 0 only)."""
         if not self.group.is_main:
             return
-        self._write(self.out_dir / METRICS_NAME, lambda: write_metrics(self.out_dir / METRICS_NAME, self.metrics))
+        self._write(self.files.metrics, lambda: write_metrics(self.files.metrics, self.metrics))
 
     def save(self, path: str | Path | None = None, *, with_metrics: bool = False) -> None:
         """Write the checkpoint (to ``OUT/ckpt.pt`` unless ``path`` is given) atomically; on failure (a full disk)
@@ -429,7 +427,7 @@ class Trainer:
         }
         files = {path: lambda tmp: write_checkpoint(tmp, payload)}
         if with_metrics:  # the checkpoint first: the metrics never list an epoch it lacks
-            files[self.out_dir / METRICS_NAME] = lambda tmp: tmp.write_text(metrics_text(self.metrics))
+            files[self.files.metrics] = lambda tmp: tmp.write_text(metrics_text(self.metrics))
         self._write(path, lambda: _write_together(files))
         if path == self.checkpoint_path:
             self._saved_epoch = None if self._partial is not None else self.epoch
