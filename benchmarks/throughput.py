@@ -7,7 +7,8 @@ Three training loops over the same networks, the same device-resident data and t
               ``torch.optim.Adam`` with its defaults, as in pytorch/examples' vae/main.py;
   stock-pyro  ``SVI(vae.model, vae.guide, pyro.optim.Adam, Trace_ELBO())`` stepped per batch, as in
               Pyro's VAE example (Pyro's default validation on);
-  pyro-vae    ``Trainer.train_epoch``: exactly the loop ``pyro-vae train`` runs (the step compiled);
+  pyro-vae    ``Trainer.train_epoch``: exactly the loop ``pyro-vae train`` runs (the step compiled, under the
+              command line's runtime policy);
   pyro-vae-no-compile
               the same with ``--no-compile`` (the traced ``JitTrace_ELBO`` step);
   numpyro, numpyro-scan
@@ -53,9 +54,21 @@ from numpyro_vae import available as numpyro_available
 from pyro.infer import SVI, Trace_ELBO
 from torch.utils.flop_counter import FlopCounterMode
 
-from pyro_vae import VAE, Bernoulli, DataConfig, NetConfig, RunConfig, StandardNormal, Trainer, VAEData
+from pyro_vae import (
+    VAE,
+    Bernoulli,
+    DataConfig,
+    NetConfig,
+    RunConfig,
+    RuntimePolicy,
+    StandardNormal,
+    Trainer,
+    VAEData,
+    runtime_policy,
+)
 from pyro_vae.training.trainer import epoch_seed
 
+COMMAND_LINE = RuntimePolicy.command_line(thread_budget=False)
 TORCH_LOOPS = ("plain", "stock-pyro", "pyro-vae", "pyro-vae-no-compile")
 TRAINER_LOOPS = {"pyro-vae": True, "pyro-vae-no-compile": False}  # loop -> objective.compile
 LOOPS = TORCH_LOOPS + NUMPYRO_LOOPS
@@ -122,7 +135,8 @@ class Loops:
         # Each loop has its own Pyro param store, as each would in its own process.
         with pyro.get_param_store().scope(self.store[name]) as state:
             if name in self.trainers:
-                loss = self.trainers[name].train_epoch(epoch)["train_loss"]
+                with runtime_policy(COMMAND_LINE):  # as `pyro-vae train` runs it (the thread count is fixed here)
+                    loss = self.trainers[name].train_epoch(epoch)["train_loss"]
             else:
                 step = {
                     "plain": lambda x: plain_step(self.models["plain"], self.plain_optimizer, x).item(),

@@ -115,3 +115,33 @@ def test_images(data_dir) -> dict[str, torch.Tensor]:
     for mode in ("dynamic", "none"):
         out[mode] = VAEData(DataConfig("mnist", mode), data_dir, splits=("test",)).observed("test")[:500]
     return out
+
+
+# `make test-fast` runs the rest: these files train runs end to end, start commands or jobs of processes.
+SLOW_FILES = {
+    "test_agreement.py",
+    "test_benchmarks.py",
+    "test_cli.py",
+    "test_combinations.py",
+    "test_compiled_step.py",
+    "test_cuda.py",
+    "test_device_portability.py",
+    "test_distributed.py",
+    "test_evaluation.py",
+    "test_examples.py",
+    "test_faults.py",
+    "test_fuzz.py",
+    "test_image_data.py",
+    "test_plots.py",
+    "test_quality.py",
+    "test_readme_tour.py",
+    "test_sharing.py",
+    "test_train.py",
+    "test_trust.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
