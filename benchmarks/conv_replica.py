@@ -297,7 +297,7 @@ def main() -> None:
         )
         data = VAEData(config.data, data_dir, splits=("train", "test"))
         test = data.observed("test")[: args.limit]
-        initial = config.build_model()  # the weights RunConfig.build starts from (build_model seeds itself)
+        initial = config.build_model()  # the weights start_run starts from (build_model seeds itself)
         shape = tuple(config.data.image_shape)
         loglik, outputs = log_likelihood(config, shape)
         print(

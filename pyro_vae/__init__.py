@@ -51,9 +51,25 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["__version__", *_WHERE]
+_SUBMODULES = {
+    "config",
+    "data",
+    "errors",
+    "inference",
+    "model",
+    "options",
+    "pipeline",
+    "plots",
+    "runtime",
+    "sharing",
+    "training",
+    "version",
+}
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:  # ``import pyro_vae; pyro_vae.pipeline.load_model(...)``
+        return import_module(f".{name}", __name__)
     if name not in _WHERE:
         raise AttributeError(f"module 'pyro_vae' has no attribute {name!r}")
     value = getattr(import_module(f".{_WHERE[name]}", __name__), name)

@@ -40,7 +40,7 @@ from .model.config import KINDS, ComponentConfig, ModelConfig, trust_parameter_d
 from .model.networks import NetConfig
 from .model.rebuild import resolve
 from .model.vae import VAE
-from .options import Option, Setting, check_fields, dataclass_settings, flag_for
+from .options import Option, Setting, dataclass_settings, flag_for, normalise_fields
 from .runtime.atomic import atomic_path
 from .training.schedule import OptimizerConfig, ScheduleConfig
 
@@ -71,19 +71,23 @@ class RunConfig:
         is in ``trust_modules`` (the one place trust is decided); :class:`ConfigError` otherwise. Reading a config
         (:meth:`from_dict`, :meth:`read_toml`, :meth:`from_checkpoint`) returns it resolved."""
         config = copy.deepcopy(self)
-        check_fields(config)
-        config.data.validate()
+        for part in (config, config.data, config.objective, config.optimizer, config.schedule):
+            normalise_fields(part)
+            if part is not config:
+                part.validate()  # (the rules between a section's fields)
         config.model = config.model.resolved(trust_modules)
-        config.objective.validate()
-        config.optimizer.validate()
-        config.schedule.validate()
-        if config.model.likelihood.resolved.binary_data and config.data.binarize == "none":
+        if config.model.likelihood.component_class.binary_data and config.data.binarize == "none":
             others = [name for name, cls in REGISTRY["likelihood"].items() if not cls.binary_data]
             raise ConfigError(
                 f"--likelihood {self.model.likelihood.name} needs binary pixels but data.binarize (--binarize) is "
                 f"none: binarize (dynamic or static) or choose a likelihood for grey levels ({', '.join(others)})"
             )
         return config
+
+    def trusting(self, trust_modules: Iterable[str]) -> RunConfig:
+        """This config with its model's components resolved under ``trust_modules`` (for the deprecated parameter;
+        the rest is left as it is)."""
+        return dataclasses.replace(self, model=self.model.resolved(trust_modules))
 
     @trust_parameter_deprecated
     def validate(self) -> None:
@@ -145,7 +149,7 @@ class RunConfig:
             config = _from_table(cls, table, "")
             for old, new in zip(like.model.components() if like else (), config.model.components()):
                 if (old.name, old.module) == (new.name, new.module):
-                    new.resolved = old.resolved
+                    new.component_class = old.component_class
             config = config.resolved(trust_modules)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None

@@ -54,14 +54,14 @@ class Setting:
     flag: str
 
     def choices(self) -> tuple | None:
-        base = _strip_none(self.type)
+        base = strip_none(self.type)
         return typing.get_args(base) if typing.get_origin(base) is Literal else None
 
     def metavar(self) -> str:
         choices = self.choices()
         if choices:
             return "[" + "|".join(map(str, choices)) + "]"
-        base = _strip_none(self.type)
+        base = strip_none(self.type)
         if typing.get_origin(base) is tuple:
             return "N[,N...]"
         return {int: "INTEGER", float: "FLOAT", str: "TEXT", bool: "BOOLEAN"}.get(base, "VALUE")
@@ -91,7 +91,7 @@ def _bounds_text(option: Option) -> str:
     return " and ".join(b for b in (low, high) if b)
 
 
-def _strip_none(tp: Any) -> Any:
+def strip_none(tp: Any) -> Any:
     """``X | None`` -> ``X``."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -154,10 +154,21 @@ def parameter_settings(fn: Any, prefix: str, flag_prefix: str, skip: frozenset[s
 
 
 def check_fields(obj: Any) -> None:
-    """Check every declared field of the config dataclass ``obj`` (type and bounds), normalising in place
-    (a list of widths becomes a tuple, an integer learning rate a float)."""
+    """Check every declared field of the config dataclass ``obj`` (type and bounds); nothing is changed."""
+    for setting in dataclass_settings(type(obj)):
+        coerce(setting, getattr(obj, setting.name))
+
+
+def normalise_fields(obj: Any) -> None:
+    """Every declared field of the config dataclass ``obj`` checked and set to its normal form, in place (a list
+    of widths becomes a tuple, an integer learning rate a float): for a copy being resolved."""
     for setting in dataclass_settings(type(obj)):
         object.__setattr__(obj, setting.name, coerce(setting, getattr(obj, setting.name)))
+
+
+def check_bounds(setting: Setting, value: Any) -> None:
+    """:class:`ConfigError` if the number ``value`` (or a tuple of them) is outside ``setting``'s bounds."""
+    _check_bounds(f"{setting.key} ({setting.flag})", setting.option, value)
 
 
 def coerce(setting: Setting, value: Any, *, text: bool = False) -> Any:
@@ -168,7 +179,7 @@ def coerce(setting: Setting, value: Any, *, text: bool = False) -> Any:
         if _allows_none(tp):
             return None
         raise ConfigError(f"{where} needs a value")
-    base = _strip_none(tp)
+    base = strip_none(tp)
     try:
         result = _convert(base, value, text, setting.option)
     except _Refused as exc:

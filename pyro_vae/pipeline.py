@@ -125,7 +125,7 @@ def _checkpoint_data(config: RunConfig, split: str, data_dir, device: torch.devi
     if limit is not None:
         x, labels = x[:limit], None if labels is None else labels[:limit]
     if x.shape[0] == 0:
-        raise ConfigError(f"the {split} split is empty for this run (give it images with --val-size or --test-size)")
+        raise ConfigError(f"this run has no {split} images (its training set them: pyro-vae train --{split}-size N)")
     return x, labels, config.data, data.class_names
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -376,8 +377,8 @@ def test_validate_changes_nothing_and_resolved_gives_the_normalised_copy():
     assert config.model.net.hidden == [64] and config.model.prior.options == {}  # as given
     resolved = config.resolved()
     assert resolved.model.net.hidden == (64,) and resolved.model.prior.options == {"num_components": 10}
-    assert resolved.model.prior.resolved.__name__ == "MixtureOfGaussians"
-    assert config.model.prior.resolved is None  # (the caller's config is untouched)
+    assert resolved.model.prior.component_class.__name__ == "MixtureOfGaussians"
+    assert config.model.prior.component_class is None  # (the caller's config is untouched)
 
 
 def test_trust_is_decided_once_when_a_config_is_read():
@@ -399,3 +400,26 @@ def test_trust_modules_on_build_model_still_works_until_0_4():
     assert type(vae.likelihood).__name__ == "WrongLogProbBernoulli"
     with pytest.raises(ConfigError, match="not trusted"):
         config.build_model()
+
+
+def test_a_component_renamed_after_it_was_resolved_gets_its_new_class():
+    config = RunConfig.from_dict(RunConfig().to_dict(), "t")
+    config.model.likelihood.name = "gaussian"
+    config.model.prior = dataclasses.replace(config.model.prior, name="mog", options={"num_components": 3})
+    config.data.binarize = "none"
+    vae = config.build_model()
+    assert type(vae.likelihood).__name__ == "Gaussian" and type(vae.prior).__name__ == "MixtureOfGaussians"
+    assert type(RunConfig.from_dict(RunConfig().to_dict(), "t").build_model().likelihood).__name__ == "Bernoulli"
+
+
+def test_the_removed_file_name_constants_still_answer_until_0_4():
+    import pyro_vae
+    from pyro_vae.training import callbacks, trainer
+
+    with pytest.warns(FutureWarning, match="RunFolder.CHECKPOINT"):
+        assert trainer.CHECKPOINT_NAME == "ckpt.pt"
+    with pytest.warns(FutureWarning, match="RunFolder.BEST"):
+        assert callbacks.BEST_NAME == "best.pt"
+    with pytest.raises(AttributeError):
+        trainer.NO_SUCH_NAME
+    assert pyro_vae.pipeline.load_model is pyro_vae.load_model  # submodules reachable from the root, as before

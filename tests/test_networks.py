@@ -162,7 +162,7 @@ def test_a_short_conv_run_keeps_every_unit_the_reference_keeps(data_dir, tmp_pat
     data = VAEData(config.data, data_dir, splits=("train", "test"))
     test = data.observed("test")[:1000]
     encoder, decoder = replica_networks(config)
-    initial = config.build_model()  # the weights RunConfig.build starts from
+    initial = config.build_model()  # the weights start_run starts from
     copy_weights(initial.encoder, encoder)
     copy_weights(initial.decoder, decoder)
     reference = train_replica(config, data, encoder, decoder, test, 2, config.seed)[-1]

@@ -220,3 +220,17 @@ def test_kl_weight_changes_training(tmp_path, data_dir):
 def test_impossible_training_options_are_refused(options, match):
     with pytest.raises(ConfigError, match=match):
         RunConfig().updated(options)
+
+
+def test_fit_failing_before_its_first_epoch_keeps_the_error_and_frees_the_folder(tmp_path, data_dir, monkeypatch):
+    from pyro_vae.training.run_lock import RunFolderLock
+
+    trainer = small_run(tmp_path, data_dir, epochs=1)
+
+    def full_disk(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(trainer.config), "write_toml", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.fit()
+    RunFolderLock(tmp_path).acquire().release()  # the folder is free again

@@ -121,7 +121,6 @@ class DataConfig:
             shape = tuple(self.shape) if isinstance(self.shape, (list, tuple)) else ()
             if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape):
                 raise ConfigError(f"data.shape must be three positive integers (C, H, W), got {self.shape!r}")
-            self.shape = shape
 
     @property
     def size(self) -> tuple[int, int] | None:

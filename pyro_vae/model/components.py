@@ -19,10 +19,12 @@ configuration (:func:`options_of`).
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar
+import numbers
+import typing
+from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
-from ..options import Setting, coerce, parameter_settings
+from ..options import Setting, check_bounds, coerce, parameter_settings, strip_none
 
 SHARED = frozenset(
     {"latent_dim", "data_dim", "image_shape"}
@@ -65,19 +67,23 @@ class Component:
 
     @classmethod
     def _check_arguments(cls, args: tuple, kwargs: dict[str, Any]) -> None:
-        """Each option given to the constructor within its declared type and bounds (a ``ValueError`` naming it):
-        the declaration is the one place a bound is written, for Python callers as for config files."""
+        """Each number given to the constructor within its declared bounds, each text among its declared choices
+        (a ``ValueError`` naming the option): the declaration is the one place a bound is written, for Python
+        callers as for config files. Other values (a NumPy integer, an unannotated option) pass as they are."""
         try:
             given = inspect.signature(cls.__init__).bind(None, *args, **kwargs).arguments
             declared = cls.settings()
         except TypeError:  # a wrong call (``__init__`` says so) or a class that declares no options
             return
         for setting in declared:
-            if setting.name in given:
-                try:
-                    coerce(setting, given[setting.name])
-                except ConfigError as exc:
-                    raise ValueError(f"{cls.__qualname__}: {exc}") from None
+            value = given.get(setting.name)
+            try:
+                if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                    check_bounds(setting, value)
+                elif isinstance(value, str) and typing.get_origin(strip_none(setting.type)) is Literal:
+                    coerce(setting, value)
+            except ConfigError as exc:
+                raise ValueError(f"{cls.__qualname__}: {exc}") from None
 
     @classmethod
     def settings(cls, prefix: str = "") -> list[Setting]:

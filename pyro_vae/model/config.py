@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
 from ..errors import ConfigError
-from ..options import Option, check_fields, coerce
+from ..options import Option, coerce, normalise_fields
 from .components import REGISTRY, options_of
 from .guides import Guide
 from .likelihoods import Likelihood
@@ -51,9 +51,9 @@ def trust_parameter_deprecated(method: Callable) -> Callable:
     @functools.wraps(method)
     def wrapper(self, *args: Any, trust_modules: Iterable[str] | None = None, **kwargs: Any) -> Any:
         if args:
-            trust_modules, *rest = args
-            if rest:
-                raise TypeError(f"{method.__qualname__} takes no positional arguments")
+            if len(args) > 1 or trust_modules is not None:
+                raise TypeError(f"{method.__qualname__} got trust_modules twice or other positional arguments")
+            trust_modules = args[0]
         if trust_modules is not None:
             warnings.warn(
                 f"{method.__qualname__}(trust_modules) is deprecated and goes away in pyro-vae 0.4: read the config "
@@ -61,7 +61,7 @@ def trust_parameter_deprecated(method: Callable) -> Callable:
                 FutureWarning,
                 stacklevel=2,
             )
-            self = self.resolved(trust_modules)
+            self = self.trusting(trust_modules)
         return method(self, **kwargs)
 
     return wrapper
@@ -78,7 +78,15 @@ class ComponentConfig:
     options: dict[str, Any] = field(default_factory=dict)
     module: str | None = None
     # The class, once trust was decided (ModelConfig.resolved); not part of the config's data.
-    resolved: type | None = field(default=None, repr=False, compare=False)
+    component_class: type | None = field(default=None, repr=False, compare=False)
+
+    def current_class(self) -> type | None:
+        """:attr:`component_class` if it is still the class ``name`` and ``module`` name (they may have been
+        changed since), else ``None``."""
+        cls = self.component_class
+        if cls is None or cls.__dict__.get("name", cls.__qualname__) != self.name:
+            return None
+        return cls if self.module == (None if is_trusted(cls.__module__) else cls.__module__) else None
 
     def to_dict(self) -> dict:
         extra = {} if self.module is None else {"module": self.module}
@@ -117,11 +125,12 @@ class ModelConfig:
         and completed with their defaults, and every rule between components checked; :class:`ConfigError`
         otherwise. A component already resolved keeps its class. ``self`` is not changed."""
         model = copy.deepcopy(self)
-        check_fields(model)
+        normalise_fields(model)
+        normalise_fields(model.net)
         model.net.validate()
         for kind in KINDS:
             part = getattr(model, kind)
-            cls = part.resolved or resolve(kind, part.name, part.module, trust_modules)
+            cls = part.current_class() or resolve(kind, part.name, part.module, trust_modules)
             settings = {s.name: s for s in cls.settings(f"model.{kind}.")}
             unknown = sorted(set(part.options) - set(settings))
             if unknown:
@@ -132,7 +141,7 @@ class ModelConfig:
             except ValueError as exc:
                 raise ConfigError(f"model.{kind} ({part.name}): {exc}") from None
             setattr(model, kind, ComponentConfig(part.name, options, part.module, cls))
-        prior, guide = model.prior.resolved, model.guide.resolved
+        prior, guide = model.prior.component_class, model.guide.component_class
         if prior.uses_guide_density and not guide.one_pass_log_density:
             raise ConfigError(
                 f"--prior {self.prior.name} with --guide {self.guide.name}: the prior evaluates q(z|x) at points of "
@@ -142,9 +151,13 @@ class ModelConfig:
         return model
 
     @trust_parameter_deprecated
+    def trusting(self, trust_modules: Iterable[str]) -> ModelConfig:
+        """This config with its components resolved under ``trust_modules`` (for the deprecated parameter)."""
+        return self.resolved(trust_modules)
+
     def classes(self) -> dict[str, type]:
         """The prior, likelihood and guide classes (pyro-vae's own, or those resolved with trust)."""
-        return {kind: part.resolved for kind, part in zip(KINDS, self.resolved().components())}
+        return {kind: part.component_class for kind, part in zip(KINDS, self.resolved().components())}
 
     def components(self) -> tuple[ComponentConfig, ComponentConfig, ComponentConfig]:
         return self.prior, self.likelihood, self.guide
@@ -161,7 +174,7 @@ class ModelConfig:
         shared = {"latent_dim": self.latent_dim, "data_dim": math.prod(image_shape), "image_shape": tuple(image_shape)}
         built = []
         for kind, part in zip(KINDS, self.resolved().components()):
-            cls = part.resolved
+            cls = part.component_class
             kwargs = {**{k: shared[k] for k in cls.shared_values()}, **part.options}
             try:
                 built.append(cls(**kwargs))

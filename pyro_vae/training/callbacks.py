@@ -30,7 +30,9 @@ from ..config import RunConfig
 from ..data.vae_data import VAEData
 from ..errors import ConfigError
 from ..model.vae import VAE
-from .run_folder import RunFolder
+from .run_folder import RunFolder, deprecated_names
+
+__getattr__ = deprecated_names(__name__, {"BEST_NAME": "BEST"})  # until 0.4
 
 
 class RunView(Protocol):

@@ -14,9 +14,11 @@ lists them, so that a killed writer's temporary files can be found and removed.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,21 @@ class RunFolder:
     @property
     def lock(self) -> Path:
         return self.root / self.LOCK
+
+
+def deprecated_names(module: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for the file-name constants that :class:`RunFolder` replaced (``names``: old name ->
+    its attribute), each still there until 0.4 with a ``FutureWarning``."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{module}.{name} is deprecated and goes away in pyro-vae 0.4: use "
+            f"pyro_vae.training.run_folder.RunFolder.{names[name]}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(RunFolder, names[name])
+
+    return __getattr__

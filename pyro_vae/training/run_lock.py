@@ -18,13 +18,14 @@ from types import TracebackType
 
 from ..errors import RunInUseError
 from ..runtime.distributed import current
-from .run_folder import RunFolder
+from .run_folder import RunFolder, deprecated_names
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock, runs are not locked
     fcntl = None
 
+__getattr__ = deprecated_names(__name__, {"LOCK_NAME": "LOCK"})  # until 0.4
 _RANK_0_HOLDS_IT = object()  # what a lock of another rank holds: rank 0's lock stands for the whole job
 
 

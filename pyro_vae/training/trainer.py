@@ -52,9 +52,14 @@ from ..runtime.policy import current_policy, frozen_gc
 from ..runtime.threads import ThreadBudget
 from .callbacks import Callback, default_callbacks
 from .checkpoint import adam_state_from_pyro, is_pyro_optim_state, rng_state, set_rng_state, write_checkpoint
-from .run_folder import RunFolder
+from .run_folder import RunFolder, deprecated_names
 from .run_lock import RunFolderLock
 from .stopping import StopRequest, stop_requests
+
+# Until 0.4: the names of the run's files before RunFolder.
+__getattr__ = deprecated_names(
+    __name__, {"CHECKPOINT_NAME": "CHECKPOINT", "METRICS_NAME": "METRICS", "CONFIG_NAME": "CONFIG"}
+)
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -163,7 +168,8 @@ class Trainer:
             c for c in (*default_callbacks(), *callbacks) if self.group.is_main or c.every_rank
         ]
         self.stop_requested = False  # a signal came: the epoch's checkpoint is written whatever the interval
-        # Set it (``pyro-vae train`` does) to size the CPU thread pool each epoch to the cores other processes leave.
+        # A ThreadBudget here sizes the CPU thread pool each epoch to the cores other processes leave (or ask for one
+        # with RuntimePolicy(thread_budget=True), as ``pyro-vae train`` does).
         self.thread_budget: ThreadBudget | None = None
         self._saved_epoch: int | None = None  # the (whole) epoch whose state OUT/ckpt.pt holds, if written here
 
@@ -210,6 +216,7 @@ class Trainer:
     def fit(self) -> list[dict]:
         """Train until ``config.epochs`` epochs are done; returns the per-epoch metrics."""
         self.lock.acquire()
+        budget = None
         try:
             if self.group.is_main:
                 # a killed writer's temporary files
@@ -222,7 +229,6 @@ class Trainer:
             if self._pending_rng is not None:
                 set_rng_state(self._pending_rng)
             # A scoped param store: nothing leaks in from (or out to) other models in this process.
-            budget = None
             if self.data.device.type == "cpu":  # (the caller's own budget, or one the runtime policy asks for)
                 budget = self.thread_budget or (ThreadBudget(self.log) if current_policy().thread_budget else None)
             with pyro.get_param_store().scope(), stop_requests() as stop, _no_pyro_nan_warnings():
