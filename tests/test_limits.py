@@ -49,7 +49,9 @@ def test_the_meta_estimate_is_the_real_size(make_prior, make_guide, kind):
 
 
 def test_an_impossible_model_is_refused_without_allocating():
-    huge = lambda: VAE(NetConfig(hidden=(10**5,)), StandardNormal(10**8), Bernoulli(), image_shape=(1, 28, 28))  # noqa: E731
+    def huge():
+        return VAE(NetConfig(hidden=(10**5,)), StandardNormal(10**8), Bernoulli(), image_shape=(1, 28, 28))
+
     with pytest.raises(ResourceError, match=r"the model \(109.1 TiB of parameters\) needs 436.6 TiB .* lower --hidden"):
         check_vae_fits(huge, "cpu", training=True)
     check_vae_fits(

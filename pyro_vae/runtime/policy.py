@@ -43,7 +43,8 @@ class RuntimePolicy:
         return cls(reuse_heap=True, freeze_gc=True, thread_budget=thread_budget)
 
 
-_CURRENT: ContextVar[RuntimePolicy] = ContextVar("pyro_vae_runtime_policy", default=RuntimePolicy())  # noqa: B039 (frozen)
+_OFF = RuntimePolicy()
+_CURRENT: ContextVar[RuntimePolicy] = ContextVar("pyro_vae_runtime_policy", default=_OFF)  # (frozen: immutable)
 
 
 def current_policy() -> RuntimePolicy:
