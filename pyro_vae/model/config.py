@@ -46,7 +46,7 @@ KINDS = ("prior", "likelihood", "guide")
 
 def trust_parameter_deprecated(method: Callable) -> Callable:
     """For a method that took ``trust_modules`` before 0.3 and no longer decides trust: still accepted until 0.4,
-    with a ``FutureWarning``; the method then runs on ``self.resolved(trust_modules)``."""
+    with a ``FutureWarning``; the method then runs on ``self.trusting(trust_modules)`` (its components resolved)."""
 
     @functools.wraps(method)
     def wrapper(self, *args: Any, trust_modules: Iterable[str] | None = None, **kwargs: Any) -> Any:
