@@ -75,6 +75,8 @@ class RunConfig:
             normalise_fields(part)
             if part is not config:
                 part.validate()  # (the rules between a section's fields)
+        if config.data.shape is not None:  # (recorded from the data: a list when read back from TOML or a checkpoint)
+            config.data.shape = tuple(config.data.shape)
         config.model = config.model.resolved(trust_modules)
         if config.model.likelihood.component_class.binary_data and config.data.binarize == "none":
             others = [name for name, cls in REGISTRY["likelihood"].items() if not cls.binary_data]

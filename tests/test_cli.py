@@ -207,7 +207,7 @@ BAD_TRAIN_OPTIONS = {  # every one a bad run description: exit 2, the same messa
     "unknown guide": (["--guide", "planar"], "(--guide) must be one of diagonal, full-cov, iaf"),
     "huge seed": (["--seed", str(2**32)], "seed (--seed) must be >= 0 and <= 4294967295"),
     "too many flows": (["--prior", "flow", "--prior-num-flows", "1001"], "must be >= 1 and <= 1000"),
-    "unknown option": (["--sigma", "0.1"], "No such option '--sigma'"),
+    "unknown option": (["--sigma", "0.1"], "No such option"),  # (click 8.1 and later word the rest differently)
 }
 
 
@@ -302,7 +302,7 @@ def test_edge_sizes(tmp_path, data_dir, capsys):
     assert code == 0, err
     assert json.loads((out / "metrics.jsonl").read_text())["val_elbo"] is None
     code, _, err = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--data-dir", data_dir, "--split", "val"], capsys)
-    assert_one_line_error(code, err, "split is empty")
+    assert_one_line_error(code, err, "this run has no val images")
     code, stdout, err = run_cli(
         [
             "elbo",

@@ -140,11 +140,11 @@ def _short_config(data_dir, **overrides) -> RunConfig:
 
 
 def _score_pyro_vae(config: RunConfig, out, test) -> dict:
-    from conv_replica import test_scores
+    from conv_replica import bernoulli_log_likelihood, pyro_vae_decoder, test_scores
 
     trainer = start_run(config, out, device="cpu", progress=False)
     trainer.fit()
-    return test_scores(trainer.vae.encoder, lambda z: trainer.vae.decoder(z)[..., 0, :], test)
+    return test_scores(trainer.vae.encoder, pyro_vae_decoder(trainer.vae), test, bernoulli_log_likelihood)
 
 
 def test_a_short_conv_run_keeps_every_unit_the_reference_keeps(data_dir, tmp_path, monkeypatch):
@@ -154,18 +154,18 @@ def test_a_short_conv_run_keeps_every_unit_the_reference_keeps(data_dir, tmp_pat
     weight of 30 in pyro-vae (a stand-in for a path that pushes the posterior onto the prior) loses units the
     reference keeps, and the comparison says so."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from conv_replica import copy_weights, replica_networks, train_replica
+    from conv_replica import bernoulli_log_likelihood, copy_weights, replica_networks, train_replica
 
     from pyro_vae import VAEData
 
     config = _short_config(data_dir)
     data = VAEData(config.data, data_dir, splits=("train", "test"))
     test = data.observed("test")[:1000]
-    encoder, decoder = replica_networks(config)
+    encoder, decoder = replica_networks(config, (1, 28, 28), outputs=1)
     initial = config.build_model()  # the weights start_run starts from
     copy_weights(initial.encoder, encoder)
     copy_weights(initial.decoder, decoder)
-    reference = train_replica(config, data, encoder, decoder, test, 2, config.seed)[-1]
+    reference = train_replica(config, data, encoder, decoder, test, bernoulli_log_likelihood, 2, config.seed)[-1]
     ours = _score_pyro_vae(config, tmp_path / "run", test)
     assert reference["active_units"] == ours["active_units"] == 2
     assert abs(ours["elbo"] - reference["elbo"]) < 10.0, (ours, reference)
