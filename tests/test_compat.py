@@ -113,10 +113,10 @@ def test_without_get_traces_the_step_is_not_compiled_and_says_why(tmp_path, data
 
 def test_no_private_name_is_imported_when_the_package_loads():
     import ast
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    for path in [*(root / "pyro_vae").rglob("*.py"), *(root / "cli").rglob("*.py")]:
+    from test_imports import PACKAGES, modules  # (the package's source files, listed once)
+
+    for path in modules(PACKAGES).values():
         if path.name == "compat.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
