@@ -11,6 +11,8 @@ order), from the same initial weights, evaluated on the same fixed-binarization 
 * ``replica``: the network built here from ``torch.nn`` layers by its own code (:func:`replica_networks`), the
   initial weights copied from pyro-vae's model, trained by a hand-written loop: reparameterised sample,
   Bernoulli log-likelihood of the logits, closed-form KL to N(0, I), ``torch.optim.Adam`` at the config's rate;
+* ``replica-mc-kl``: ``replica`` trained with Pyro's one-sample KL estimate instead of the closed form (a check on
+  whether an instability is the estimator's or pyro-vae's).
 * ``replica-own-init``: the same loop from the replica's own initial weights (drawn here from the seed, by the
   config's rule: PyTorch's defaults, or Glorot-uniform weights and zero biases for ``init = "glorot"``).
 
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vae import Callback, RunConfig, VAEData, start_run
+from pyro_vae.errors import TrainingError
 from pyro_vae.training.trainer import epoch_seed
 
 
@@ -147,11 +150,20 @@ def copy_weights(source: nn.Module, target: nn.Module) -> None:
             b.copy_(a)
 
 
-def negative_elbo(encoder: nn.Module, decoder, x: torch.Tensor, loglik) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image: -ELBO with one reparameterised sample and the closed-form KL; and the posterior means."""
+def negative_elbo(
+    encoder: nn.Module, decoder, x: torch.Tensor, loglik, monte_carlo_kl: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: -ELBO with one reparameterised sample and the closed-form KL (or, with ``monte_carlo_kl``, the
+    one-sample estimate log q(z|x) - log p(z) at that sample, as Pyro's ``Trace_ELBO`` forms it); and the posterior
+    means."""
     loc, log_var = encoder(x).chunk(2, dim=-1)
-    z = loc + torch.exp(0.5 * log_var) * torch.randn_like(loc)
-    kl = 0.5 * (loc.pow(2) + log_var.exp() - 1 - log_var).sum(-1)
+    eps = torch.randn_like(loc)
+    z = loc + torch.exp(0.5 * log_var) * eps
+    if monte_carlo_kl:  # log N(z; loc, scale) with z's own gradient kept, minus log N(z; 0, 1)
+        log_q = -0.5 * ((z - loc) / torch.exp(0.5 * log_var)).pow(2) - 0.5 * log_var
+        kl = (log_q + 0.5 * z.pow(2)).sum(-1)
+    else:
+        kl = 0.5 * (loc.pow(2) + log_var.exp() - 1 - log_var).sum(-1)
     return kl - loglik(decoder(z), x), loc
 
 
@@ -178,6 +190,7 @@ def train_replica(
     loglik,
     epochs: int,
     seed: int,
+    monte_carlo_kl: bool = False,
 ) -> list[dict]:
     params = [*encoder.parameters(), *decoder.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.optimizer.lr)
@@ -185,8 +198,12 @@ def train_replica(
     for epoch in range(1, epochs + 1):
         torch.manual_seed(epoch_seed(seed, epoch) + 1)  # the replica's own latent noise
         start = time.perf_counter()
-        for x in data.train_batches(config.optimizer.batch_size, epoch_seed(config.seed, epoch)):
-            loss, _ = negative_elbo(encoder, decoder, x, loglik)
+        for step, x in enumerate(data.train_batches(config.optimizer.batch_size, epoch_seed(config.seed, epoch)), 1):
+            loss, _ = negative_elbo(encoder, decoder, x, loglik, monte_carlo_kl)
+            if not torch.isfinite(loss.sum()):  # where pyro-vae's trainer would stop; the loop stops too
+                rows.append({"epoch": epoch, "nonfinite_loss_at_step": step})
+                print(json.dumps(rows[-1]), flush=True)
+                return rows
             optimizer.zero_grad()
             loss.sum().backward()
             optimizer.step()
@@ -219,7 +236,11 @@ def train_pyro_vae(config: RunConfig, test: torch.Tensor, loglik, keep: Path | N
     scores = TestScores(test, loglik)
     with tempfile.TemporaryDirectory() as tmp, pyro.get_param_store().scope():
         trainer = start_run(config, keep or tmp, device="cpu", progress=False, overwrite=True, callbacks=[scores])
-        trainer.fit()
+        try:
+            trainer.fit()
+        except TrainingError as e:  # a non-finite loss or gradient: recorded, as the replica records its own
+            scores.rows.append({"epoch": len(scores.rows) + 1, "stopped": str(e)})
+            print(json.dumps(scores.rows[-1]), flush=True)
     return scores.rows
 
 
@@ -317,18 +338,20 @@ def main() -> None:
                         if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
                             nn.init.xavier_uniform_(layer.weight)
                             nn.init.zeros_(layer.bias)
-                if loop == "replica":
+                if loop in ("replica", "replica-mc-kl"):
                     copy_weights(initial.encoder, encoder)
                     copy_weights(initial.decoder, decoder)
-                rows = train_replica(config, data, encoder, decoder, test, loglik, args.epochs, seed)
+                rows = train_replica(
+                    config, data, encoder, decoder, test, loglik, args.epochs, seed, loop == "replica-mc-kl"
+                )
             results.append({"seed": seed, "loop": loop, "epochs": rows})
     summary = {}
     for loop in args.loops:
         last = [r["epochs"][-1] for r in results if r["loop"] == loop]
         summary[loop] = {
-            "elbo_median": statistics.median(r["elbo"] for r in last),
-            "elbo_by_seed": [round(r["elbo"], 2) for r in last],
-            "active_units_by_seed": [r["active_units"] for r in last],
+            "elbo_median": statistics.median(r.get("elbo", math.nan) for r in last),
+            "elbo_by_seed": [round(r.get("elbo", math.nan), 2) for r in last],
+            "active_units_by_seed": [r.get("active_units") for r in last],
         }
         print(loop, json.dumps(summary[loop]))
     if args.json:
