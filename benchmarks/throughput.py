@@ -28,6 +28,11 @@ loop; on CPU it is the peak RSS of a separate process that trains only that loop
 
     python benchmarks/throughput.py --data-dir ../shared/data                 # CPU, MLP 784-400-20, batch 128
     python benchmarks/throughput.py --data-dir ../shared/data --net conv --device cuda
+    python benchmarks/throughput.py --data-dir ../shared/data --structure conditional   # the conditional VAE
+
+With ``--structure conditional`` every loop trains the conditional VAE (the digit's one-hot label beside the pixels
+in the encoder and beside z in the decoder): the plain loop concatenates the one-hot vectors itself, the Pyro loops
+get the labels packed into the batch, as ``pyro-vae train`` does.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from pyro_vae import (
     VAEData,
     runtime_policy,
 )
+from pyro_vae.model.structures import structure_class
 from pyro_vae.training.trainer import epoch_seed
 
 COMMAND_LINE = RuntimePolicy.command_line(thread_budget=False)
@@ -75,11 +81,15 @@ LOOPS = TORCH_LOOPS + NUMPYRO_LOOPS
 FULL_EPOCH = 60_000  # images in an MNIST training epoch: epoch times are quoted for this many
 
 
-def plain_step(vae: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
-    """The reference step: reparameterised sample, Bernoulli log-likelihood, closed-form KL to N(0, I)."""
-    loc, logvar = vae.encoder(x).chunk(2, dim=-1)
+def plain_step(
+    vae: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The reference step: reparameterised sample, Bernoulli log-likelihood, closed-form KL to N(0, I) (with
+    ``labels``: the conditional VAE's, each network given the one-hot label)."""
+    hot = None if labels is None else F.one_hot(labels, len(vae.class_names)).to(x.dtype)
+    loc, logvar = (vae.encoder(x) if hot is None else vae.encoder(x, hot)).chunk(2, dim=-1)
     z = loc + torch.exp(0.5 * logvar) * torch.randn_like(loc)
-    logits = vae.decoder(z)[..., 0, :]
+    logits = vae.decoder(z if hot is None else torch.cat([z, hot], -1))[..., 0, :]
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
     kl = 0.5 * (loc.pow(2) + logvar.exp() - 1 - logvar).sum()
     loss = recon + kl
@@ -96,11 +106,13 @@ class Loops:
         self.args, self.data = args, data
         net = NetConfig(args.net, tuple(args.hidden))
         self.models = {}
+        cls = structure_class(args.structure)
+        classes = {"class_names": tuple(map(str, range(10)))} if cls.needs_labels else {}
         for name in TORCH_LOOPS:
             pyro.set_rng_seed(0)
-            self.models[name] = VAE(net, StandardNormal(args.latent_dim), Bernoulli(), image_shape=(1, 28, 28)).to(
-                data.device
-            )
+            self.models[name] = cls(
+                net, StandardNormal(args.latent_dim), Bernoulli(), image_shape=(1, 28, 28), **classes
+            ).to(data.device)
         self.plain_optimizer = torch.optim.Adam(self.models["plain"].parameters(), lr=args.lr)
         self.stock_svi = SVI(
             self.models["stock-pyro"].model,
@@ -138,13 +150,16 @@ class Loops:
                 with runtime_policy(COMMAND_LINE):  # as `pyro-vae train` runs it (the thread count is fixed here)
                     loss = self.trainers[name].train_epoch(epoch)["train_loss"]
             else:
+                model = self.models[name]
                 step = {
-                    "plain": lambda x: plain_step(self.models["plain"], self.plain_optimizer, x).item(),
-                    "stock-pyro": self.stock_svi.step,
+                    "plain": lambda x, y: plain_step(model, self.plain_optimizer, x, y).item(),
+                    "stock-pyro": lambda x, y: self.stock_svi.step(model.observations(x, y)),
                 }[name]
                 total, n = 0.0, 0
-                for x in self.data.train_batches(self.args.batch_size, seed):
-                    total += step(x)
+                labelled = model.needs_labels
+                for batch in self.data.train_batches(self.args.batch_size, seed, with_labels=labelled):
+                    x, y = batch if labelled else (batch, None)
+                    total += step(x, y)
                     n += x.shape[0]
                 loss = total / n
         self.store[name] = state
@@ -158,10 +173,11 @@ def synchronize(device: torch.device) -> None:
 
 def training_flops_per_image(loops: Loops, batch_size: int) -> float:
     """Forward + backward FLOPs of the network for one image (matmuls and convolutions)."""
-    x = loops.data.images["train"][:batch_size]
+    x, labels = loops.data.images["train"][:batch_size], loops.data.labels["train"][:batch_size]
     scratch = torch.optim.SGD(loops.models["plain"].parameters(), lr=0.0)
     with FlopCounterMode(display=False) as counter:
-        plain_step(loops.models["plain"], scratch, torch.bernoulli(x))
+        given = labels if loops.models["plain"].needs_labels else None
+        plain_step(loops.models["plain"], scratch, torch.bernoulli(x), given)
     return counter.get_total_flops() / x.shape[0]
 
 
@@ -208,6 +224,8 @@ def isolated_peak_memory(args: argparse.Namespace, name: str) -> dict:
         *map(str, args.hidden),
         "--latent-dim",
         str(args.latent_dim),
+        "--structure",
+        args.structure,
         "--train-images",
         str(args.train_images),
         "--json",
@@ -268,6 +286,7 @@ def benchmark(args: argparse.Namespace) -> dict:
             "net": args.net,
             "hidden": args.hidden,
             "latent_dim": args.latent_dim,
+            "structure": args.structure,
             "batch_size": args.batch_size,
             "lr": args.lr,
             "images_per_epoch": n_images,
@@ -358,6 +377,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--net", default="mlp", choices=["mlp", "conv"])
     p.add_argument("--hidden", type=int, nargs="+", default=[400])
     p.add_argument("--latent-dim", type=int, default=20)
+    p.add_argument("--structure", default="vae", choices=["vae", "conditional"])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument(
@@ -390,10 +410,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
     args = p.parse_args(argv)
     if args.loops is None:
-        peer = numpyro_available() and args.net == "mlp" and args.device == "cpu"
+        peer = numpyro_available() and args.net == "mlp" and args.device == "cpu" and args.structure == "vae"
         args.loops = list(TORCH_LOOPS + (NUMPYRO_LOOPS if peer else ()))
     if set(args.loops) & set(NUMPYRO_LOOPS) and not (numpyro_available() and args.net == "mlp"):
         p.error('the NumPyro loops need numpyro and jax (pip install "pyro-vae[bench]") and --net mlp')
+    if set(args.loops) & set(NUMPYRO_LOOPS) and args.structure != "vae":
+        p.error("the NumPyro loops train the plain VAE only (--structure vae)")
     return args
 
 

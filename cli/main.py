@@ -226,17 +226,19 @@ def _threads(value: str) -> int | None:
 def _format_table(info: dict, s: dict) -> str:
     pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
     k = f"K={s['iwae_k']}  " if "iwae" in s else ""
+    recon_term, kl_term = info.get("terms", ("E_q[log p(x|z)]", "KL(q(z|x) || p(z))"))
     lines = [
         f"{info['data']}",
         f"split={info['split']}  n={s['n']}  {k}checkpoint epoch {info['epoch']}  seed={s['seed']}  "
         f"device={info['device']}",
         f"prior {info['prior']}, likelihood {info['likelihood']}, guide {info['guide']}",
-        "nats per image, as log-likelihood bounds (higher is better); ± is the standard error over images",
+        f"nats per image, as bounds on {info.get('bound_of', 'log p(x)')} (higher is better); ± is the standard error "
+        "over images",
         f"  ELBO, Pyro Trace_ELBO ({s['num_particles']} particle(s))  {pm('elbo')}",
         f"  ELBO, hand-written analytic KL        {pm('elbo_analytic')}",
         f"  agreement z (paired, |z| < 4 passes)  {s['agreement_z']:10.2f}",
-        f"  reconstruction E_q[log p(x|z)]        {s['recon']:10.3f}",
-        f"  KL(q(z|x) || p(z)) [{s['kl_method']}]{' ' * (17 - len(s['kl_method']))}{s['kl']:10.3f}",
+        f"  {'reconstruction ' + recon_term:<37} {s['recon']:10.3f}",
+        f"  {kl_term + ' [' + s['kl_method'] + ']':<37} {s['kl']:10.3f}",
     ]
     if "iwae" in s:
         lines.append(f"  IWAE bound, K={s['iwae_k']:<22} {pm('iwae')}")
@@ -412,6 +414,12 @@ def _output_file(path: str, suffixes: tuple[str, ...]) -> Path:
 )
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--label",
+    default=None,
+    help="a model with labels (--structure conditional): draw this class, by number or name [default: each class "
+    "in turn]",
+)
 def sample(**opts) -> None:
     """Draw z ~ p(z) and decode: a PNG grid or a NumPy array."""
     from pyro_vae import pipeline
@@ -425,8 +433,10 @@ def sample(**opts) -> None:
         pixels=opts["pixels"],
         device=opts["device"],
         trust_modules=opts["trust_modules"],
+        label=opts["label"],
     )
-    click.echo(f"wrote {opts['num_samples']} samples to {out}")
+    which = "" if opts["label"] is None else f" of class {opts['label']}"
+    click.echo(f"wrote {opts['num_samples']} samples{which} to {out}")
 
 
 @cli.command()

@@ -104,7 +104,7 @@ class RunConfig:
         pyro.set_rng_seed(self.seed)
         parts = self.model.build_components(image_shape=self.data.image_shape)
         pyro.set_rng_seed(self.seed)
-        return VAE(self.model.net, *parts, image_shape=self.data.image_shape)
+        return self.model.build_structure(parts, self.data.image_shape)
 
     @trust_parameter_deprecated
     def untrained_model(self) -> VAE:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .config import RunConfig
 from .data import VAEData
+from .data.sources import class_name
 from .errors import CheckpointError, ConfigError
 from .inference.bounds import Evaluation, evaluate, iwae_chunk
 from .inference.latents import posterior_moments
@@ -78,11 +79,12 @@ def evaluate_checkpoint(
         device_ = next(vae.parameters()).device
         x, labels, data_config, class_names = _checkpoint_data(config, split, data_dir, device_, limit)
         vae.likelihood.check_data(x)
+        vae.check_labels(labels, len(x))
     reset_peak_memory(device_)
     start = time.perf_counter()
     result = evaluate(
         vae,
-        x,
+        vae.observations(x, labels),
         num_particles=num_particles,
         iw_samples=iw_samples,
         batch_size=batch_size,
@@ -101,6 +103,9 @@ def evaluate_checkpoint(
         "binarize": data_config.binarize,
         "data": data_config.describe(),
         "split": split,
+        "structure": vae.structure,
+        "bound_of": vae.bound_of,
+        "terms": list(vae.terms),
         "class_names": class_names if labels is not None else None,
         "labelled": labels is not None,
         "likelihood": describe_component(config.model.likelihood),
@@ -137,9 +142,11 @@ def sample_checkpoint(
     pixels: str = "mean",
     device: str = "auto",
     trust_modules: Iterable[str] = (),
+    label: int | str | None = None,
 ) -> Tensor:
-    """``n`` images ``(n, C, H, W)`` on the CPU from the checkpoint's model (see :func:`plots.sample_images`)."""
-    shape, pieces = _sampler(checkpoint, n, seed, pixels, device, trust_modules)
+    """``n`` images ``(n, C, H, W)`` on the CPU from the checkpoint's model (see :func:`plots.sample_images`;
+    ``label``: a model with labels draws that class, by number or name, else each class in turn)."""
+    shape, pieces = _sampler(checkpoint, n, seed, pixels, device, trust_modules, label)
     check_fits(n * 4 * math.prod(shape), f"{n} samples", "lower -n", "cpu")
     return torch.cat(list(pieces))
 
@@ -153,14 +160,16 @@ def write_samples(
     pixels: str = "mean",
     device: str = "auto",
     trust_modules: Iterable[str] = (),
+    label: int | str | None = None,
 ) -> Path:
-    """``n`` samples of the checkpoint's model written to ``out``: a ``.npy`` array ``(n, C, H, W)`` of float32,
+    """``n`` samples of the checkpoint's model (of class ``label``, see :func:`sample_checkpoint`) written to ``out``:
+    a ``.npy`` array ``(n, C, H, W)`` of float32,
     filled piece by piece (so any ``n`` the disk holds works), or a ``.png`` grid (which must fit in memory).
     Both are checked against the free disk or memory before anything is drawn; the file is written atomically."""
     from . import plots
 
     out = Path(out)
-    shape, pieces = _sampler(checkpoint, n, seed, pixels, device, trust_modules)
+    shape, pieces = _sampler(checkpoint, n, seed, pixels, device, trust_modules, label)
     if out.suffix.lower() == ".npy":
         check_disk(n * 4 * math.prod(shape), out, f"{n} samples as .npy", "lower -n")
     else:  # the images, make_grid's padded RGB float copy and the 8-bit picture
@@ -186,7 +195,7 @@ def write_samples(
 
 
 def _sampler(
-    checkpoint, n: int, seed: int, pixels: str, device: str, trust_modules
+    checkpoint, n: int, seed: int, pixels: str, device: str, trust_modules, label: int | str | None = None
 ) -> tuple[tuple[int, int, int], Iterator[Tensor]]:
     """The model's image shape and its ``n`` samples, drawn piece by piece as the iterator is read."""
     from . import plots
@@ -194,9 +203,29 @@ def _sampler(
     if n < 1:
         raise ConfigError(f"the number of samples must be positive, got {n}")
     vae, _ = load_model(checkpoint, device, trust_modules)
+    index = None if label is None else label_index(vae, label)
     torch.manual_seed(seed)
     chunk = chunk_size(n, 4 * math.prod(vae.image_shape) * (1 + vae.likelihood.num_params), SAMPLE_PIECE_BYTES)
-    return vae.image_shape, plots.sample_chunks(vae.eval(), n, pixels, chunk)
+    return vae.image_shape, plots.sample_chunks(vae.eval(), n, pixels, chunk, index)
+
+
+def label_index(vae: VAE, label: int | str) -> int:
+    """The class ``label`` names in ``vae`` (its number, or its name); :class:`ConfigError` when there is none."""
+    if not vae.needs_labels:
+        raise ConfigError(
+            f"--label needs a model with labels in it (--structure conditional); this one is {vae.structure}"
+        )
+    names = list(vae.class_names)
+    if isinstance(label, str) and label in names:
+        return names.index(label)
+    try:
+        index = int(label)
+    except ValueError:
+        index = -1
+    if not 0 <= index < len(names):
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        raise ConfigError(f"--label {label}: this model's classes are 0..{len(names) - 1} ({shown})")
+    return index
 
 
 def encode_checkpoint(
@@ -214,8 +243,9 @@ def encode_checkpoint(
     the CPU, with the dataset, binarization and split they came from."""
     vae, config, _ = _load(checkpoint, device, trust_modules)
     x, labels, data_config, _ = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device, limit)
+    vae.check_labels(labels, len(x))
     torch.manual_seed(seed)  # only guides without closed-form moments (IAF) draw samples
-    means, scales = posterior_moments(vae.eval(), x, batch_size=batch_size)
+    means, scales = posterior_moments(vae.eval(), vae.observations(x, labels), batch_size=batch_size)
     found = {
         "means": means.cpu(),
         "scales": scales.cpu(),
@@ -264,6 +294,8 @@ def plot_checkpoint(
     if x.shape[0] < 16:
         raise ConfigError(f"the {split} split has {x.shape[0]} images; the pictures need at least 16")
     vae.likelihood.check_data(x)
+    vae.check_labels(labels, len(x))
+    given = labels if vae.needs_labels else None  # (the labels the networks read, in a structure with them)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -272,7 +304,7 @@ def plot_checkpoint(
     written = [
         plots.save_figure(
             plots.grid_figure(
-                plots.reconstruction_grid(vae, x[:32]),
+                plots.reconstruction_grid(vae, x[:32], labels=None if given is None else given[:32]),
                 f"reconstructions: decoder mean at the posterior mean\n{title}",
                 recon_rows,
             ),
@@ -286,7 +318,7 @@ def plot_checkpoint(
         ),
         plots.save_figure(
             plots.latent_scatter(
-                posterior_moments(vae, x)[0],
+                posterior_moments(vae, vae.observations(x, given))[0],
                 labels,
                 class_names,
                 title=f"posterior means: {x.shape[0]} images, {title}",
@@ -295,6 +327,11 @@ def plot_checkpoint(
         ),
     ]
     skipped = {}
+    if vae.needs_labels:
+        names = [class_name(class_names, i) for i in range(len(vae.class_names))]
+        grid = plots.class_style_grid(vae, 8)
+        title = f"one row per class, one column per z ~ p(z): E[x | z, y]\nepoch {ckpt['epoch']}"
+        written.append(plots.save_figure(plots.grid_figure(grid, title, names), out_dir / "class_styles.png"))
     if vae.latent_dim == 2:
         manifold = plots.manifold_figure(vae, manifold_size, mass=manifold_mass)
         written.append(plots.save_figure(manifold, out_dir / "manifold.png"))
@@ -304,7 +341,13 @@ def plot_checkpoint(
     written.append(
         plots.save_figure(
             plots.grid_figure(
-                plots.interpolation_grid(vae, x[:8], x[8:16]),
+                plots.interpolation_grid(
+                    vae,
+                    x[:8],
+                    x[8:16],
+                    labels_from=None if given is None else given[:8],
+                    labels_to=None if given is None else given[8:16],
+                ),
                 f"image, 10 decodings between posterior means, image; {title}",
                 pairs,
             ),

@@ -28,28 +28,47 @@ PAD_VALUE = 0.5  # grey lines between tiles: visible against black backgrounds a
 
 
 @torch.no_grad()
-def decode(vae: VAE, z: Tensor) -> Tensor:
-    r""":math:`\mathbb E[x \mid z]` as images ``(n, C, H, W)`` clipped to [0, 1]."""
-    return vae.likelihood.mean(vae.decoder(z)).clamp(0, 1).reshape(-1, *vae.image_shape)
+def decode(vae: VAE, z: Tensor, labels: Tensor | None = None) -> Tensor:
+    r""":math:`\mathbb E[x \mid z]` (:math:`\mathbb E[x \mid z, y]` in a structure with labels) as images
+    ``(n, C, H, W)`` clipped to [0, 1]."""
+    return vae.likelihood.mean(vae.decode(z, labels)).clamp(0, 1).reshape(-1, *vae.image_shape)
+
+
+def class_cycle(vae: VAE, n: int, start: int = 0) -> Tensor | None:
+    """Labels ``start, start + 1, ...`` modulo the classes, for ``n`` samples of a structure with labels (``None``
+    for one without): what a sample grid shows when no class is chosen."""
+    if not vae.needs_labels:
+        return None
+    device = next(vae.parameters()).device
+    return (torch.arange(start, start + n, device=device) % len(vae.class_names)).long()
 
 
 @torch.no_grad()
-def sample_images(vae: VAE, n: int, pixels: str = "mean") -> Tensor:
+def sample_images(vae: VAE, n: int, pixels: str = "mean", labels: Tensor | None = None) -> Tensor:
     r"""``n`` images from the model, ``(n, C, H, W)``: ``z ~ p(z)``, then :math:`\mathbb E[x \mid z]`
-    (``pixels="mean"``) or a draw ``x ~ p(x | z)`` (``pixels="sample"``). Uses the global torch RNG."""
+    (``pixels="mean"``) or a draw ``x ~ p(x | z)`` (``pixels="sample"``). Uses the global torch RNG. A structure
+    with labels draws class ``labels[i]`` for image ``i`` (default: the classes in turn, :func:`class_cycle`)."""
     z = vae.prior().sample((n,))
+    labels = class_cycle(vae, n) if labels is None else labels
     if pixels == "mean":
-        return decode(vae, z)
+        return decode(vae, z, labels)
     if pixels == "sample":
-        return vae.likelihood(vae.decoder(z)).sample().reshape(-1, *vae.image_shape)
+        return vae.likelihood(vae.decode(z, labels)).sample().reshape(-1, *vae.image_shape)
     raise ConfigError(f"pixels must be 'mean' or 'sample', got {pixels!r}")
 
 
-def sample_chunks(vae: VAE, n: int, pixels: str = "mean", chunk: int = 4096) -> Iterator[Tensor]:
+def sample_chunks(
+    vae: VAE, n: int, pixels: str = "mean", chunk: int = 4096, label: int | None = None
+) -> Iterator[Tensor]:
     """:func:`sample_images` for ``n`` images, ``chunk`` at a time, each piece on the CPU (with one piece
-    the images are exactly :func:`sample_images`'s)."""
+    the images are exactly :func:`sample_images`'s); ``label``: every image of that class (a structure with
+    labels; else the classes in turn)."""
     for start in range(0, n, chunk):
-        yield sample_images(vae, min(chunk, n - start), pixels).cpu()
+        size = min(chunk, n - start)
+        labels = class_cycle(vae, size, start)
+        if labels is not None and label is not None:
+            labels = torch.full_like(labels, label)
+        yield sample_images(vae, size, pixels, labels).cpu()
 
 
 def tile(images: Tensor, per_row: int | None = None) -> Tensor:
@@ -58,16 +77,16 @@ def tile(images: Tensor, per_row: int | None = None) -> Tensor:
     return make_grid(images.clamp(0, 1).cpu(), nrow=per_row, pad_value=PAD_VALUE)
 
 
-def sample_grid(vae: VAE, n: int = 64, per_row: int = 8) -> Tensor:
+def sample_grid(vae: VAE, n: int = 64, per_row: int = 8, labels: Tensor | None = None) -> Tensor:
     r"""``n`` decoder means :math:`\mathbb E[x \mid z]`, ``z ~ p(z)``, tiled ``per_row`` to a row."""
-    return tile(sample_images(vae, n), per_row)
+    return tile(sample_images(vae, n, labels=labels), per_row)
 
 
-def reconstruction_grid(vae: VAE, x: Tensor, per_row: int = 8) -> Tensor:
+def reconstruction_grid(vae: VAE, x: Tensor, per_row: int = 8, labels: Tensor | None = None) -> Tensor:
     """Rows of ``per_row`` inputs, each directly above the row of their reconstructions (``x``: ``(n, C*H*W)``;
-    images beyond the last full row are left out)."""
+    images beyond the last full row are left out; ``labels``: theirs, for a structure with labels)."""
     per_row = min(per_row, x.shape[0])
-    recon = decode(vae, posterior_moments(vae, x)[0])
+    recon = decode(vae, posterior_moments(vae, vae.observations(x, labels))[0], labels)
     rows, shape = x.shape[0] // per_row, vae.image_shape
     inputs = x[: rows * per_row].reshape(rows, 1, per_row, *shape)
     outputs = recon[: rows * per_row].reshape(rows, 1, per_row, *shape)
@@ -75,14 +94,24 @@ def reconstruction_grid(vae: VAE, x: Tensor, per_row: int = 8) -> Tensor:
     return make_grid(tiles.cpu(), nrow=per_row, pad_value=PAD_VALUE)
 
 
-def interpolation_grid(vae: VAE, x_from: Tensor, x_to: Tensor, steps: int = 10) -> Tensor:
+def interpolation_grid(
+    vae: VAE,
+    x_from: Tensor,
+    x_to: Tensor,
+    steps: int = 10,
+    labels_from: Tensor | None = None,
+    labels_to: Tensor | None = None,
+) -> Tensor:
     r"""One row per pair: the first image, decodings along the straight line between the two posterior
-    means (:math:`z_t = (1-t)\,\mu_a + t\,\mu_b` for ``steps`` values of ``t`` from 0 to 1), the second image."""
-    mu_a, mu_b = posterior_moments(vae, x_from)[0], posterior_moments(vae, x_to)[0]
+    means (:math:`z_t = (1-t)\,\mu_a + t\,\mu_b` for ``steps`` values of ``t`` from 0 to 1), the second image.
+    A structure with labels encodes each image with its label and decodes the whole row with the first's."""
+    mu_a = posterior_moments(vae, vae.observations(x_from, labels_from))[0]
+    mu_b = posterior_moments(vae, vae.observations(x_to, labels_to))[0]
     t = torch.linspace(0, 1, steps, device=mu_a.device).view(1, steps, 1)
     z = (1 - t) * mu_a.unsqueeze(1) + t * mu_b.unsqueeze(1)  # (pairs, steps, d)
     shape = vae.image_shape
-    middle = decode(vae, z.reshape(-1, z.shape[-1])).reshape(x_from.shape[0], steps, *shape)
+    along = None if labels_from is None else labels_from.repeat_interleave(steps)
+    middle = decode(vae, z.reshape(-1, z.shape[-1]), along).reshape(x_from.shape[0], steps, *shape)
     ends = lambda x: x.reshape(-1, 1, *shape)  # noqa: E731
     rows = torch.cat([ends(x_from), middle, ends(x_to)], dim=1)
     return make_grid(rows.reshape(-1, *shape).cpu(), nrow=steps + 2, pad_value=PAD_VALUE)
@@ -95,17 +124,31 @@ def manifold_values(n: int = 20, lowest: float = 0.05) -> Tensor:
     return torch.distributions.Normal(0.0, 1.0).icdf(p).float()
 
 
-def manifold_grid(vae: VAE, n: int = 20, mass: float = 0.9) -> tuple[Tensor, Tensor]:
+def manifold_grid(vae: VAE, n: int = 20, mass: float = 0.9, label: int = 0) -> tuple[Tensor, Tensor]:
     """The decoder over an ``n`` x ``n`` grid of :func:`manifold_values` spanning the central ``mass`` of the
     prior on each axis (z=2 only): the image grid, with :math:`z_1` increasing to the right and :math:`z_2`
-    upwards, and the values used."""
+    upwards, and the values used (a structure with labels: decoded as class ``label``)."""
     if vae.latent_dim != 2:
         raise ConfigError(f"the manifold plot needs a 2-D latent space; this model has {vae.latent_dim}")
     values = manifold_values(n, (1 - mass) / 2)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")  # row 0 is the top: largest z2
     device = next(vae.parameters()).device
-    images = decode(vae, torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(device))
+    labels = class_cycle(vae, n * n)
+    labels = None if labels is None else torch.full_like(labels, label)
+    images = decode(vae, torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(device), labels)
     return make_grid(images.cpu(), nrow=n, padding=0), values
+
+
+@torch.no_grad()
+def class_style_grid(vae: VAE, styles: int = 8) -> Tensor:
+    r"""A structure with labels: one row per class, one column per ``z ~ p(z)`` (``styles`` draws from the global
+    torch RNG), each tile :math:`\mathbb E[x \mid z, y]`: down a column the same style in every class."""
+    if not vae.needs_labels:
+        raise ConfigError(f"the class-by-style grid needs a structure with labels (this model is {vae.structure})")
+    classes = len(vae.class_names)
+    z = vae.prior().sample((styles,)).repeat(classes, 1)
+    labels = torch.arange(classes, device=z.device).repeat_interleave(styles)
+    return make_grid(decode(vae, z, labels).cpu(), nrow=styles, pad_value=PAD_VALUE)
 
 
 def pca_2d(points: Tensor) -> tuple[Tensor, Tensor]:
@@ -190,9 +233,9 @@ def latent_scatter(means: Tensor, labels: Tensor | None, class_names: list[str] 
     return fig
 
 
-def manifold_figure(vae: VAE, n: int = 20, title: str = "", mass: float = 0.9):
+def manifold_figure(vae: VAE, n: int = 20, title: str = "", mass: float = 0.9, label: int = 0):
     """:func:`manifold_grid` with its latent values on the axes, so it lines up with the scatter."""
-    grid, values = manifold_grid(vae, n, mass)
+    grid, values = manifold_grid(vae, n, mass, label)
     fig = _figure(7, 7)
     ax = fig.add_subplot()
     ax.imshow(grid.permute(1, 2, 0).numpy(), extent=(0, n, 0, n), interpolation="nearest")

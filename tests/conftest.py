@@ -45,6 +45,7 @@ def pyro_validation():
 SMALL_NET = NetConfig(kind="mlp", hidden=(64,))
 # small_run's keyword -> the RunConfig key it sets
 SHORT_KEYS = {
+    "structure": "model.structure",
     "objective": "objective.kind",
     "particles": "objective.particles",
     "beta": "objective.beta",
@@ -124,6 +125,7 @@ SLOW_FILES = {
     "test_cli.py",
     "test_combinations.py",
     "test_compiled_step.py",
+    "test_conditional.py",
     "test_cuda.py",
     "test_device_portability.py",
     "test_distributed.py",

@@ -302,15 +302,24 @@ class VAEData:
         )
 
     def train_batches(
-        self, batch_size: int, seed: int, skip: int = 0, rows: Callable[[int], slice] | None = None
-    ) -> Iterator[Tensor]:
+        self,
+        batch_size: int,
+        seed: int,
+        skip: int = 0,
+        rows: Callable[[int], slice] | None = None,
+        with_labels: bool = False,
+    ) -> Iterator[Tensor] | Iterator[tuple[Tensor, Tensor]]:
         """Shuffled training batches for one epoch, reproducible from ``seed`` (one per epoch), from batch
         ``skip`` on (the same batches the full epoch would give there: a run stopped mid-epoch resumes).
 
         Under dynamic binarization each batch is a fresh Bernoulli sample of its images; a streamed epoch draws
         the same batches in the same order, so it gives the same run. ``rows(n)``: only these rows of each batch of
         ``n`` (one process's share in a job), binarized with the draws they get in the whole batch.
+        ``with_labels``: each batch is ``(images, labels)`` (the training set must have labels).
         """
+        labels = self.labels.get("train")
+        if with_labels and labels is None:
+            raise DataError("the training images have no labels")
         n = self.count("train")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         bin_gen = None
@@ -325,7 +334,7 @@ class VAEData:
         for batch, whole, share in zip(read, batches, shares):
             if bin_gen is not None:
                 batch = _bernoulli_rows(batch, share, len(whole), bin_gen)
-            yield batch
+            yield (batch, labels.index_select(0, whole[share].to(labels.device))) if with_labels else batch
 
     def _held(self, indices: list[Tensor]) -> Iterator[Tensor]:
         x = self.images["train"]

@@ -14,6 +14,10 @@ Where the prior/guide pair has no closed-form KL (mixture, Vamp and flow priors;
 KL is estimated on the same samples as :math:`\log q(z \mid x) - \log p(z)`, with the guide's
 hand-written :math:`\log q` and the prior's ``log_density``, and ``kl_method`` says "monte-carlo".
 
+For a structure with the label in it (a conditional VAE) ``x`` is its batch (images and labels,
+:meth:`VAE.observations <pyro_vae.model.vae.VAE.observations>`), and the networks read the label as the Pyro
+program does; the bound is then on :math:`\log p(x \mid y)`.
+
 ``eps`` is drawn with ``torch.randn`` in the shape ``(K, batch, latent_dim)``: the same generator
 calls a vectorised Pyro guide makes, so under the same seed both see identical ``z``.
 """
@@ -45,12 +49,13 @@ def analytic_elbo(
 
     With ``kl_scale`` (:math:`\\beta`) the ``elbo`` field is :math:`\\text{recon} - \\beta\\,\\text{KL}`.
     """
-    params = vae.encoder(x)
+    params = vae.guide_params(x)
+    images, labels = vae.split(x)
     if eps is None:
         shape = (num_particles, *params.shape[:-1], vae.latent_dim)
         eps = torch.randn(shape, dtype=params.dtype, device=params.device)
     z, log_q = vae.guide_family.rsample_with_log_q(params, eps)
-    recon = vae.likelihood.log_prob(vae.decoder(z), x).mean(0)
+    recon = vae.likelihood.log_prob(vae.decode(z, labels), images).mean(0)
     gaussian = vae.guide_family.gaussian(params)
     kl = vae.prior.kl(*gaussian) if gaussian is not None else None
     kl_method = "analytic"

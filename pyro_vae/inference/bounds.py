@@ -283,7 +283,8 @@ def evaluate(
     log: Callable[[str], None] | None = None,
     group: Group = SINGLE,
 ) -> Evaluation:
-    r"""Evaluate ``vae`` on images ``x`` (on the model's device).
+    r"""Evaluate ``vae`` on images ``x`` (on the model's device; for a structure with labels, its batch
+    :meth:`~pyro_vae.model.vae.VAE.observations`, so the bounds are on :math:`\log p(x \mid y)`).
 
     Each batch is seeded from ``seed`` and its index. The Pyro pass, the analytic pass and the
     IWAE pass replay the same seed, so they see the same ``z``: common random numbers make the
@@ -352,7 +353,7 @@ def evaluate(
         iwae_k=iw_samples,
         kl_method=batches[0]["kl_method"] if batches else "analytic",
         seed=seed,
-        data_dim=x.shape[-1],
+        data_dim=math.prod(vae.image_shape),
         discrete=getattr(vae.likelihood, "discrete", False),
         posterior_mean=column("posterior_mean"),
         labels=None if labels is None else labels.cpu(),

@@ -36,7 +36,7 @@ def posterior_moments(
     """
     means, scales = [], []
     for start in range(0, x.shape[0], batch_size):
-        params = vae.encoder(x[start : start + batch_size])
+        params = vae.guide_params(x[start : start + batch_size])
         gaussian = vae.guide_family.gaussian(params)
         if gaussian is not None:
             loc, scale_tril = gaussian

@@ -29,7 +29,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from ..errors import ConfigError
 from ..options import Option, coerce, normalise_fields
@@ -39,6 +39,7 @@ from .likelihoods import Likelihood
 from .networks import NetConfig
 from .priors import Prior
 from .rebuild import is_trusted, resolve
+from .structures import STRUCTURES, check_structure, structure_class
 from .vae import VAE
 
 KINDS = ("prior", "likelihood", "guide")
@@ -110,7 +111,7 @@ _DEFAULTS = {"prior": "standard-normal", "likelihood": "bernoulli", "guide": "di
 
 @dataclass
 class ModelConfig:
-    """The latent size, the encoder/decoder networks and the prior, likelihood and guide family."""
+    """The structure, the latent size, the encoder/decoder networks and the prior, likelihood and guide family."""
 
     KEY: ClassVar[str] = "model"
     latent_dim: Annotated[int, Option("size of the latent code z", min=1, max=MAX_LATENT_DIM)] = 20
@@ -118,6 +119,15 @@ class ModelConfig:
     prior: ComponentConfig = field(default_factory=lambda: ComponentConfig(_DEFAULTS["prior"]))
     likelihood: ComponentConfig = field(default_factory=lambda: ComponentConfig(_DEFAULTS["likelihood"]))
     guide: ComponentConfig = field(default_factory=lambda: ComponentConfig(_DEFAULTS["guide"]))
+    structure: Annotated[
+        Literal[tuple(STRUCTURES)],
+        Option(
+            "the model's program: vae (z -> x), conditional (the label given: p(x | z, y), q(z | x, y)); see "
+            "docs/structures.md"
+        ),
+    ] = "vae"  # (after the fields above: ModelConfig(latent_dim, net, ...) as before)
+    # The class names a structure with the label in it was built for, recorded from the data (as data.shape is).
+    class_names: tuple[str, ...] | None = None
 
     def resolved(self, trust_modules: Iterable[str] = ()) -> ModelConfig:
         """A copy with each component's class found (a module outside pyro-vae is imported only when it is in
@@ -128,6 +138,11 @@ class ModelConfig:
         normalise_fields(model)
         normalise_fields(model.net)
         model.net.validate()
+        names = model.class_names
+        if names is not None:
+            if not isinstance(names, (list, tuple)) or not all(isinstance(c, str) for c in names):
+                raise ConfigError(f"model.class_names must be a list of names, got {model.class_names!r}")
+            model.class_names = tuple(names)
         for kind in KINDS:
             part = getattr(model, kind)
             cls = part.current_class() or resolve(kind, part.name, part.module, trust_modules)
@@ -142,6 +157,7 @@ class ModelConfig:
                 raise ConfigError(f"model.{kind} ({part.name}): {exc}") from None
             setattr(model, kind, ComponentConfig(part.name, options, part.module, cls))
         prior, guide = model.prior.component_class, model.guide.component_class
+        check_structure(model.structure, prior)
         if prior.uses_guide_density and not guide.one_pass_log_density:
             raise ConfigError(
                 f"--prior {self.prior.name} with --guide {self.guide.name}: the prior evaluates q(z|x) at points of "
@@ -185,7 +201,14 @@ class ModelConfig:
     @trust_parameter_deprecated
     def build(self, *, image_shape: tuple[int, int, int]) -> VAE:
         """The VAE this config describes, untrained, for images of ``image_shape`` ``(C, H, W)``."""
-        return VAE(self.net, *self.build_components(image_shape=image_shape), image_shape=image_shape)
+        return self.build_structure(self.build_components(image_shape=image_shape), image_shape)
+
+    def build_structure(self, components: tuple[Prior, Likelihood, Guide], image_shape: tuple[int, int, int]) -> VAE:
+        """The structure's model around built ``components`` (the networks are drawn here)."""
+        cls = structure_class(self.structure)
+        if cls.needs_labels and not self.class_names:
+            raise ConfigError(f"--structure {self.structure} needs the classes, which come from labelled data")
+        return cls(self.net, *components, image_shape=image_shape, class_names=self.class_names or ())
 
     @classmethod
     def of(cls, vae: VAE) -> ModelConfig:
@@ -193,7 +216,9 @@ class ModelConfig:
         parts = {
             kind: component_config(part) for kind, part in zip(KINDS, (vae.prior, vae.likelihood, vae.guide_family))
         }
-        return cls(vae.latent_dim, vae.net_config, **parts)
+        return cls(
+            vae.latent_dim, vae.net_config, **parts, structure=vae.structure, class_names=vae.class_names or None
+        )
 
 
 def component_config(component: Any) -> ComponentConfig:

@@ -3,7 +3,10 @@ r"""Encoder and decoder networks.
 An *encoder* maps a flattened image batch ``(..., D)`` to the guide family's parameters, shape
 ``(..., num_params)`` (see :mod:`pyro_vae.model.guides`). A *decoder* maps ``z`` of shape
 ``(..., latent_dim)`` to the likelihood's parameters, shape ``(..., num_params, D)``, ``D = C*H*W`` in the
-images' ``(C, H, W)`` order. Both take the image shape from the data: the convolutional pair works at any
+images' ``(C, H, W)`` order. An encoder built with ``conditions=K`` also takes a ``(..., K)`` vector (a one-hot
+label, :mod:`pyro_vae.model.structures`): the MLP reads it beside the pixels, the convolutional encoder beside its
+flattened feature map, before the dense layers. A conditioned decoder is an ordinary one whose input is
+``(z, condition)``. Both take the image shape from the data: the convolutional pair works at any
 ``H x W`` (each stride-2 stage rounds up, and the decoder retraces the same sizes exactly).
 
 The convolutional pair has two layouts (``layout``), on 28x28 grey images with channels 32,64 and hidden 16:
@@ -105,15 +108,26 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _with(x: Tensor, condition: Tensor | None) -> Tensor:
+    return x if condition is None else torch.cat([x, condition.expand(*x.shape[:-1], -1)], -1)
+
+
 class MLPEncoder(nn.Module):
-    """``C*H*W -> hidden... -> num_params``."""
+    """``C*H*W (+ conditions) -> hidden... -> num_params``."""
 
-    def __init__(self, num_params: int, hidden: tuple[int, ...], activation: str, image_shape: tuple[int, int, int]):
+    def __init__(
+        self,
+        num_params: int,
+        hidden: tuple[int, ...],
+        activation: str,
+        image_shape: tuple[int, int, int],
+        conditions: int = 0,
+    ):
         super().__init__()
-        self.net = _mlp([math.prod(image_shape), *hidden, num_params], activation)
+        self.net = _mlp([math.prod(image_shape) + conditions, *hidden, num_params], activation)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+    def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
+        return self.net(_with(x, condition))
 
 
 class MLPDecoder(nn.Module):
@@ -217,6 +231,7 @@ class ConvEncoder(nn.Module):
         channels: tuple[int, ...],
         residual: bool = False,
         layout: str = "mirror",
+        conditions: int = 0,
     ):
         super().__init__()
         act = ACTIVATIONS[activation]
@@ -229,11 +244,13 @@ class ConvEncoder(nn.Module):
                 layers.append(ResidualBlock(n_out, activation))
         self.conv = nn.Sequential(*layers)
         flat = channels[-1] * heights[-1] * widths[-1]
-        self.dense = nn.Sequential(nn.Linear(flat, hidden), act(), nn.Linear(hidden, num_params))
+        self.dense = nn.Sequential(nn.Linear(flat + conditions, hidden), act(), nn.Linear(hidden, num_params))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         batch = x.shape[:-1]
         h = self.conv(x.reshape(-1, *self.image_shape)).flatten(1)
+        if condition is not None:
+            h = _with(h, condition.expand(*batch, -1).reshape(h.shape[0], -1))
         return self.dense(h).unflatten(0, batch)
 
 
@@ -287,10 +304,15 @@ class ConvDecoder(nn.Module):
         return out.unflatten(1, (self.num_params, self.image_shape[0])).flatten(2).unflatten(0, batch)
 
 
-def make_encoder(config: NetConfig, num_params: int, image_shape: tuple[int, int, int]) -> nn.Module:
-    """The encoder for ``config`` and images of ``image_shape``, producing ``num_params`` guide parameters."""
+def make_encoder(
+    config: NetConfig, num_params: int, image_shape: tuple[int, int, int], conditions: int = 0
+) -> nn.Module:
+    """The encoder for ``config`` and images of ``image_shape``, producing ``num_params`` guide parameters (from the
+    image and a ``conditions``-long vector when ``conditions`` > 0)."""
     if config.kind == "mlp":
-        return initialise(MLPEncoder(num_params, config.hidden, config.activation, image_shape), config.init)
+        return initialise(
+            MLPEncoder(num_params, config.hidden, config.activation, image_shape, conditions), config.init
+        )
     return initialise(
         ConvEncoder(
             num_params,
@@ -300,6 +322,7 @@ def make_encoder(config: NetConfig, num_params: int, image_shape: tuple[int, int
             config.channels,
             residual=config.kind == "resnet",
             layout=config.layout,
+            conditions=conditions,
         ),
         config.init,
     )

@@ -1,4 +1,4 @@
-r"""The VAE as a Pyro model/guide pair.
+r"""The VAE as a Pyro model/guide pair: the plain structure ``z -> x``, and the interface every structure keeps.
 
 .. math::
     p_\theta(x, z) = p(z)\, p_\theta(x \mid z), \qquad
@@ -11,11 +11,26 @@ Both take ``kl_scale`` (:math:`\beta`): the latent site is wrapped in ``poutine.
 *and* the guide, so :math:`\log p(z)` and :math:`\log q(z \mid x)` are both weighted and the objective
 is :math:`\mathbb E_q[\log p(x \mid z)] - \beta\,\mathrm{KL}`, also when ``TraceMeanField_ELBO``
 computes the KL in closed form (it takes the scale from the guide's site).
+
+**A model structure** (this class, :class:`~pyro_vae.model.conditional.ConditionalVAE`, ...; the registry is
+:mod:`pyro_vae.model.structures`) is a subclass that keeps this interface, which the trainer, the bounds, the
+cross-check, checkpoints and plots use and nothing else:
+
+* ``model(batch, kl_scale)`` and ``guide(batch, kl_scale)``: the Pyro program; its latent site is ``"z"``;
+* ``observations(x, labels)``: the batch the program reads, from images and their labels (``labels`` may be
+  ``None`` when ``needs_labels`` is false); ``split(batch)``: back to ``(x, labels or None)``;
+  ``check_labels(labels, n)``: a split's labels checked once (not at every batch);
+* ``guide_params(batch)``: the guide family's parameters of :math:`q(z \mid \ldots)` (the encoder's output);
+* ``decode(z, labels)``: the likelihood's parameters of :math:`p(x \mid z, \ldots)`;
+* ``structure`` (its name in configs), ``needs_labels``, ``bound_of`` (what its bounds bound), ``class_names``
+  (the classes it was built for).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -41,7 +56,13 @@ class VAE(nn.Module):
     family (default: diagonal Gaussian), for images of ``image_shape`` ``(C, H, W)``. The latent size is the prior's.
 
     :meth:`pyro_vae.model.config.ModelConfig.build` builds one from a config, passing the latent size to
-    every component; a VAE put together by hand is checked to have one latent size throughout."""
+    every component; a VAE put together by hand is checked to have one latent size throughout. ``class_names``: the
+    names of the classes, for a structure with the label in it (the plain VAE takes none)."""
+
+    structure: ClassVar[str] = "vae"
+    needs_labels: ClassVar[bool] = False
+    bound_of: ClassVar[str] = "log p(x)"  # what its ELBO and IWAE bound from below
+    terms: ClassVar[tuple[str, str]] = ("E_q[log p(x|z)]", "KL(q(z|x) || p(z))")  # the ELBO's two terms, as printed
 
     def __init__(
         self,
@@ -51,17 +72,21 @@ class VAE(nn.Module):
         guide: Guide | None = None,
         *,
         image_shape: tuple[int, int, int],
+        class_names: Sequence[str] = (),
     ) -> None:
         super().__init__()
         net.validate()
         self.latent_dim = prior.latent_dim
         self.image_shape = tuple(image_shape)  # (C, H, W): x is flattened in this order
+        self.class_names = tuple(class_names)
+        self._check_classes()
         guide = guide if guide is not None else DiagonalGaussianGuide(self.latent_dim)
         if guide.latent_dim != self.latent_dim:
             raise ConfigError(f"the guide has latent_dim={guide.latent_dim} but the prior {self.latent_dim}")
         self.net_config = net
-        self.encoder = make_encoder(net, guide.num_params, self.image_shape)
-        self.decoder = make_decoder(net, self.latent_dim, likelihood.num_params, self.image_shape)
+        conditions = len(self.class_names)  # a one-hot label beside the image (encoder) and beside z (decoder)
+        self.encoder = make_encoder(net, guide.num_params, self.image_shape, conditions)
+        self.decoder = make_decoder(net, self.latent_dim + conditions, likelihood.num_params, self.image_shape)
         self.prior = prior
         self.likelihood = likelihood
         self.guide_family = guide
@@ -78,19 +103,43 @@ class VAE(nn.Module):
             for name, module in self._pyro_modules.items()
         }
 
-    def model(self, x: Tensor, kl_scale: float | Tensor = 1.0) -> None:
-        """``z ~ p(z)``, ``x ~ p(x | z)`` for a batch of flattened images ``x``."""
+    def _check_classes(self) -> None:
+        if self.class_names:
+            raise ConfigError(f"the {self.structure} structure takes no classes (it has no label in it)")
+
+    def model(self, batch: Tensor, kl_scale: float | Tensor = 1.0) -> None:
+        """``z ~ p(z)``, ``x ~ p(x | z)`` for a batch of flattened images (and labels, in a structure with them)."""
         self._register("decoder", "prior", "likelihood")
+        x, labels = self.split(batch)
         with pyro.plate("data", x.shape[0]):
             with _kl_weight(kl_scale):
                 z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+            pyro.sample("x", self.likelihood(self.decode(z, labels)), obs=x)
 
-    def guide(self, x: Tensor, kl_scale: float | Tensor = 1.0) -> None:
+    def guide(self, batch: Tensor, kl_scale: float | Tensor = 1.0) -> None:
         """``z ~ q(z | x)`` from the encoder and the guide family."""
         self._register("encoder", "guide")
-        with pyro.plate("data", x.shape[0]), _kl_weight(kl_scale):
-            pyro.sample("z", self.posterior(x))
+        with pyro.plate("data", batch.shape[0]), _kl_weight(kl_scale):
+            pyro.sample("z", self.posterior(batch))
+
+    def observations(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The batch :meth:`model` and :meth:`guide` read for images ``x`` (the plain VAE: the images)."""
+        return x
+
+    def check_labels(self, labels: Tensor | None, n: int) -> None:
+        """:class:`~pyro_vae.errors.DataError` unless ``labels`` suit ``n`` images (once per split, not per batch)."""
+
+    def split(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(images, labels or None)`` of a batch."""
+        return batch, None
+
+    def guide_params(self, batch: Tensor) -> Tensor:
+        """The guide family's parameters for each image of ``batch`` (the encoder's output)."""
+        return self.encoder(batch)
+
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        r"""The likelihood's parameters of :math:`p(x \mid z)`."""
+        return self.decoder(z)
 
     def _register(self, *names: str) -> None:
         """What ``pyro.module(name, part)`` does, for each named part: ``pyro.param`` on each trainable
@@ -100,9 +149,9 @@ class VAE(nn.Module):
             for full_name, param in self._pyro_params[name]:
                 pyro.param(full_name, param)
 
-    def posterior(self, x: Tensor) -> dist.TorchDistribution:
-        """:math:`q(z \\mid x)` for a batch of images."""
-        return self.guide_family(self.encoder(x))
+    def posterior(self, batch: Tensor) -> dist.TorchDistribution:
+        """:math:`q(z \\mid x)` for a batch (of images, and labels in a structure with them)."""
+        return self.guide_family(self.guide_params(batch))
 
     def pyro_named_parameters(self) -> dict[str, nn.Parameter]:
         """Each trainable parameter under its param-store name (``"decoder$$$net.0.weight"``)."""

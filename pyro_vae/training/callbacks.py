@@ -110,11 +110,14 @@ def snapshot_grids(trainer: RunView) -> tuple[torch.Tensor, torch.Tensor]:
 
     data = trainer.data
     val = data.images.get("val")
-    x = val[:32] if val is not None and len(val) >= 32 else data.train_sample(32)  # (with its fixed binarization)
+    split = "val" if val is not None and len(val) >= 32 else "train"
+    x = val[:32] if split == "val" else data.train_sample(32)  # (with its fixed binarization)
+    labels = data.labels.get(split)
+    labels = None if labels is None or not trainer.vae.needs_labels else labels[: len(x)]
     devices = [data.device] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(trainer.config.seed)  # the same prior draws at every epoch
-        return plots.reconstruction_grid(trainer.vae, x), plots.sample_grid(trainer.vae)
+        return plots.reconstruction_grid(trainer.vae, x, labels=labels), plots.sample_grid(trainer.vae)
 
 
 class PlotSnapshots(Callback):

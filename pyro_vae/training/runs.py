@@ -12,13 +12,15 @@ touches the run folder, and an input error on any process stops all of them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, settings
 from ..data.vae_data import VAEData
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
+from ..model.structures import structure_class
 from ..runtime.devices import resolve_device
 from ..runtime.distributed import current, device_name
 from ..runtime.limits import check_vae_fits
@@ -104,7 +106,9 @@ def _assemble(
     (the checkpoint's state loaded into it)."""
     group = current()
     dev = resolve_device(device_name(device, group))
-    check_vae_fits(lambda: config.untrained_model(), dev, training=True)
+    classes_from_data = structure_class(config.model.structure).needs_labels and not config.model.class_names
+    if not classes_from_data:  # (else the model's size depends on the classes the data has: checked below)
+        check_vae_fits(lambda: config.untrained_model(), dev, training=True)
     with locked(folder) as lock:  # before anything is written (Trainer.fit replaces metrics.jsonl)
         if ckpt is None and group.is_main and RunFolder(folder).checkpoint.exists() and not overwrite:
             raise ConfigError(
@@ -112,8 +116,25 @@ def _assemble(
                 f"{RunFolder(folder).checkpoint}, choose another --out, or pass --overwrite"
             )
         data = VAEData(config.data, data_dir, dev, splits=("train", "val"))
+        if classes_from_data:
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model, class_names=class_names(data)))
+            check_vae_fits(lambda: config.untrained_model(), dev, training=True)
         vae = config.build_model() if ckpt is None else config.untrained_model()
         trainer = Trainer(vae.to(dev), data, config, folder, progress=progress, log=log, lock=lock, callbacks=callbacks)
         if ckpt is not None:
             trainer.load_state(ckpt)
         return trainer
+
+
+def class_names(data: VAEData) -> tuple[str, ...]:
+    """The names of the classes of ``data``'s labels: the source's (a torchvision set's, a folder's class folders), else
+    the numbers 0..max label; :class:`DataError` when its training images have no labels."""
+    labels = [data.labels[split] for split in ("train", "val") if data.labels.get(split) is not None]
+    if data.labels.get("train") is None:
+        raise DataError(
+            f"this structure needs labelled images and the {data.config.dataset} training images have none (labels "
+            "come from a torchvision set, class folders train/NAME/, or a train_labels array)"
+        )
+    if data.class_names:
+        return tuple(data.class_names)
+    return tuple(str(i) for i in range(int(max(int(y.max()) for y in labels if len(y)) + 1)))

@@ -131,6 +131,7 @@ class Trainer:
             part.validate()
         for split in ("train", "val"):  # (a sample of the training set: all of it may not be in memory)
             if data.count(split):
+                vae.check_labels(data.labels.get(split), data.count(split))
                 vae.likelihood.check_data(data.train_sample(1024) if split == "train" else data.images["val"])
         check_step_fits(
             vae,
@@ -313,9 +314,12 @@ class Trainer:
             mininterval=0.5,
         )
         group = self.group if self.group.parallel else None
-        batches = self.data.train_batches(batch_size, seed, skip=partial["step"], rows=group and group.rows)
+        batches = self.data.train_batches(
+            batch_size, seed, skip=partial["step"], rows=group and group.rows, with_labels=self.vae.needs_labels
+        )
         with frozen_gc(), bar:
-            for step, x in enumerate(batches, start=partial["step"]):
+            for step, batch in enumerate(batches, start=partial["step"]):
+                x = self.vae.observations(*batch) if self.vae.needs_labels else batch
                 beta = cfg.objective.kl_weight((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
                 size = min(batch_size, n_train - step * batch_size)  # the global batch's (x holds our rows of it)
                 shard = None if group is None else (group.rows(size), size)
@@ -401,7 +405,12 @@ class Trainer:
         if val is None or val.shape[0] == 0:
             return None
         return evaluate(
-            self.vae, val, iw_samples=0, seed=self.config.seed, latent_means=False, group=self.group
+            self.vae,
+            self.vae.observations(val, self.data.labels.get("val")),
+            iw_samples=0,
+            seed=self.config.seed,
+            latent_means=False,
+            group=self.group,
         ).summary()["elbo"]
 
     def write_metrics(self) -> None:

@@ -1,0 +1,34 @@
+"""The model structures by name: the programs a ``model.structure`` (``--structure``) chooses between.
+
+* ``vae``: ``z ~ p(z)``, ``x ~ p(x | z)``; guide ``q(z | x)`` (:class:`~pyro_vae.model.vae.VAE`);
+* ``conditional``: the label given, ``x ~ p(x | z, y)``; guide ``q(z | x, y)``
+  (:class:`~pyro_vae.model.conditional.ConditionalVAE`).
+
+Each is one class with the interface :mod:`pyro_vae.model.vae` describes; priors, likelihoods and guide families
+are swapped inside each. :func:`check_structure` refuses, in one line, a combination a structure cannot run.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .conditional import ConditionalVAE
+from .vae import VAE
+
+STRUCTURES: dict[str, type[VAE]] = {cls.structure: cls for cls in (VAE, ConditionalVAE)}
+
+
+def structure_class(name: str) -> type[VAE]:
+    try:
+        return STRUCTURES[name]
+    except KeyError:
+        known = ", ".join(STRUCTURES)
+        raise ConfigError(f"model.structure (--structure) must be one of {known}, got {name!r}") from None
+
+
+def check_structure(name: str, prior: type) -> None:
+    """The rules between a structure and its components (``prior``: the prior's class)."""
+    if structure_class(name).needs_labels and prior.uses_guide_density:
+        raise ConfigError(
+            f"--structure {name} with --prior {prior.name}: that prior is a mixture of the guide's posteriors of "
+            "learned pseudo-images, which have no label to give q(z | x, y); choose another prior"
+        )
