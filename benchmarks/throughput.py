@@ -32,7 +32,9 @@ loop; on CPU it is the peak RSS of a separate process that trains only that loop
 
 With ``--structure conditional`` every loop trains the conditional VAE (the digit's one-hot label beside the pixels
 in the encoder and beside z in the decoder): the plain loop concatenates the one-hot vectors itself, the Pyro loops
-get the labels packed into the batch, as ``pyro-vae train`` does.
+get the labels packed into the batch, as ``pyro-vae train`` does. With ``--structure semi-supervised`` they train M2
+with the labels of ``--labelled`` images: the Pyro loops with ``TraceEnum_ELBO`` (the label enumerated), the plain
+loop summing the 10 classes by hand (:func:`plain_m2_step`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import platform
 import resource
 import statistics
@@ -71,6 +74,7 @@ from pyro_vae import (
     VAEData,
     runtime_policy,
 )
+from pyro_vae.data.vae_data import keep_labels
 from pyro_vae.model.structures import structure_class
 from pyro_vae.training.trainer import epoch_seed
 
@@ -99,6 +103,34 @@ def plain_step(
     return loss
 
 
+def plain_m2_step(
+    vae: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, labels: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """M2's loss written by hand: labelled rows -(ELBO(x, y) + log p(y)) - weight * log q(y|x); unlabelled rows
+    -(sum_y q(y|x) (ELBO(x, y) + log p(y)) + H(q(y|x))), the 10 classes as one batch of 10 x rows."""
+    k = len(vae.class_names)
+    known = labels >= 0
+    log_q_y = torch.log_softmax(vae.classifier(x), -1)
+    xs = torch.cat([x[known], x[~known].repeat(k, 1)])
+    unknown = int((~known).sum())
+    ys = torch.cat([labels[known], torch.arange(k, device=x.device).repeat_interleave(unknown)])
+    hot = F.one_hot(ys, k).to(x.dtype)
+    loc, logvar = vae.encoder(xs, hot).chunk(2, dim=-1)
+    z = loc + torch.exp(0.5 * logvar) * torch.randn_like(loc)
+    logits = vae.decoder(torch.cat([z, hot], -1))[..., 0, :]
+    recon = -F.binary_cross_entropy_with_logits(logits, xs, reduction="none").sum(-1)
+    elbo = recon - 0.5 * (loc.pow(2) + logvar.exp() - 1 - logvar).sum(-1) - math.log(k)  # log p(y) = -log K
+    n_known = int(known.sum())
+    labelled = elbo[:n_known].sum() + weight * log_q_y[known].gather(1, labels[known, None]).sum()
+    q = log_q_y[~known].exp()  # (unknown, K)
+    unlabelled = (q * (elbo[n_known:].view(k, unknown).T - log_q_y[~known])).sum()
+    loss = -(labelled + unlabelled)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 class Loops:
     """One model per loop, all starting from the same weights; ``run(name, epoch)`` trains one epoch."""
 
@@ -108,17 +140,21 @@ class Loops:
         self.models = {}
         cls = structure_class(args.structure)
         classes = {"class_names": tuple(map(str, range(10)))} if cls.needs_labels else {}
+        if cls.enumerates:
+            classes["classifier_weight"] = self.weight = 0.1 * data.count("train") / args.labelled
+            data.labels["train"] = keep_labels(data.labels["train"], args.labelled, 0, 10)
         for name in TORCH_LOOPS:
             pyro.set_rng_seed(0)
             self.models[name] = cls(
                 net, StandardNormal(args.latent_dim), Bernoulli(), image_shape=(1, 28, 28), **classes
             ).to(data.device)
         self.plain_optimizer = torch.optim.Adam(self.models["plain"].parameters(), lr=args.lr)
+        stock = self.models["stock-pyro"]
         self.stock_svi = SVI(
-            self.models["stock-pyro"].model,
-            self.models["stock-pyro"].guide,
+            stock.model,
+            stock.guide,
             pyro.optim.Adam({"lr": args.lr}),
-            loss=Trace_ELBO(),
+            loss=stock.objective(RunConfig().objective) if cls.enumerates else Trace_ELBO(),
         )
         self.trainers = {}
         for name, compile in TRAINER_LOOPS.items():
@@ -151,8 +187,10 @@ class Loops:
                     loss = self.trainers[name].train_epoch(epoch)["train_loss"]
             else:
                 model = self.models[name]
+                plain = plain_m2_step if model.enumerates else plain_step
+                extra = (self.weight,) if model.enumerates else ()
                 step = {
-                    "plain": lambda x, y: plain_step(model, self.plain_optimizer, x, y).item(),
+                    "plain": lambda x, y: plain(model, self.plain_optimizer, x, y, *extra).item(),
                     "stock-pyro": lambda x, y: self.stock_svi.step(model.observations(x, y)),
                 }[name]
                 total, n = 0.0, 0
@@ -176,8 +214,11 @@ def training_flops_per_image(loops: Loops, batch_size: int) -> float:
     x, labels = loops.data.images["train"][:batch_size], loops.data.labels["train"][:batch_size]
     scratch = torch.optim.SGD(loops.models["plain"].parameters(), lr=0.0)
     with FlopCounterMode(display=False) as counter:
-        given = labels if loops.models["plain"].needs_labels else None
-        plain_step(loops.models["plain"], scratch, torch.bernoulli(x), given)
+        model = loops.models["plain"]
+        if model.enumerates:
+            plain_m2_step(model, scratch, torch.bernoulli(x), labels, loops.weight)
+        else:
+            plain_step(model, scratch, torch.bernoulli(x), labels if model.needs_labels else None)
     return counter.get_total_flops() / x.shape[0]
 
 
@@ -226,6 +267,8 @@ def isolated_peak_memory(args: argparse.Namespace, name: str) -> dict:
         str(args.latent_dim),
         "--structure",
         args.structure,
+        "--labelled",
+        str(args.labelled),
         "--train-images",
         str(args.train_images),
         "--json",
@@ -377,7 +420,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--net", default="mlp", choices=["mlp", "conv"])
     p.add_argument("--hidden", type=int, nargs="+", default=[400])
     p.add_argument("--latent-dim", type=int, default=20)
-    p.add_argument("--structure", default="vae", choices=["vae", "conditional"])
+    p.add_argument("--structure", default="vae", choices=["vae", "conditional", "semi-supervised"])
+    p.add_argument("--labelled", type=int, default=100, help="semi-supervised: labelled training images")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument(

@@ -227,6 +227,7 @@ def _format_table(info: dict, s: dict) -> str:
     pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
     k = f"K={s['iwae_k']}  " if "iwae" in s else ""
     recon_term, kl_term = info.get("terms", ("E_q[log p(x|z)]", "KL(q(z|x) || p(z))"))
+    pyro_elbo = f"ELBO, Pyro {info.get('pyro_elbo', 'Trace_ELBO')} ({s['num_particles']} particle(s))"
     lines = [
         f"{info['data']}",
         f"split={info['split']}  n={s['n']}  {k}checkpoint epoch {info['epoch']}  seed={s['seed']}  "
@@ -234,7 +235,7 @@ def _format_table(info: dict, s: dict) -> str:
         f"prior {info['prior']}, likelihood {info['likelihood']}, guide {info['guide']}",
         f"nats per image, as bounds on {info.get('bound_of', 'log p(x)')} (higher is better); ± is the standard error "
         "over images",
-        f"  ELBO, Pyro Trace_ELBO ({s['num_particles']} particle(s))  {pm('elbo')}",
+        f"  {pyro_elbo}  {pm('elbo')}",
         f"  ELBO, hand-written analytic KL        {pm('elbo_analytic')}",
         f"  agreement z (paired, |z| < 4 passes)  {s['agreement_z']:10.2f}",
         f"  {'reconstruction ' + recon_term:<37} {s['recon']:10.3f}",
@@ -245,6 +246,10 @@ def _format_table(info: dict, s: dict) -> str:
     if "elbo_bits_per_dim" in s:
         iwae_bpd = f", IWAE {s['iwae_bits_per_dim']:.4f}" if "iwae_bits_per_dim" in s else ""
         lines.append(f"  bits/dim (discrete likelihood)       ELBO {s['elbo_bits_per_dim']:.4f}{iwae_bpd}")
+    if "accuracy" in s:
+        lines.append(
+            f"  classifier q(y|x) accuracy            {100 * s['accuracy']:9.2f}% ± {100 * s['accuracy_stderr']:.2f}"
+        )
     if "active_units" in s:
         lines.append(
             f"  active units (Var_x E_q[z_u] > {s['active_unit_threshold']:g})  "
@@ -264,13 +269,14 @@ def _format_by_class(info: dict, s: dict, rows: dict) -> str:
     iwae = f"IWAE K={s['iwae_k']}" if "iwae" in s else ""
     lines = [
         f"per class ({info['split']} split):",
-        f"  {'class':<12} {'n':>6} {'ELBO':>18} {iwae:>18} {'recon':>9} {'KL':>8}",
+        f"  {'class':<12} {'n':>6} {'ELBO':>18} {iwae:>18} {'recon':>9} {'KL':>8}"
+        + ("  accuracy" if any("accuracy" in row for row in rows.values()) else ""),
     ]
     pm = lambda row, key: f"{row[key]:9.2f} ± {row[key + '_stderr']:5.2f}" if key in row else ""  # noqa: E731
     for label, row in rows.items():
         lines.append(
             f"  {class_name(info['class_names'], label):<12} {row['n']:>6} {pm(row, 'elbo'):>18} {pm(row, 'iwae'):>18} "
-            f"{row['recon']:9.2f} {row['kl']:8.2f}"
+            f"{row['recon']:9.2f} {row['kl']:8.2f}" + (f"  {100 * row['accuracy']:7.2f}%" if "accuracy" in row else "")
         )
     return "\n".join(lines)
 
@@ -417,8 +423,8 @@ def _output_file(path: str, suffixes: tuple[str, ...]) -> Path:
 @click.option(
     "--label",
     default=None,
-    help="a model with labels (--structure conditional): draw this class, by number or name [default: each class "
-    "in turn]",
+    help="a model with labels (--structure conditional or semi-supervised): draw this class, by number or name "
+    "[default: each class in turn]",
 )
 def sample(**opts) -> None:
     """Draw z ~ p(z) and decode: a PNG grid or a NumPy array."""

@@ -78,6 +78,13 @@ class RunConfig:
         if config.data.shape is not None:  # (recorded from the data: a list when read back from TOML or a checkpoint)
             config.data.shape = tuple(config.data.shape)
         config.model = config.model.resolved(trust_modules)
+        if config.data.labelled is not None and config.model.structure != "semi-supervised":
+            raise ConfigError("data.labelled (--labelled) applies to --structure semi-supervised")
+        if config.model.structure == "semi-supervised" and config.objective.kind != "trace":
+            raise ConfigError(
+                f"--structure semi-supervised trains TraceEnum_ELBO, the label summed out; --objective "
+                f"{config.objective.kind} does not apply (use trace)"
+            )
         if config.model.likelihood.component_class.binary_data and config.data.binarize == "none":
             others = [name for name, cls in REGISTRY["likelihood"].items() if not cls.binary_data]
             raise ConfigError(

@@ -22,6 +22,7 @@ from .data import VAEData
 from .data.sources import class_name
 from .errors import CheckpointError, ConfigError
 from .inference.bounds import Evaluation, evaluate, iwae_chunk
+from .inference.enumerated import classifier_predictions
 from .inference.latents import posterior_moments
 from .model.vae import VAE
 from .runtime.atomic import atomic_path
@@ -84,7 +85,7 @@ def evaluate_checkpoint(
     start = time.perf_counter()
     result = evaluate(
         vae,
-        vae.observations(x, labels),
+        vae.bound_batch(x, labels),
         num_particles=num_particles,
         iw_samples=iw_samples,
         batch_size=batch_size,
@@ -105,6 +106,7 @@ def evaluate_checkpoint(
         "split": split,
         "structure": vae.structure,
         "bound_of": vae.bound_of,
+        "pyro_elbo": "TraceEnum_ELBO" if vae.enumerates else "Trace_ELBO",
         "terms": list(vae.terms),
         "class_names": class_names if labels is not None else None,
         "labelled": labels is not None,
@@ -213,7 +215,7 @@ def label_index(vae: VAE, label: int | str) -> int:
     """The class ``label`` names in ``vae`` (its number, or its name); :class:`ConfigError` when there is none."""
     if not vae.needs_labels:
         raise ConfigError(
-            f"--label needs a model with labels in it (--structure conditional); this one is {vae.structure}"
+            f"--label needs a model with labels (--structure conditional or semi-supervised); this is {vae.structure}"
         )
     names = list(vae.class_names)
     if isinstance(label, str) and label in names:
@@ -332,6 +334,10 @@ def plot_checkpoint(
         grid = plots.class_style_grid(vae, 8)
         title = f"one row per class, one column per z ~ p(z): E[x | z, y]\nepoch {ckpt['epoch']}"
         written.append(plots.save_figure(plots.grid_figure(grid, title, names), out_dir / "class_styles.png"))
+    if vae.enumerates and labels is not None:
+        predictions = classifier_predictions(vae, x)
+        confusion = plots.confusion_figure(predictions, labels, class_names, len(vae.class_names))
+        written.append(plots.save_figure(confusion, out_dir / "confusion.png"))
     if vae.latent_dim == 2:
         manifold = plots.manifold_figure(vae, manifold_size, mass=manifold_mass)
         written.append(plots.save_figure(manifold, out_dir / "manifold.png"))
@@ -389,6 +395,7 @@ def checkpoint_info(checkpoint: str | Path, trust_modules: Iterable[str] = ()) -
         "best_val_elbo": None if best is None else best[0],
         "best_val_epoch": None if best is None else best[1],
         "last_val_elbo": last,
+        "structure": config.model.structure,
         "prior": describe_component(config.model.prior),
         "likelihood": describe_component(config.model.likelihood),
         "guide": describe_component(config.model.guide),

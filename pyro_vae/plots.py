@@ -86,7 +86,8 @@ def reconstruction_grid(vae: VAE, x: Tensor, per_row: int = 8, labels: Tensor | 
     """Rows of ``per_row`` inputs, each directly above the row of their reconstructions (``x``: ``(n, C*H*W)``;
     images beyond the last full row are left out; ``labels``: theirs, for a structure with labels)."""
     per_row = min(per_row, x.shape[0])
-    recon = decode(vae, posterior_moments(vae, vae.observations(x, labels))[0], labels)
+    batch = vae.observations(x, labels) if vae.needs_labels else x
+    recon = decode(vae, posterior_moments(vae, batch)[0], vae.completed_labels(batch))
     rows, shape = x.shape[0] // per_row, vae.image_shape
     inputs = x[: rows * per_row].reshape(rows, 1, per_row, *shape)
     outputs = recon[: rows * per_row].reshape(rows, 1, per_row, *shape)
@@ -105,8 +106,10 @@ def interpolation_grid(
     r"""One row per pair: the first image, decodings along the straight line between the two posterior
     means (:math:`z_t = (1-t)\,\mu_a + t\,\mu_b` for ``steps`` values of ``t`` from 0 to 1), the second image.
     A structure with labels encodes each image with its label and decodes the whole row with the first's."""
-    mu_a = posterior_moments(vae, vae.observations(x_from, labels_from))[0]
-    mu_b = posterior_moments(vae, vae.observations(x_to, labels_to))[0]
+    batch_a = vae.observations(x_from, labels_from) if vae.needs_labels else x_from
+    mu_a = posterior_moments(vae, batch_a)[0]
+    mu_b = posterior_moments(vae, vae.observations(x_to, labels_to) if vae.needs_labels else x_to)[0]
+    labels_from = vae.completed_labels(batch_a)
     t = torch.linspace(0, 1, steps, device=mu_a.device).view(1, steps, 1)
     z = (1 - t) * mu_a.unsqueeze(1) + t * mu_b.unsqueeze(1)  # (pairs, steps, d)
     shape = vae.image_shape
@@ -230,6 +233,30 @@ def latent_scatter(means: Tensor, labels: Tensor | None, class_names: list[str] 
     ax.set_title(title or f"latent space of {len(labels)} images")
     if not unlabelled:
         ax.legend(markerscale=4, loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    return fig
+
+
+def confusion_figure(predictions: Tensor, labels: Tensor, class_names: list[str] | None, classes: int, title: str = ""):
+    """The confusion matrix of a classifier over ``classes`` classes: rows the true class, columns the predicted one,
+    each row as fractions of its images (the diagonal is each class's accuracy), with the counts written in."""
+    counts = torch.zeros(classes, classes, dtype=torch.long)
+    counts.index_put_((labels.cpu(), predictions.cpu()), torch.ones(len(labels), dtype=torch.long), accumulate=True)
+    rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    fig = _figure(1.0 + 0.55 * classes, 0.8 + 0.5 * classes)
+    ax = fig.add_subplot()
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    names = [class_name(class_names, i) for i in range(classes)]
+    ax.set_xticks(range(classes), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(classes), names, fontsize=8)
+    ax.set_xlabel("predicted class (most probable under q(y|x))")
+    ax.set_ylabel("true class")
+    for i in range(classes):
+        for j in range(classes):
+            if counts[i, j]:
+                colour = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7, color=colour)
+    accuracy = float(counts.diag().sum()) / max(1, len(labels))
+    ax.set_title(title or f"classifier on {len(labels)} images: accuracy {100 * accuracy:.2f}%", fontsize=10)
     return fig
 
 

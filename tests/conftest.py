@@ -46,6 +46,8 @@ SMALL_NET = NetConfig(kind="mlp", hidden=(64,))
 # small_run's keyword -> the RunConfig key it sets
 SHORT_KEYS = {
     "structure": "model.structure",
+    "classifier_weight": "model.classifier_weight",
+    "labelled": "data.labelled",
     "objective": "objective.kind",
     "particles": "objective.particles",
     "beta": "objective.beta",
@@ -137,6 +139,7 @@ SLOW_FILES = {
     "test_plots.py",
     "test_quality.py",
     "test_readme_tour.py",
+    "test_semi_supervised.py",
     "test_sharing.py",
     "test_train.py",
     "test_trust.py",

@@ -107,6 +107,14 @@ class DataConfig:
     shape: tuple[int, ...] | None = (
         None  # (C, H, W), recorded from the data: a checkpoint rebuilds its model without it
     )
+    labelled: Annotated[
+        int | None,
+        Option(
+            "--structure semi-supervised: keep the labels of N training images, the same number in each class, "
+            "chosen from the seed; the rest are unlabelled [default: every label]",
+            min=1,
+        ),
+    ] = None  # (last: DataConfig(dataset, binarize, ...) as before)
 
     def validate(self) -> None:
         check_fields(self)
@@ -409,3 +417,22 @@ def _split(source: Source, config: DataConfig, splits: tuple[str, ...]) -> dict[
         if split == "train" or split in carved:
             out[split] = (store.subset(parts[split]), None if labels is None else labels[parts[split]])
     return out
+
+
+def keep_labels(labels: Tensor, n: int, seed: int, classes: int) -> Tensor:
+    """``labels`` with all but ``n`` of them hidden (``-1``): ``n // classes`` kept in each class (one more in the
+    first ``n % classes``), chosen by a permutation drawn from ``seed``. :class:`ConfigError` when ``n`` is more
+    than the images or fewer than the classes; :class:`DataError` when a class has too few images."""
+    if n > len(labels):
+        raise ConfigError(f"--labelled {n} is more than the {len(labels)} training images")
+    if n < classes:
+        raise ConfigError(f"--labelled {n} is fewer than the {classes} classes: each class needs a labelled image")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(labels.device)
+    kept = torch.full_like(labels, -1)
+    for c in range(classes):
+        quota = n // classes + (c < n % classes)
+        members = order[labels[order] == c][:quota]
+        if len(members) < quota:
+            raise DataError(f"--labelled {n} needs {quota} images of class {c}; the training set has {len(members)}")
+        kept[members] = c
+    return kept

@@ -8,7 +8,9 @@ replayed on it, so they are exactly the summands of ``Trace_ELBO``. From them:
     \mathrm{ELBO} \approx \frac1K \sum_k \log w_k, \qquad
     \mathrm{IWAE}_K = \log \frac1K \sum_k w_k \;\le\; \log p(x),
 
-the second being the per-datapoint bound that ``RenyiELBO(alpha=0)`` optimises (Burda et al. 2016).
+the second being the per-datapoint bound that ``RenyiELBO(alpha=0)`` optimises (Burda et al. 2016). A structure
+whose label is summed out (M2, ``vae.enumerates``) has its own forms of both, with the label enumerated
+(:mod:`pyro_vae.inference.enumerated`); the rest of this module is the same for it.
 It tightens as :math:`K` grows (:math:`\mathbb E\,\mathrm{IWAE}_K` is non-decreasing in :math:`K`) and
 :math:`\mathrm{IWAE}_1` is the single-sample ELBO: :func:`evaluate` draws the first particles of the
 IWAE pass with the ELBO pass's seed, so with one particle each the two are the same numbers.
@@ -32,6 +34,12 @@ from ..model.vae import VAE
 from ..runtime.distributed import SINGLE, Group
 from ..runtime.policy import heap_reuse
 from .analytic import AnalyticELBO, analytic_elbo
+from .enumerated import (
+    analytic_enumerated_elbo,
+    classifier_predictions,
+    enumerated_elbo,
+    enumerated_iwae_log_weights,
+)
 from .latents import ACTIVE_UNIT_THRESHOLD, active_units, latent_variances, posterior_moments
 
 AGREEMENT_Z_LIMIT = 4.0
@@ -47,7 +55,10 @@ _CUDA_BYTES_PER_OUTPUT = 256
 
 
 def log_weights(vae: VAE, x: Tensor, num_particles: int = 1) -> Tensor:
-    r""":math:`\log p(x, z_k) - \log q(z_k \mid x)` of shape ``(num_particles, batch)``, from Pyro traces."""
+    r""":math:`\log p(x, z_k) - \log q(z_k \mid x)` of shape ``(num_particles, batch)``, from Pyro traces (with the
+    label summed out, for a structure that enumerates it)."""
+    if vae.enumerates:
+        return enumerated_iwae_log_weights(vae, x, num_particles)
     with pyro.plate("particles", num_particles, dim=-2):
         guide_trace = poutine.trace(vae.guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
@@ -85,32 +96,54 @@ def _done(value, on_chunk: OnChunk, particles: int):
     return value
 
 
-def _chunk_sizes(x: Tensor, k: int) -> Iterator[int]:
-    chunk = iwae_chunk(x.shape[0], x.shape[-1], k, x.device)
+def _width(vae: VAE, x: Tensor) -> int:
+    """Decoder outputs per image and particle: a structure that enumerates its label decodes each image per class."""
+    return x.shape[-1] * (len(vae.class_names) if vae.enumerates else 1)
+
+
+def _chunk_sizes(vae: VAE, x: Tensor, k: int) -> Iterator[int]:
+    chunk = iwae_chunk(x.shape[0], _width(vae, x), k, x.device)
     return (min(chunk, k - start) for start in range(0, k, chunk))
 
 
-def _one_chunk(x: Tensor, k: int) -> bool:
-    return iwae_chunk(x.shape[0], x.shape[-1], k, x.device) >= k
+def _one_chunk(vae: VAE, x: Tensor, k: int) -> bool:
+    return iwae_chunk(x.shape[0], _width(vae, x), k, x.device) >= k
 
 
 def elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1, on_chunk: OnChunk = None) -> Tensor:
     """The Pyro ELBO of each image, averaged over ``num_particles`` samples taken in chunks of
     :func:`iwae_chunk` (one chunk, as for any usual particle count, is a single vectorised pass)."""
-    if _one_chunk(x, num_particles):
-        return _done(log_weights(vae, x, num_particles).mean(0), on_chunk, num_particles)
-    total = sum(_done(log_weights(vae, x, m).sum(0), on_chunk, m) for m in _chunk_sizes(x, num_particles))
+    if _one_chunk(vae, x, num_particles):
+        return _done(_pyro_elbo(vae, x, num_particles), on_chunk, num_particles)
+    total = sum(_done(_pyro_elbo_sum(vae, x, m), on_chunk, m) for m in _chunk_sizes(vae, x, num_particles))
     return total / num_particles
+
+
+def _pyro_elbo(vae: VAE, x: Tensor, num_particles: int) -> Tensor:
+    if vae.enumerates:
+        return enumerated_elbo(vae, x, num_particles)
+    return log_weights(vae, x, num_particles).mean(0)
+
+
+def _pyro_elbo_sum(vae: VAE, x: Tensor, num_particles: int) -> Tensor:
+    """The per-image ELBO summed over ``num_particles`` particles (for a running mean over chunks)."""
+    if vae.enumerates:
+        return num_particles * enumerated_elbo(vae, x, num_particles)
+    return log_weights(vae, x, num_particles).sum(0)
+
+
+def _analytic(vae: VAE, x: Tensor, num_particles: int) -> AnalyticELBO:
+    return (analytic_enumerated_elbo if vae.enumerates else analytic_elbo)(vae, x, num_particles)
 
 
 def analytic_elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1, on_chunk: OnChunk = None) -> AnalyticELBO:
     """:func:`~pyro_vae.inference.analytic.analytic_elbo` in the same chunks as :func:`elbo_per_image`, so that under
     the same seed both see the same draws."""
-    if _one_chunk(x, num_particles):
-        return _done(analytic_elbo(vae, x, num_particles), on_chunk, num_particles)
+    if _one_chunk(vae, x, num_particles):
+        return _done(_analytic(vae, x, num_particles), on_chunk, num_particles)
     sums = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}
-    for m in _chunk_sizes(x, num_particles):  # running sums: memory does not grow with the particles
-        terms = _done(analytic_elbo(vae, x, m), on_chunk, m)
+    for m in _chunk_sizes(vae, x, num_particles):  # running sums: memory does not grow with the particles
+        terms = _done(_analytic(vae, x, m), on_chunk, m)
         sums = {field: total + m * getattr(terms, field) for field, total in sums.items()}
     return AnalyticELBO(**{field: total / num_particles for field, total in sums.items()}, kl_method=terms.kl_method)
 
@@ -123,7 +156,7 @@ def iwae_bound(vae: VAE, x: Tensor, k: int, on_chunk: Callable[[int], None] | No
     called after each chunk of ``m`` particles (for a progress bar).
     """
     total = None
-    for m in _chunk_sizes(x, k):
+    for m in _chunk_sizes(vae, x, k):
         part = torch.logsumexp(log_weights(vae, x, m), dim=0)
         total = part if total is None else torch.logaddexp(total, part)
         if on_chunk is not None:
@@ -154,6 +187,7 @@ class Evaluation:
     discrete: bool = False  # the likelihood is a probability mass: bounds also in bits/dim
     posterior_mean: Tensor | None = None  # (n, latent_dim): E_q[z | x], for active units
     labels: Tensor | None = None  # (n,) class labels, for by_class()
+    predictions: Tensor | None = None  # (n,) a classifying structure's (M2's) most probable class per image
 
     @property
     def agreement_z(self) -> float:
@@ -195,6 +229,8 @@ class Evaluation:
             out["elbo_bits_per_dim"] = self.bits_per_dim(elbo)
             if self.iwae is not None:
                 out["iwae_bits_per_dim"] = self.bits_per_dim(out["iwae"])
+        if self.predictions is not None and self.labels is not None:
+            out["accuracy"], out["accuracy_stderr"] = _mean_stderr((self.predictions == self.labels).double())
         if self.posterior_mean is not None and self.posterior_mean.shape[0] > 1:
             variances = latent_variances(self.posterior_mean)
             out.update(
@@ -217,6 +253,8 @@ class Evaluation:
                 values = getattr(self, name)
                 if values is not None:
                     row[name], row[name + "_stderr"] = _mean_stderr(values[keep])
+            if self.predictions is not None:
+                row["accuracy"], row["accuracy_stderr"] = _mean_stderr((self.predictions[keep] == label).double())
             out[int(label)] = row
         return out
 
@@ -357,6 +395,9 @@ def evaluate(
         discrete=getattr(vae.likelihood, "discrete", False),
         posterior_mean=column("posterior_mean"),
         labels=None if labels is None else labels.cpu(),
+        predictions=classifier_predictions(vae, vae.split(x)[0]).cpu()
+        if vae.enumerates and labels is not None
+        else None,
     )
 
 

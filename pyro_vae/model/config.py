@@ -122,10 +122,20 @@ class ModelConfig:
     structure: Annotated[
         Literal[tuple(STRUCTURES)],
         Option(
-            "the model's program: vae (z -> x), conditional (the label given: p(x | z, y), q(z | x, y)); see "
+            "the model's program: vae (z -> x), conditional (the label given: p(x | z, y), q(z | x, y)), "
+            "semi-supervised (M2: the label a latent variable, observed where given, summed out elsewhere); see "
             "docs/structures.md"
         ),
     ] = "vae"  # (after the fields above: ModelConfig(latent_dim, net, ...) as before)
+    classifier_weight: Annotated[
+        float | None,
+        Option(
+            "--structure semi-supervised: alpha, the weight of log q(y | x) on each labelled training image "
+            "[default: 0.1 x training images / labelled images, the paper's alpha = 0.1 N]",
+            min=0,
+            max=1e9,
+        ),
+    ] = None
     # The class names a structure with the label in it was built for, recorded from the data (as data.shape is).
     class_names: tuple[str, ...] | None = None
 
@@ -158,6 +168,8 @@ class ModelConfig:
             setattr(model, kind, ComponentConfig(part.name, options, part.module, cls))
         prior, guide = model.prior.component_class, model.guide.component_class
         check_structure(model.structure, prior)
+        if model.classifier_weight is not None and model.structure != "semi-supervised":
+            raise ConfigError("model.classifier_weight (--classifier-weight) applies to --structure semi-supervised")
         if prior.uses_guide_density and not guide.one_pass_log_density:
             raise ConfigError(
                 f"--prior {self.prior.name} with --guide {self.guide.name}: the prior evaluates q(z|x) at points of "
@@ -208,7 +220,8 @@ class ModelConfig:
         cls = structure_class(self.structure)
         if cls.needs_labels and not self.class_names:
             raise ConfigError(f"--structure {self.structure} needs the classes, which come from labelled data")
-        return cls(self.net, *components, image_shape=image_shape, class_names=self.class_names or ())
+        extra = {} if self.classifier_weight is None else {"classifier_weight": self.classifier_weight}
+        return cls(self.net, *components, image_shape=image_shape, class_names=self.class_names or (), **extra)
 
     @classmethod
     def of(cls, vae: VAE) -> ModelConfig:
@@ -217,7 +230,12 @@ class ModelConfig:
             kind: component_config(part) for kind, part in zip(KINDS, (vae.prior, vae.likelihood, vae.guide_family))
         }
         return cls(
-            vae.latent_dim, vae.net_config, **parts, structure=vae.structure, class_names=vae.class_names or None
+            vae.latent_dim,
+            vae.net_config,
+            **parts,
+            structure=vae.structure,
+            classifier_weight=getattr(vae, "classifier_weight", None),
+            class_names=vae.class_names or None,
         )
 
 

@@ -109,7 +109,11 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
 
 
 def _with(x: Tensor, condition: Tensor | None) -> Tensor:
-    return x if condition is None else torch.cat([x, condition.expand(*x.shape[:-1], -1)], -1)
+    """``x`` and ``condition`` side by side, their leading dimensions broadcast (an enumerated label has its own)."""
+    if condition is None:
+        return x
+    batch = torch.broadcast_shapes(x.shape[:-1], condition.shape[:-1])
+    return torch.cat([x.expand(*batch, -1), condition.expand(*batch, -1)], -1)
 
 
 class MLPEncoder(nn.Module):
@@ -249,9 +253,9 @@ class ConvEncoder(nn.Module):
     def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         batch = x.shape[:-1]
         h = self.conv(x.reshape(-1, *self.image_shape)).flatten(1)
-        if condition is not None:
-            h = _with(h, condition.expand(*batch, -1).reshape(h.shape[0], -1))
-        return self.dense(h).unflatten(0, batch)
+        if condition is None:
+            return self.dense(h).unflatten(0, batch)
+        return self.dense(_with(h.unflatten(0, batch), condition))
 
 
 class ConvDecoder(nn.Module):

@@ -2,7 +2,9 @@
 
 * ``vae``: ``z ~ p(z)``, ``x ~ p(x | z)``; guide ``q(z | x)`` (:class:`~pyro_vae.model.vae.VAE`);
 * ``conditional``: the label given, ``x ~ p(x | z, y)``; guide ``q(z | x, y)``
-  (:class:`~pyro_vae.model.conditional.ConditionalVAE`).
+  (:class:`~pyro_vae.model.conditional.ConditionalVAE`);
+* ``semi-supervised``: M2, ``y ~ Cat(1/K)`` observed where labelled, ``x ~ p(x | y, z)``; guide ``q(y | x)``
+  (enumerated where not given) and ``q(z | x, y)`` (:class:`~pyro_vae.model.semi_supervised.SemiSupervisedVAE`).
 
 Each is one class with the interface :mod:`pyro_vae.model.vae` describes; priors, likelihoods and guide families
 are swapped inside each. :func:`check_structure` refuses, in one line, a combination a structure cannot run.
@@ -12,9 +14,10 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .conditional import ConditionalVAE
+from .semi_supervised import SemiSupervisedVAE
 from .vae import VAE
 
-STRUCTURES: dict[str, type[VAE]] = {cls.structure: cls for cls in (VAE, ConditionalVAE)}
+STRUCTURES: dict[str, type[VAE]] = {cls.structure: cls for cls in (VAE, ConditionalVAE, SemiSupervisedVAE)}
 
 
 def structure_class(name: str) -> type[VAE]:

@@ -19,7 +19,8 @@ cross-check, checkpoints and plots use and nothing else:
 * ``model(batch, kl_scale)`` and ``guide(batch, kl_scale)``: the Pyro program; its latent site is ``"z"``;
 * ``observations(x, labels)``: the batch the program reads, from images and their labels (``labels`` may be
   ``None`` when ``needs_labels`` is false); ``split(batch)``: back to ``(x, labels or None)``;
-  ``check_labels(labels, n)``: a split's labels checked once (not at every batch);
+  ``check_labels(labels, n)``: a split's labels checked once (not at every batch); ``completed_labels(batch)``:
+  the labels to decode with;
 * ``guide_params(batch)``: the guide family's parameters of :math:`q(z \mid \ldots)` (the encoder's output);
 * ``decode(z, labels)``: the likelihood's parameters of :math:`p(x \mid z, \ldots)`;
 * ``structure`` (its name in configs), ``needs_labels``, ``bound_of`` (what its bounds bound), ``class_names``
@@ -63,6 +64,9 @@ class VAE(nn.Module):
     needs_labels: ClassVar[bool] = False
     bound_of: ClassVar[str] = "log p(x)"  # what its ELBO and IWAE bound from below
     terms: ClassVar[tuple[str, str]] = ("E_q[log p(x|z)]", "KL(q(z|x) || p(z))")  # the ELBO's two terms, as printed
+    enumerates: ClassVar[bool] = (
+        False  # a discrete latent summed out (M2): its bounds are pyro_vae.inference.enumerated
+    )
 
     def __init__(
         self,
@@ -129,9 +133,21 @@ class VAE(nn.Module):
     def check_labels(self, labels: Tensor | None, n: int) -> None:
         """:class:`~pyro_vae.errors.DataError` unless ``labels`` suit ``n`` images (once per split, not per batch)."""
 
+    def bound_batch(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The batch whose bounds ``pyro-vae elbo`` and validation report (M2 hides the labels: bounds on log p(x))."""
+        return self.observations(x, labels)
+
+    def objective(self, config):
+        """The Pyro ELBO to train with, from the run's :class:`~pyro_vae.inference.objectives.ObjectiveConfig`."""
+        return config.make()
+
     def split(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(images, labels or None)`` of a batch."""
         return batch, None
+
+    def completed_labels(self, batch: Tensor) -> Tensor | None:
+        """The labels to decode a batch's images with (M2 fills in hidden ones from its classifier); ``None`` here."""
+        return self.split(batch)[1]
 
     def guide_params(self, batch: Tensor) -> Tensor:
         """The guide family's parameters for each image of ``batch`` (the encoder's output)."""

@@ -74,9 +74,10 @@ class LogLine(Callback):
         val = "n/a" if record.get("val_elbo") is None else f"{record['val_elbo']:.2f}"
         objective = trainer.config.objective
         beta = f"  beta {record['beta']:.3g}" if objective.beta != 1 or objective.warmup_epochs else ""
+        accuracy = f"  val accuracy {100 * record['val_accuracy']:.2f}%" if "val_accuracy" in record else ""
         trainer.log(
             f"epoch {record['epoch']}/{trainer.config.schedule.epochs}  train loss {record['train_loss']:.2f}  "
-            f"val ELBO {val}{beta}  {record['images_per_s']:.0f} img/s"
+            f"val ELBO {val}{accuracy}{beta}  {record['images_per_s']:.0f} img/s"
         )
 
 
@@ -138,6 +139,7 @@ class PlotSnapshots(Callback):
 SCALARS = {
     "train/loss": "train_loss",
     "val/elbo": "val_elbo",
+    "val/accuracy": "val_accuracy",
     "train/beta": "beta",
     "train/lr": "lr",
     "train/images_per_s": "images_per_s",

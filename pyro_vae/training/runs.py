@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, settings
-from ..data.vae_data import VAEData
+from ..data.vae_data import VAEData, keep_labels
 from ..errors import ConfigError, DataError
 from ..model.structures import structure_class
 from ..runtime.devices import resolve_device
@@ -119,6 +119,7 @@ def _assemble(
         if classes_from_data:
             config = dataclasses.replace(config, model=dataclasses.replace(config.model, class_names=class_names(data)))
             check_vae_fits(lambda: config.untrained_model(), dev, training=True)
+        config = _hide_labels(config, data)
         vae = config.build_model() if ckpt is None else config.untrained_model()
         trainer = Trainer(vae.to(dev), data, config, folder, progress=progress, log=log, lock=lock, callbacks=callbacks)
         if ckpt is not None:
@@ -138,3 +139,16 @@ def class_names(data: VAEData) -> tuple[str, ...]:
     if data.class_names:
         return tuple(data.class_names)
     return tuple(str(i) for i in range(int(max(int(y.max()) for y in labels if len(y)) + 1)))
+
+
+def _hide_labels(config: RunConfig, data: VAEData) -> RunConfig:
+    """``--labelled N``: all but N training labels hidden, from the seed (a resumed run hides the same ones); and the
+    semi-supervised structure's default classifier weight, the paper's 0.1 x images / labelled images, recorded."""
+    labels = data.labels.get("train")
+    if config.data.labelled is not None and labels is not None:
+        classes = len(config.model.class_names or ())
+        data.labels["train"] = labels = keep_labels(labels, config.data.labelled, config.seed, classes)
+    if config.model.structure != "semi-supervised" or config.model.classifier_weight is not None or labels is None:
+        return config
+    weight = 0.1 * data.count("train") / max(1, int((labels >= 0).sum()))
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, classifier_weight=weight))

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..data.vae_data import VAEData
-from ..errors import CheckpointError, DataError, RunInterrupted, TrainingError, first_line
+from ..errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingError, first_line
 from ..inference.bounds import evaluate
 from ..inference.fast_svi import FastSVI, Shard, make_adam
 from ..model.config import ModelConfig
@@ -137,7 +137,7 @@ class Trainer:
             vae,
             data.data_dim,
             min(config.optimizer.batch_size, data.count("train")),
-            config.objective.particles,
+            config.objective.particles * (len(vae.class_names) if vae.enumerates else 1),  # (M2 decodes per class)
             data.device,
         )
         recorded_data = dataclasses.replace(data.config, root=str(data.root))  # a resumed run finds its data again
@@ -147,6 +147,11 @@ class Trainer:
         self.files = RunFolder(self.out_dir)  # the paths of the run's files
         self.group = current()  # this process's place in a job (rank 0 of 1 without one)
         self._check_shardable(data.count("train"), config.optimizer.batch_size)
+        if self.group.parallel and vae.enumerates:
+            raise ConfigError(
+                f"--structure {vae.structure} trains in one process (each batch splits into labelled and unlabelled "
+                "rows); run it without torchrun"
+            )
         self._peers: Peers | None = None  # where every process runs, to name one that dies
         self.lock = (lock or RunFolderLock(self.out_dir)).acquire()
         self.progress = progress if self.group.is_main else False
@@ -156,7 +161,7 @@ class Trainer:
             vae.model,
             vae.guide,
             self.optimizer,
-            config.objective.make(),
+            vae.objective(config.objective),
             group=self.group,
             compile=config.objective.compile,
         )
@@ -253,7 +258,7 @@ class Trainer:
         if record is None:  # a signal stopped training inside the epoch
             self.save()
             raise self._interrupted(stop, f"at epoch {epoch}, step {self._partial['step']}")
-        record["val_elbo"] = self.validation_elbo()  # (every process: the evaluation is shared out) before callbacks
+        record.update(self.validation())  # (every process: the evaluation is shared out) before callbacks
         self.metrics.append(record)
         self.epoch = epoch
         # (in a job, every process must agree: a signal reaches each one at its own moment)
@@ -401,17 +406,25 @@ class Trainer:
             raise TrainingError(f"{exc}{where} at epoch {epoch}, step {step + 1}; try a lower --lr ({kept})") from None
 
     def validation_elbo(self) -> float | None:
+        return self.validation()["val_elbo"]
+
+    def validation(self) -> dict:
+        """``val_elbo``, the validation split's ELBO (``None`` without one), and for a classifying structure (M2)
+        ``val_accuracy``, its classifier's accuracy there."""
         val = self.data.images.get("val")
         if val is None or val.shape[0] == 0:
-            return None
-        return evaluate(
+            return {"val_elbo": None}
+        labels = self.data.labels.get("val")
+        summary = evaluate(
             self.vae,
-            self.vae.observations(val, self.data.labels.get("val")),
+            self.vae.bound_batch(val, labels),
             iw_samples=0,
             seed=self.config.seed,
             latent_means=False,
             group=self.group,
-        ).summary()["elbo"]
+            labels=labels if self.vae.enumerates else None,
+        ).summary()
+        return {"val_elbo": summary["elbo"], **({"val_accuracy": summary["accuracy"]} if "accuracy" in summary else {})}
 
     def write_metrics(self) -> None:
         """``OUT/metrics.jsonl`` from :attr:`metrics`, atomically (rank 0 only)."""
