@@ -181,3 +181,84 @@ def test_the_bounds_hide_given_labels_and_labels_are_optional(labelled):
     vae.check_labels(None, 64)  # the bound on log p(x) needs no labels
     with pytest.raises(DataError, match="labels are classes"):
         vae.check_labels(torch.tensor([0, -2]), 2)
+
+
+def test_the_command_line_trains_m2_and_refuses_bad_input(tmp_path, data_dir, capsys):
+    import numpy as np
+    from test_cli import TINY, assert_one_line_error, run_cli
+
+    out = tmp_path / "run"
+    m2 = ["train", "--structure", "semi-supervised", "--data-dir", data_dir, "--epochs", "1", *TINY]
+    code, _, err = run_cli([*m2, "--labelled", "20", "--out", out], capsys)
+    assert code == 0, err
+    code, stdout, _ = run_cli(["elbo", "--checkpoint", out / "ckpt.pt", "--limit", "100", "--by-class"], capsys)
+    assert code == 0 and "classifier q(y|x) accuracy" in stdout and "accuracy" in stdout.splitlines()[-11]
+    code, _, err = run_cli(["plot", "--checkpoint", out / "ckpt.pt", "--out", tmp_path / "plots"], capsys)
+    assert code == 0 and (tmp_path / "plots" / "confusion.png").is_file()
+    for flags, message in (
+        (["--labelled", "100000"], "more than the"),
+        (["--labelled", "5"], "fewer than the 10 classes"),
+        (["--objective", "iwae"], "does not apply"),
+    ):
+        code, _, err = run_cli([*m2, *flags, "--out", tmp_path / "bad"], capsys)
+        assert_one_line_error(code, err, message)
+        assert code == 2 and not (tmp_path / "bad" / "ckpt.pt").exists()
+    images = (np.random.default_rng(0).random((1000, 28, 28)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "short.npz", train=images, train_labels=np.arange(999) % 10)
+    code, _, err = run_cli(
+        [
+            "train",
+            "--structure",
+            "semi-supervised",
+            "--dataset",
+            "array",
+            "--data-dir",
+            tmp_path / "short.npz",
+            "--binarize",
+            "static",
+            "--out",
+            tmp_path / "short",
+            *TINY,
+        ],
+        capsys,
+    )
+    assert_one_line_error(code, err, "labels must be 1000 integers")
+    assert code == 1
+
+
+def test_class_folders_give_their_names_and_an_export_round_trip(tmp_path, data_dir, labelled):
+    from PIL import Image
+
+    from pyro_vae.pipeline import load_model, sample_checkpoint
+    from pyro_vae.sharing import export_checkpoint, load
+
+    rng = torch.Generator().manual_seed(0)
+    for name in ("cat", "dog", "owl"):
+        (tmp_path / "pets" / "train" / name).mkdir(parents=True)
+        for i in range(40):
+            pixels = (torch.rand(28, 28, generator=rng) * 255).byte().numpy()
+            Image.fromarray(pixels).save(tmp_path / "pets" / "train" / name / f"{i}.png")
+    config = RunConfig.from_dict(
+        {
+            "data": {
+                "dataset": "folder",
+                "root": str(tmp_path / "pets"),
+                "binarize": "static",
+                "val_size": 10,
+                "test_size": 10,
+                "labelled": 30,
+            },
+            "model": {"structure": "semi-supervised", "latent_dim": 2, "net": {"hidden": [16]}},
+            "schedule": {"epochs": 1},
+        }
+    )
+    from pyro_vae import start_run
+
+    start_run(config, tmp_path / "run", device="cpu", progress=False).fit()
+    vae, _ = load_model(tmp_path / "run" / "ckpt.pt", device="cpu")
+    assert vae.class_names == ("cat", "dog", "owl") and vae.classifier_weight == pytest.approx(0.1 * 100 / 30)
+    owls = sample_checkpoint(tmp_path / "run" / "ckpt.pt", 4, label="owl", device="cpu")
+    assert owls.shape == (4, 1, 28, 28)
+    exported = load(export_checkpoint(tmp_path / "run" / "ckpt.pt", tmp_path / "exported"), device="cpu")
+    for a, b in zip(vae.state_dict().values(), exported.state_dict().values()):
+        assert torch.equal(a, b)
