@@ -80,3 +80,18 @@ def test_the_gpu_script_dry_runs_on_a_cpu(tmp_path, data_dir):
     assert len(profile["iwae_by_chunk"]["by_budget"]) == 2 and (out / "profile_python.txt").stat().st_size > 0
     summary = (out / "summary.md").read_text()
     assert "QUICK dry run" in summary and "failed" not in summary.replace("0 failed", "")
+
+
+def test_throughput_benchmark_runs_the_structures_with_labels(tmp_path, data_dir):
+    """The conditional VAE and M2 loops: the plain loop's hand-written losses are the Pyro loops' (alike losses)."""
+    for structure in ("conditional", "semi-supervised"):
+        out = tmp_path / f"{structure}.json"
+        cmd = [sys.executable, ROOT / "benchmarks" / "throughput.py", "--data-dir", data_dir, "--structure", structure]
+        cmd += ["--train-images", "512", "--batch-size", "64", "--hidden", "32", "--latent-dim", "4", "--rounds", "2"]
+        cmd += ["--warmup-rounds", "0", "--pause", "0", "--no-memory", "--labelled", "50", "--out", out]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        loops = json.loads(out.read_text())["loops"]
+        assert {"plain", "stock-pyro", "pyro-vae"} <= set(loops)
+        losses = [loop["final_train_loss"] for loop in loops.values()]
+        assert max(losses) - min(losses) < 0.05 * min(losses), (structure, losses)
