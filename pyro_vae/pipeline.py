@@ -297,7 +297,6 @@ def plot_checkpoint(
         raise ConfigError(f"the {split} split has {x.shape[0]} images; the pictures need at least 16")
     vae.likelihood.check_data(x)
     vae.check_labels(labels, len(x))
-    given = labels if vae.needs_labels else None  # (the labels the networks read, in a structure with them)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -306,7 +305,7 @@ def plot_checkpoint(
     written = [
         plots.save_figure(
             plots.grid_figure(
-                plots.reconstruction_grid(vae, x[:32], labels=None if given is None else given[:32]),
+                plots.reconstruction_grid(vae, x[:32], labels=None if labels is None else labels[:32]),
                 f"reconstructions: decoder mean at the posterior mean\n{title}",
                 recon_rows,
             ),
@@ -320,7 +319,7 @@ def plot_checkpoint(
         ),
         plots.save_figure(
             plots.latent_scatter(
-                posterior_moments(vae, vae.observations(x, given))[0],
+                posterior_moments(vae, vae.observations(x, labels))[0],
                 labels,
                 class_names,
                 title=f"posterior means: {x.shape[0]} images, {title}",
@@ -351,8 +350,8 @@ def plot_checkpoint(
                     vae,
                     x[:8],
                     x[8:16],
-                    labels_from=None if given is None else given[:8],
-                    labels_to=None if given is None else given[8:16],
+                    labels_from=None if labels is None else labels[:8],
+                    labels_to=None if labels is None else labels[8:16],
                 ),
                 f"image, 10 decodings between posterior means, image; {title}",
                 pairs,

@@ -86,7 +86,7 @@ def reconstruction_grid(vae: VAE, x: Tensor, per_row: int = 8, labels: Tensor | 
     """Rows of ``per_row`` inputs, each directly above the row of their reconstructions (``x``: ``(n, C*H*W)``;
     images beyond the last full row are left out; ``labels``: theirs, for a structure with labels)."""
     per_row = min(per_row, x.shape[0])
-    batch = vae.observations(x, labels) if vae.needs_labels else x
+    batch = vae.observations(x, labels)
     recon = decode(vae, posterior_moments(vae, batch)[0], vae.completed_labels(batch))
     rows, shape = x.shape[0] // per_row, vae.image_shape
     inputs = x[: rows * per_row].reshape(rows, 1, per_row, *shape)
@@ -106,9 +106,9 @@ def interpolation_grid(
     r"""One row per pair: the first image, decodings along the straight line between the two posterior
     means (:math:`z_t = (1-t)\,\mu_a + t\,\mu_b` for ``steps`` values of ``t`` from 0 to 1), the second image.
     A structure with labels encodes each image with its label and decodes the whole row with the first's."""
-    batch_a = vae.observations(x_from, labels_from) if vae.needs_labels else x_from
+    batch_a = vae.observations(x_from, labels_from)
     mu_a = posterior_moments(vae, batch_a)[0]
-    mu_b = posterior_moments(vae, vae.observations(x_to, labels_to) if vae.needs_labels else x_to)[0]
+    mu_b = posterior_moments(vae, vae.observations(x_to, labels_to))[0]
     labels_from = vae.completed_labels(batch_a)
     t = torch.linspace(0, 1, steps, device=mu_a.device).view(1, steps, 1)
     z = (1 - t) * mu_a.unsqueeze(1) + t * mu_b.unsqueeze(1)  # (pairs, steps, d)
@@ -136,8 +136,7 @@ def manifold_grid(vae: VAE, n: int = 20, mass: float = 0.9, label: int = 0) -> t
     values = manifold_values(n, (1 - mass) / 2)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")  # row 0 is the top: largest z2
     device = next(vae.parameters()).device
-    labels = class_cycle(vae, n * n)
-    labels = None if labels is None else torch.full_like(labels, label)
+    labels = torch.full((n * n,), label, device=device) if vae.needs_labels else None
     images = decode(vae, torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(device), labels)
     return make_grid(images.cpu(), nrow=n, padding=0), values
 

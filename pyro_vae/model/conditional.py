@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError
 from .labels import MAX_CLASSES, one_hot, pack, unpack
+from .networks import beside
 from .vae import VAE
 
 
@@ -36,9 +37,12 @@ class ConditionalVAE(VAE):
             got = len(self.class_names)
             raise ConfigError(f"the {self.structure} structure needs 2 to {MAX_CLASSES} classes, got {got}")
 
+    def _no_labels(self) -> DataError:
+        return DataError(f"--structure {self.structure} needs a label for each image, and these images have none")
+
     def check_labels(self, labels: Tensor | None, n: int) -> None:
         if labels is None:
-            raise DataError(f"--structure {self.structure} needs a label for each image, and these images have none")
+            raise self._no_labels()
         if labels.shape != (n,):
             raise DataError(f"{labels.numel()} labels for {n} images")
         if n and (int(labels.min()) < 0 or int(labels.max()) >= len(self.class_names)):
@@ -49,7 +53,7 @@ class ConditionalVAE(VAE):
 
     def observations(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         if labels is None:
-            raise DataError(f"--structure {self.structure} needs a label for each image, and these images have none")
+            raise self._no_labels()
         return pack(x, labels)
 
     def split(self, batch: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,8 +66,7 @@ class ConditionalVAE(VAE):
     def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         if labels is None:
             raise ValueError("the conditional decoder needs the labels")
-        condition = self.one_hot(labels, z.dtype)
-        return self.decoder(torch.cat([z, condition.expand(*z.shape[:-1], -1)], -1))
+        return self.decoder(beside(z, self.one_hot(labels, z.dtype)))
 
     def one_hot(self, labels: Tensor, dtype: torch.dtype) -> Tensor:
         return one_hot(labels, len(self.class_names), dtype)

@@ -108,7 +108,7 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _with(x: Tensor, condition: Tensor | None) -> Tensor:
+def beside(x: Tensor, condition: Tensor | None) -> Tensor:
     """``x`` and ``condition`` side by side, their leading dimensions broadcast (an enumerated label has its own)."""
     if condition is None:
         return x
@@ -131,7 +131,7 @@ class MLPEncoder(nn.Module):
         self.net = _mlp([math.prod(image_shape) + conditions, *hidden, num_params], activation)
 
     def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        return self.net(_with(x, condition))
+        return self.net(beside(x, condition))
 
 
 class MLPDecoder(nn.Module):
@@ -255,7 +255,7 @@ class ConvEncoder(nn.Module):
         h = self.conv(x.reshape(-1, *self.image_shape)).flatten(1)
         if condition is None:
             return self.dense(h).unflatten(0, batch)
-        return self.dense(_with(h.unflatten(0, batch), condition))
+        return self.dense(beside(h.unflatten(0, batch), condition))
 
 
 class ConvDecoder(nn.Module):

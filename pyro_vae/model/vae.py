@@ -23,8 +23,10 @@ cross-check, checkpoints and plots use and nothing else:
   the labels to decode with;
 * ``guide_params(batch)``: the guide family's parameters of :math:`q(z \mid \ldots)` (the encoder's output);
 * ``decode(z, labels)``: the likelihood's parameters of :math:`p(x \mid z, \ldots)`;
-* ``structure`` (its name in configs), ``needs_labels``, ``bound_of`` (what its bounds bound), ``class_names``
-  (the classes it was built for).
+* ``bound_batch(x, labels)``: the batch whose bounds are reported; ``objective(config)``: the Pyro ELBO it trains;
+* ``structure`` (its name in configs), ``needs_labels``, ``bound_of`` (what its bounds bound), ``terms`` (the
+  ELBO's two terms, as printed), ``enumerates`` (a label summed out), ``class_names`` (the classes it was built
+  for).
 """
 
 from __future__ import annotations
@@ -64,9 +66,7 @@ class VAE(nn.Module):
     needs_labels: ClassVar[bool] = False
     bound_of: ClassVar[str] = "log p(x)"  # what its ELBO and IWAE bound from below
     terms: ClassVar[tuple[str, str]] = ("E_q[log p(x|z)]", "KL(q(z|x) || p(z))")  # the ELBO's two terms, as printed
-    enumerates: ClassVar[bool] = (
-        False  # a discrete latent summed out (M2): its bounds are pyro_vae.inference.enumerated
-    )
+    enumerates: ClassVar[bool] = False  # a label summed out (M2): bounds in pyro_vae.inference.enumerated
 
     def __init__(
         self,

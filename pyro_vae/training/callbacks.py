@@ -114,7 +114,7 @@ def snapshot_grids(trainer: RunView) -> tuple[torch.Tensor, torch.Tensor]:
     split = "val" if val is not None and len(val) >= 32 else "train"
     x = val[:32] if split == "val" else data.train_sample(32)  # (with its fixed binarization)
     labels = data.labels.get(split)
-    labels = None if labels is None or not trainer.vae.needs_labels else labels[: len(x)]
+    labels = None if labels is None else labels[: len(x)]
     devices = [data.device] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(trainer.config.seed)  # the same prior draws at every epoch

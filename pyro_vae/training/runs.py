@@ -130,7 +130,6 @@ def _assemble(
 def class_names(data: VAEData) -> tuple[str, ...]:
     """The names of the classes of ``data``'s labels: the source's (a torchvision set's, a folder's class folders), else
     the numbers 0..max label; :class:`DataError` when its training images have no labels."""
-    labels = [data.labels[split] for split in ("train", "val") if data.labels.get(split) is not None]
     if data.labels.get("train") is None:
         raise DataError(
             f"this structure needs labelled images and the {data.config.dataset} training images have none (labels "
@@ -138,7 +137,8 @@ def class_names(data: VAEData) -> tuple[str, ...]:
         )
     if data.class_names:
         return tuple(data.class_names)
-    return tuple(str(i) for i in range(int(max(int(y.max()) for y in labels if len(y)) + 1)))
+    labels = [y for y in (data.labels.get("train"), data.labels.get("val")) if y is not None and len(y)]
+    return tuple(str(i) for i in range(max(int(y.max()) for y in labels) + 1))
 
 
 def _hide_labels(config: RunConfig, data: VAEData) -> RunConfig:
