@@ -241,6 +241,10 @@ def _format_table(info: dict, s: dict) -> str:
         f"  {'reconstruction ' + recon_term:<37} {s['recon']:10.3f}",
         f"  {kl_term + ' [' + s['kl_method'] + ']':<37} {s['kl']:10.3f}",
     ]
+    for layer, kl in enumerate(s.get("kl_per_layer", ()), start=1):
+        units = s.get("active_units_per_layer")
+        active = f"   active units {units[layer - 1]} of {s['latent_dims'][layer - 1]}" if units else ""
+        lines.append(f"    {'KL term of layer z' + str(layer):<35} {kl:10.3f}{active}")
     if "iwae" in s:
         lines.append(f"  IWAE bound, K={s['iwae_k']:<22} {pm('iwae')}")
     if "elbo_bits_per_dim" in s:
@@ -258,6 +262,9 @@ def _format_table(info: dict, s: dict) -> str:
     if s["kl_method"] == "monte-carlo":
         lines.append("  note: this prior/guide pair has no closed-form KL, so the hand-written ELBO uses a Monte Carlo")
         lines.append("        KL on the same draws: the check covers the likelihood, the guide density and sampling")
+    if s["kl_method"] == "partly monte-carlo":
+        lines.append("  note: bottom-up inference has no closed-form KL below the top layer, so the hand-written ELBO")
+        lines.append("        uses a Monte Carlo term there on the same draws (docs/structures.md)")
     chunk = f"; IWAE in chunks of {info['iwae_chunk']} particles" if info["iwae_chunk"] else ""
     lines.append(
         f"took {info['seconds']:.1f} s; peak memory {info['peak_memory_mib']:.0f} MiB ({info['peak_memory_of']}){chunk}"
@@ -506,6 +513,8 @@ def info(checkpoint: str, as_json: bool, trust_modules: tuple[str, ...]) -> None
                 f"epoch            {found['epoch']} of {found['epochs']}",
                 f"best val ELBO    {best}",
                 f"data             {found['data']}, images {'x'.join(map(str, found['data_shape']))}",
+                f"structure        {found['structure']}, latent layers "
+                f"{' + '.join(map(str, found['latent_dims']))} (z1 first)",
                 f"prior            {found['prior']}",
                 f"likelihood       {found['likelihood']}",
                 f"guide            {found['guide']}",

@@ -39,6 +39,7 @@ from .model.components import REGISTRY, SHARED
 from .model.config import KINDS, ComponentConfig, ModelConfig, trust_parameter_deprecated
 from .model.networks import NetConfig
 from .model.rebuild import resolve
+from .model.structures import structure_class
 from .model.vae import VAE
 from .options import Option, Setting, dataclass_settings, flag_for, normalise_fields
 from .runtime.atomic import atomic_path
@@ -80,11 +81,9 @@ class RunConfig:
         config.model = config.model.resolved(trust_modules)
         if config.data.labelled is not None and config.model.structure != "semi-supervised":
             raise ConfigError("data.labelled (--labelled) applies to --structure semi-supervised")
-        if config.model.structure == "semi-supervised" and config.objective.kind != "trace":
-            raise ConfigError(
-                f"--structure semi-supervised trains TraceEnum_ELBO, the label summed out; --objective "
-                f"{config.objective.kind} does not apply (use trace)"
-            )
+        structure_class(config.model.structure).check_objective(
+            config.objective.kind, config.model.guide.component_class
+        )
         if config.model.likelihood.component_class.binary_data and config.data.binarize == "none":
             others = [name for name, cls in REGISTRY["likelihood"].items() if not cls.binary_data]
             raise ConfigError(

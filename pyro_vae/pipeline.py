@@ -333,15 +333,19 @@ def plot_checkpoint(
         grid = plots.class_style_grid(vae, 8)
         title = f"one row per class, one column per z ~ p(z): E[x | z, y]\nepoch {ckpt['epoch']}"
         written.append(plots.save_figure(plots.grid_figure(grid, title, names), out_dir / "class_styles.png"))
+    if len(vae.latent_dims) > 1:
+        title = f"rows: top layer z{len(vae.latent_dims)} ~ p; columns: layers below redrawn\n"
+        grid = plots.grid_figure(plots.layer_grid(vae), title + f"epoch {ckpt['epoch']}")
+        written.append(plots.save_figure(grid, out_dir / "layers.png"))
     if vae.enumerates and labels is not None:
         predictions = classifier_predictions(vae, x)
         confusion = plots.confusion_figure(predictions, labels, class_names, len(vae.class_names))
         written.append(plots.save_figure(confusion, out_dir / "confusion.png"))
-    if vae.latent_dim == 2:
+    if vae.latent_dims == (2,):
         manifold = plots.manifold_figure(vae, manifold_size, mass=manifold_mass)
         written.append(plots.save_figure(manifold, out_dir / "manifold.png"))
     else:
-        skipped["manifold"] = f"needs a 2-D latent space (this model has {vae.latent_dim})"
+        skipped["manifold"] = f"needs one 2-D latent layer (this model has {' + '.join(map(str, vae.latent_dims))})"
     pairs = [f"images {i}, {i + 8}" for i in range(8)]
     written.append(
         plots.save_figure(
@@ -395,6 +399,7 @@ def checkpoint_info(checkpoint: str | Path, trust_modules: Iterable[str] = ()) -
         "best_val_epoch": None if best is None else best[1],
         "last_val_elbo": last,
         "structure": config.model.structure,
+        "latent_dims": list(config.model.layer_dims()),
         "prior": describe_component(config.model.prior),
         "likelihood": describe_component(config.model.likelihood),
         "guide": describe_component(config.model.guide),

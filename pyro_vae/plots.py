@@ -48,7 +48,7 @@ def sample_images(vae: VAE, n: int, pixels: str = "mean", labels: Tensor | None 
     r"""``n`` images from the model, ``(n, C, H, W)``: ``z ~ p(z)``, then :math:`\mathbb E[x \mid z]`
     (``pixels="mean"``) or a draw ``x ~ p(x | z)`` (``pixels="sample"``). Uses the global torch RNG. A structure
     with labels draws class ``labels[i]`` for image ``i`` (default: the classes in turn, :func:`class_cycle`)."""
-    z = vae.prior().sample((n,))
+    z = vae.generate(n)
     labels = class_cycle(vae, n) if labels is None else labels
     if pixels == "mean":
         return decode(vae, z, labels)
@@ -127,12 +127,16 @@ def manifold_values(n: int = 20, lowest: float = 0.05) -> Tensor:
     return torch.distributions.Normal(0.0, 1.0).icdf(p).float()
 
 
+def _layers(vae: VAE) -> str:
+    return " + ".join(map(str, vae.latent_dims))
+
+
 def manifold_grid(vae: VAE, n: int = 20, mass: float = 0.9, label: int = 0) -> tuple[Tensor, Tensor]:
     """The decoder over an ``n`` x ``n`` grid of :func:`manifold_values` spanning the central ``mass`` of the
     prior on each axis (z=2 only): the image grid, with :math:`z_1` increasing to the right and :math:`z_2`
     upwards, and the values used (a structure with labels: decoded as class ``label``)."""
-    if vae.latent_dim != 2:
-        raise ConfigError(f"the manifold plot needs a 2-D latent space; this model has {vae.latent_dim}")
+    if vae.latent_dims != (2,):
+        raise ConfigError(f"the manifold plot needs one 2-D latent layer; this model has {_layers(vae)}")
     values = manifold_values(n, (1 - mass) / 2)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")  # row 0 is the top: largest z2
     device = next(vae.parameters()).device
@@ -148,9 +152,20 @@ def class_style_grid(vae: VAE, styles: int = 8) -> Tensor:
     if not vae.needs_labels:
         raise ConfigError(f"the class-by-style grid needs a structure with labels (this model is {vae.structure})")
     classes = len(vae.class_names)
-    z = vae.prior().sample((styles,)).repeat(classes, 1)
+    z = vae.generate(styles).repeat(classes, 1)
     labels = torch.arange(classes, device=z.device).repeat_interleave(styles)
     return make_grid(decode(vae, z, labels).cpu(), nrow=styles, pad_value=PAD_VALUE)
+
+
+@torch.no_grad()
+def layer_grid(vae: VAE, tops: int = 8, draws: int = 8) -> Tensor:
+    r"""A model with several latent layers: one row per top-layer draw :math:`z_L \sim p(z_L)` (``tops`` of them), one
+    column per draw of the layers below from :math:`p(z_l \mid z_{l+1})` (``draws``), each tile
+    :math:`\mathbb E[x \mid z_1]`: what stays the same along a row is what the top layer encodes."""
+    if len(vae.latent_dims) < 2:
+        raise ConfigError(f"the layer grid needs several latent layers (this model has {_layers(vae)})")
+    top = vae.prior().sample((tops,)).repeat_interleave(draws, dim=0)
+    return make_grid(decode(vae, vae.descend(top)).cpu(), nrow=draws, pad_value=PAD_VALUE)
 
 
 def pca_2d(points: Tensor) -> tuple[Tensor, Tensor]:

@@ -171,8 +171,8 @@ def model_card(config: RunConfig, ckpt: dict, parameters: int) -> str:
         ("data", f"{data.dataset}, binarize = {data.binarize}, images {' x '.join(map(str, data.image_shape))}"),
         (
             "model",
-            f"latent_dim {model.latent_dim}, {model.net.kind} {list(model.net.hidden)} {model.net.activation}, "
-            f"{parameters:,} parameters",
+            f"{model.structure}, latent {' + '.join(map(str, model.layer_dims()))}, {model.net.kind} "
+            f"{list(model.net.hidden)} {model.net.activation}, {parameters:,} parameters",
         ),
         ("prior p(z)", describe_component(model.prior)),
         ("likelihood p(x|z)", describe_component(model.likelihood)),

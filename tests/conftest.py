@@ -47,6 +47,7 @@ SMALL_NET = NetConfig(kind="mlp", hidden=(64,))
 SHORT_KEYS = {
     "structure": "model.structure",
     "classifier_weight": "model.classifier_weight",
+    "latent_dims": "model.latent_dims",
     "labelled": "data.labelled",
     "objective": "objective.kind",
     "particles": "objective.particles",

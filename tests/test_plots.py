@@ -55,7 +55,7 @@ def test_plot_writes_every_picture(trained, data_dir, tmp_path, capsys):
     for name in names:
         assert f"wrote {tmp_path / 'pics' / name}.png" in out
         assert imread(tmp_path / "pics" / f"{name}.png").shape[0] > 100
-    assert "no manifold.png: needs a 2-D latent space (this model has 8)" in out
+    assert "no manifold.png: needs one 2-D latent layer (this model has 8)" in out
     assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == sorted(f"{n}.png" for n in names)
 
 
@@ -118,7 +118,7 @@ def test_manifold_decodes_the_inverse_cdf_grid(trained_z2, trained, data_dir, tm
     written, skipped = plot_checkpoint(trained_z2.checkpoint_path, tmp_path, data_dir=data_dir, num_points=100)
     assert tmp_path / "manifold.png" in written and not skipped
     assert imread(tmp_path / "manifold.png").shape[0] > 500
-    with pytest.raises(Exception, match="needs a 2-D latent space"):
+    with pytest.raises(Exception, match="needs one 2-D latent layer"):
         plots.manifold_grid(trained.vae)
 
 

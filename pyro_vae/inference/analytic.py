@@ -40,6 +40,7 @@ class AnalyticELBO:
     recon: Tensor
     kl: Tensor
     kl_method: str  # "analytic", or "monte-carlo" where the prior/guide pair has no closed form
+    layer_kl: Tensor | None = None  # (layers, batch): each latent layer's KL term, in a model with several
 
 
 def analytic_elbo(

@@ -40,7 +40,8 @@ from .enumerated import (
     enumerated_elbo,
     enumerated_iwae_log_weights,
 )
-from .latents import ACTIVE_UNIT_THRESHOLD, active_units, latent_variances, posterior_moments
+from .latents import ACTIVE_UNIT_THRESHOLD, active_units, active_units_per_layer, latent_variances, posterior_moments
+from .layered import analytic_layered_elbo
 
 AGREEMENT_Z_LIMIT = 4.0
 ROUNDING = 1e-6  # relative float32 error of a sum over ~1000 pixels: differences below it are not disagreement
@@ -133,7 +134,13 @@ def _pyro_elbo_sum(vae: VAE, x: Tensor, num_particles: int) -> Tensor:
 
 
 def _analytic(vae: VAE, x: Tensor, num_particles: int) -> AnalyticELBO:
-    return (analytic_enumerated_elbo if vae.enumerates else analytic_elbo)(vae, x, num_particles)
+    """The structure's hand-written ELBO: the label summed out (M2), layer by layer (several latent layers), or
+    the one-layer form."""
+    if vae.enumerates:
+        return analytic_enumerated_elbo(vae, x, num_particles)
+    if len(vae.latent_dims) > 1:
+        return analytic_layered_elbo(vae, x, num_particles)
+    return analytic_elbo(vae, x, num_particles)
 
 
 def analytic_elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1, on_chunk: OnChunk = None) -> AnalyticELBO:
@@ -141,7 +148,7 @@ def analytic_elbo_per_image(vae: VAE, x: Tensor, num_particles: int = 1, on_chun
     the same seed both see the same draws."""
     if _one_chunk(vae, x, num_particles):
         return _done(_analytic(vae, x, num_particles), on_chunk, num_particles)
-    sums = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}
+    sums = {"elbo": 0.0, "recon": 0.0, "kl": 0.0, **({"layer_kl": 0.0} if len(vae.latent_dims) > 1 else {})}
     for m in _chunk_sizes(vae, x, num_particles):  # running sums: memory does not grow with the particles
         terms = _done(_analytic(vae, x, m), on_chunk, m)
         sums = {field: total + m * getattr(terms, field) for field, total in sums.items()}
@@ -186,6 +193,8 @@ class Evaluation:
     data_dim: int  # pixels per image: the bits/dim denominator
     discrete: bool = False  # the likelihood is a probability mass: bounds also in bits/dim
     posterior_mean: Tensor | None = None  # (n, latent_dim): E_q[z | x], for active units
+    latent_dims: tuple[int, ...] | None = None  # the latent layers' sizes (z1 first): posterior_mean's columns
+    layer_kl: Tensor | None = None  # (layers, n): each latent layer's KL term (hand-written), several layers only
     labels: Tensor | None = None  # (n,) class labels, for by_class()
     predictions: Tensor | None = None  # (n,) a classifying structure's (M2's) most probable class per image
 
@@ -239,6 +248,11 @@ class Evaluation:
                 active_unit_threshold=ACTIVE_UNIT_THRESHOLD,
                 latent_variances=variances.tolist(),
             )
+            if self.latent_dims is not None and len(self.latent_dims) > 1:
+                out["latent_dims"] = list(self.latent_dims)
+                out["active_units_per_layer"] = active_units_per_layer(self.posterior_mean, self.latent_dims)
+        if self.layer_kl is not None:
+            out["kl_per_layer"] = [_mean_stderr(row)[0] for row in self.layer_kl]
         return out
 
     def by_class(self) -> dict[int, dict]:
@@ -394,6 +408,8 @@ def evaluate(
         data_dim=math.prod(vae.image_shape),
         discrete=getattr(vae.likelihood, "discrete", False),
         posterior_mean=column("posterior_mean"),
+        latent_dims=vae.latent_dims,
+        layer_kl=torch.cat([b["layer_kl"] for b in batches], dim=1) if batches and "layer_kl" in batches[0] else None,
         labels=None if labels is None else labels.cpu(),
         predictions=classifier_predictions(vae, vae.split(x)[0]).cpu()
         if vae.enumerates and labels is not None
@@ -416,6 +432,8 @@ def _evaluate_batch(
     torch.manual_seed(batch_seed)
     terms = analytic_elbo_per_image(vae, xb, num_particles, advance)
     out.update(elbo_analytic=terms.elbo.cpu(), recon=terms.recon.cpu(), kl=terms.kl.cpu(), kl_method=terms.kl_method)
+    if terms.layer_kl is not None:
+        out["layer_kl"] = terms.layer_kl.cpu()
     if iw_samples > 0:
         torch.manual_seed(batch_seed)
         out["iwae"] = iwae_bound(vae, xb, iw_samples, on_chunk=advance).cpu()

@@ -31,21 +31,15 @@ def posterior_moments(
     r""":math:`\mathbb E_q[z]` and the marginal standard deviations of :math:`q(z \mid x)`, each ``(n, d)``
     on ``x``'s device, computed ``batch_size`` images at a time.
 
-    Gaussian guides: the mean and :math:`\sqrt{\operatorname{diag} LL^\top}`. Other guides draw
-    ``samples`` per image from the global torch RNG (seed it for reproducible values).
+    Gaussian guides: the mean and :math:`\sqrt{\operatorname{diag} LL^\top}`. Other guides, and models with several
+    latent layers (all layers side by side), draw ``samples`` per image from the global torch RNG (seed it for
+    reproducible values): :meth:`~pyro_vae.model.vae.VAE.moments`.
     """
     means, scales = [], []
     for start in range(0, x.shape[0], batch_size):
-        params = vae.guide_params(x[start : start + batch_size])
-        gaussian = vae.guide_family.gaussian(params)
-        if gaussian is not None:
-            loc, scale_tril = gaussian
-            means.append(loc)
-            scales.append(scale_tril.pow(2).sum(-1).sqrt())  # (L L^T)_jj is the squared norm of row j of L
-        else:
-            z = vae.guide_family(params).sample((samples,))
-            means.append(z.mean(0))
-            scales.append(z.std(0))
+        mean, scale = vae.moments(x[start : start + batch_size], samples)
+        means.append(mean)
+        scales.append(scale)
     return torch.cat(means), torch.cat(scales)
 
 
@@ -57,3 +51,10 @@ def latent_variances(means: Tensor) -> Tensor:
 def active_units(means: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
     """How many latent dimensions have :math:`A_u` above ``threshold`` (``means``: ``(n, d)``)."""
     return int((latent_variances(means) > threshold).sum())
+
+
+def active_units_per_layer(
+    means: Tensor, latent_dims: tuple[int, ...], threshold: float = ACTIVE_UNIT_THRESHOLD
+) -> list[int]:
+    """:func:`active_units` of each latent layer, ``means`` holding the layers side by side (the first first)."""
+    return [active_units(part, threshold) for part in means.split(list(latent_dims), dim=-1)]

@@ -35,8 +35,9 @@ from ..errors import ConfigError
 from ..options import Option, coerce, normalise_fields
 from .components import REGISTRY, options_of
 from .guides import Guide
+from .hierarchical import DEFAULT_LAYER_HIDDEN, MAX_LAYERS, HierarchicalVAE
 from .likelihoods import Likelihood
-from .networks import NetConfig
+from .networks import MAX_HIDDEN_LAYERS, NetConfig
 from .priors import Prior
 from .rebuild import is_trusted, resolve
 from .structures import STRUCTURES, check_structure, structure_class
@@ -123,8 +124,8 @@ class ModelConfig:
         Literal[tuple(STRUCTURES)],
         Option(
             "the model's program: vae (z -> x), conditional (the label given: p(x | z, y), q(z | x, y)), "
-            "semi-supervised (M2: the label a latent variable, observed where given, summed out elsewhere); see "
-            "docs/structures.md"
+            "semi-supervised (M2: the label a latent variable, observed where given, summed out elsewhere), "
+            "hierarchical (several latent layers, --latent-dims); see docs/structures.md"
         ),
     ] = "vae"  # (after the fields above: ModelConfig(latent_dim, net, ...) as before)
     classifier_weight: Annotated[
@@ -138,6 +139,29 @@ class ModelConfig:
     ] = None
     # The class names a structure with the label in it was built for, recorded from the data (as data.shape is).
     class_names: tuple[str, ...] | None = None
+    latent_dims: Annotated[
+        tuple[int, ...] | None,
+        Option(
+            "--structure hierarchical: the size of each latent layer, the one nearest the data first (e.g. 100,50); "
+            "latent_dim is then their sum",
+            min=1,
+            max=MAX_LATENT_DIM,
+            max_items=MAX_LAYERS,
+        ),
+    ] = None
+    layer_hidden: Annotated[
+        tuple[int, ...] | None,
+        Option(
+            "--structure hierarchical: hidden widths of the MLPs between latent layers "
+            f"[default: {','.join(map(str, DEFAULT_LAYER_HIDDEN))}]",
+            min=1,
+            max_items=MAX_HIDDEN_LAYERS,
+        ),
+    ] = None
+
+    def layer_dims(self) -> tuple[int, ...]:
+        """The latent layers' sizes: ``latent_dims``, or the one layer of ``latent_dim``."""
+        return tuple(self.latent_dims) if self.latent_dims else (self.latent_dim,)
 
     def resolved(self, trust_modules: Iterable[str] = ()) -> ModelConfig:
         """A copy with each component's class found (a module outside pyro-vae is imported only when it is in
@@ -167,9 +191,10 @@ class ModelConfig:
                 raise ConfigError(f"model.{kind} ({part.name}): {exc}") from None
             setattr(model, kind, ComponentConfig(part.name, options, part.module, cls))
         prior, guide = model.prior.component_class, model.guide.component_class
-        check_structure(model.structure, prior)
+        check_structure(model.structure, prior, guide)
         if model.classifier_weight is not None and model.structure != "semi-supervised":
             raise ConfigError("model.classifier_weight (--classifier-weight) applies to --structure semi-supervised")
+        _check_layers(model)
         if prior.uses_guide_density and not guide.one_pass_log_density:
             raise ConfigError(
                 f"--prior {self.prior.name} with --guide {self.guide.name}: the prior evaluates q(z|x) at points of "
@@ -199,10 +224,12 @@ class ModelConfig:
     def build_components(self, *, image_shape: tuple[int, int, int]) -> tuple[Prior, Likelihood, Guide]:
         """The prior, likelihood and guide (untrained), each given the shared values it takes (``image_shape``:
         ``(C, H, W)`` from the data; ``data_dim``: C*H*W)."""
-        shared = {"latent_dim": self.latent_dim, "data_dim": math.prod(image_shape), "image_shape": tuple(image_shape)}
+        dims = self.layer_dims()  # the prior's is the top layer; the guide family's the one nearest the data
+        latent = {"prior": dims[-1], "likelihood": dims[0], "guide": dims[0]}
         built = []
         for kind, part in zip(KINDS, self.resolved().components()):
             cls = part.component_class
+            shared = {"latent_dim": latent[kind], "data_dim": math.prod(image_shape), "image_shape": tuple(image_shape)}
             kwargs = {**{k: shared[k] for k in cls.shared_values()}, **part.options}
             try:
                 built.append(cls(**kwargs))
@@ -221,6 +248,8 @@ class ModelConfig:
         if cls.needs_labels and not self.class_names:
             raise ConfigError(f"--structure {self.structure} needs the classes, which come from labelled data")
         extra = {} if self.classifier_weight is None else {"classifier_weight": self.classifier_weight}
+        if self.latent_dims:
+            extra.update(latent_dims=self.latent_dims, layer_hidden=self.layer_hidden)
         return cls(self.net, *components, image_shape=image_shape, class_names=self.class_names or (), **extra)
 
     @classmethod
@@ -236,7 +265,35 @@ class ModelConfig:
             structure=vae.structure,
             classifier_weight=getattr(vae, "classifier_weight", None),
             class_names=vae.class_names or None,
+            latent_dims=vae.latent_dims if len(vae.latent_dims) > 1 else None,
+            layer_hidden=getattr(vae, "layer_hidden", None),
         )
+
+
+def _check_layers(model: ModelConfig) -> None:
+    """``latent_dims`` and ``layer_hidden`` belong to the hierarchical structure, which needs several layers; there
+    ``latent_dim`` is set to their sum (the size of the whole latent vector)."""
+    layered = model.structure == HierarchicalVAE.structure
+    if not layered:
+        for name, flag in (("latent_dims", "--latent-dims"), ("layer_hidden", "--layer-hidden")):
+            if getattr(model, name) is not None:
+                raise ConfigError(
+                    f"model.{name} ({flag}) applies to --structure hierarchical (one latent layer: --latent-dim)"
+                )
+        return
+    dims = tuple(model.latent_dims or ())
+    if not 2 <= len(dims) <= MAX_LAYERS:
+        raise ConfigError(
+            f"--structure hierarchical needs 2 to {MAX_LAYERS} latent layers in --latent-dims (e.g. 100,50), "
+            f"got {len(dims) or 'none'}"
+        )
+    if sum(dims) > MAX_LATENT_DIM:
+        raise ConfigError(
+            f"--latent-dims {','.join(map(str, dims))}: {sum(dims)} latent units in all, over {MAX_LATENT_DIM}"
+        )
+    model.latent_dims = dims
+    model.latent_dim = sum(dims)
+    model.layer_hidden = tuple(model.layer_hidden) if model.layer_hidden else DEFAULT_LAYER_HIDDEN
 
 
 def component_config(component: Any) -> ComponentConfig:

@@ -10,6 +10,9 @@ The protocol a guide family follows (subclass :class:`Guide`), mirroring :mod:`p
   draws Pyro makes under the same seed), for the analytic-KL yardstick;
 * ``guide.gaussian(params)``: ``(loc, scale_tril)`` when :math:`q` is Gaussian, so priors can give a
   closed-form KL; ``None`` otherwise (the yardstick then uses a Monte Carlo KL).
+
+In a model with several latent layers (:mod:`pyro_vae.model.hierarchical`) the guide family also says how the
+layers are inferred: ``diagonal`` bottom-up, ``ladder`` top-down; ``layers`` names the families that can.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ class Guide(Component, nn.Module):
     num_params: int
     # log q(z|x) of any z in one pass (an IAF samples in one pass but needs inverting for a given z)
     one_pass_log_density: ClassVar[bool] = True
+    # How a model with several latent layers infers them with this family: "bottom-up", "top-down" (only there),
+    # or None (one layer only)
+    layers: ClassVar[str | None] = None
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -61,6 +67,7 @@ class DiagonalGaussianGuide(Guide):
     :math:`\mu` and :math:`\log \sigma^2` (the log-var trick keeps :math:`\sigma` positive)."""
 
     name = "diagonal"
+    layers = "bottom-up"
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
@@ -80,6 +87,19 @@ class DiagonalGaussianGuide(Guide):
     def gaussian(self, params: Tensor) -> tuple[Tensor, Tensor]:
         loc, scale = self.loc_scale(params)
         return loc, torch.diag_embed(scale)
+
+
+class LadderGuide(DiagonalGaussianGuide):
+    r"""The Ladder VAE's top-down inference (Sønderby et al. 2016), for ``--structure hierarchical`` only: the
+    encoder's output is layer 1's bottom-up estimate :math:`(\hat\mu_1, \log \hat\sigma_1^2)`, and each layer's
+    is a network of the one below; then from the top down each :math:`q(z_l \mid z_{l+1}, x)` is the
+    precision-weighted merge of the layer's estimate and the generative :math:`p(z_l \mid z_{l+1})`
+    (:func:`pyro_vae.model.hierarchical.precision_weighted`); the top layer's :math:`q(z_L \mid x)` is its
+    estimate. As a component it turns parameters into a diagonal Gaussian as ``diagonal`` does; the model does the
+    rest."""
+
+    name = "ladder"
+    layers = "top-down"
 
 
 class FullCovGaussianGuide(Guide):

@@ -50,6 +50,14 @@ def gaussian_kl(q_loc: Tensor, q_scale_tril: Tensor, p_loc: Tensor, p_scale: Ten
     return 0.5 * (ratio - q_loc.shape[-1]) + torch.log(p_scale).sum(-1) - log_det_q
 
 
+def diagonal_gaussian_kl(q_loc: Tensor, q_scale: Tensor, p_loc: Tensor, p_scale: Tensor) -> Tensor:
+    r""":math:`\mathrm{KL}(\mathcal N(\mu, \mathrm{diag}\, \sigma^2) \,\|\, \mathcal N(m, \mathrm{diag}\, s^2))` per
+    datapoint, both diagonal (:func:`gaussian_kl` without the :math:`D \times D` factor):
+    :math:`\sum_j \big(\log s_j - \log \sigma_j + \frac{\sigma_j^2 + (\mu_j - m_j)^2}{2 s_j^2} - \frac12\big)`."""
+    ratio = (q_scale.pow(2) + (q_loc - p_loc).pow(2)) / p_scale.pow(2)
+    return (torch.log(p_scale) - torch.log(q_scale) + 0.5 * ratio - 0.5).sum(-1)
+
+
 class Prior(Component, nn.Module):
     """Base class: a distribution over ``z`` in :math:`\\mathbb R^{latent\\_dim}`."""
 

@@ -86,13 +86,17 @@ class SemiSupervisedVAE(ConditionalVAE):
         x = self.split(batch)[0]
         return self.encoder(x, self.one_hot(self.completed_labels(batch), x.dtype))
 
+    @classmethod
+    def check_objective(cls, kind: str, guide: type) -> None:
+        if kind != "trace":
+            raise ConfigError(
+                f"--structure {cls.structure} trains TraceEnum_ELBO, the label summed out; --objective {kind} does not "
+                "apply (use trace)"
+            )
+
     def objective(self, config):
         """Pyro's ``TraceEnum_ELBO``: the guide's label enumerated in parallel, summed exactly (one plate deep)."""
-        if config.kind != "trace":
-            raise ConfigError(
-                f"--structure {self.structure} trains TraceEnum_ELBO, the label summed out; --objective {config.kind} "
-                "does not apply (use trace)"
-            )
+        self.check_objective(config.kind, type(self.guide_family))
         particles = config.particles
         return TraceEnum_ELBO(  # (a batch of labelled images only has nothing to enumerate: no warning for it)
             max_plate_nesting=1,

@@ -22,8 +22,12 @@ cross-check, checkpoints and plots use and nothing else:
   ``check_labels(labels, n)``: a split's labels checked once (not at every batch); ``completed_labels(batch)``:
   the labels to decode with;
 * ``guide_params(batch)``: the guide family's parameters of :math:`q(z \mid \ldots)` (the encoder's output);
-* ``decode(z, labels)``: the likelihood's parameters of :math:`p(x \mid z, \ldots)`;
-* ``bound_batch(x, labels)``: the batch whose bounds are reported; ``objective(config)``: the Pyro ELBO it trains;
+* ``decode(z, labels)``: the likelihood's parameters of :math:`p(x \mid z, \ldots)`; ``generate(n)``: ``n`` latent
+  vectors drawn from the model; ``moments(batch, samples)``: the mean and marginal scales of the guide's ``z``;
+* ``bound_batch(x, labels)``: the batch whose bounds are reported; ``objective(config)``: the Pyro ELBO it trains
+  (``check_objective`` refuses one it cannot);
+* ``latent_dims``: the sizes of its latent layers, the one next to the data first (one layer here); ``latent_dim`` is
+  their sum, the size of the latent vector ``decode``, ``generate`` and ``moments`` deal in;
 * ``structure`` (its name in configs), ``needs_labels``, ``bound_of`` (what its bounds bound), ``terms`` (the
   ELBO's two terms, as printed), ``enumerates`` (a label summed out), ``class_names`` (the classes it was built
   for).
@@ -77,20 +81,26 @@ class VAE(nn.Module):
         *,
         image_shape: tuple[int, int, int],
         class_names: Sequence[str] = (),
+        latent_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         net.validate()
-        self.latent_dim = prior.latent_dim
+        self.latent_dims = tuple(latent_dims) if latent_dims else (prior.latent_dim,)
+        self._check_layers()
+        self.latent_dim = sum(self.latent_dims)  # the whole latent vector's size (all layers side by side)
         self.image_shape = tuple(image_shape)  # (C, H, W): x is flattened in this order
         self.class_names = tuple(class_names)
         self._check_classes()
-        guide = guide if guide is not None else DiagonalGaussianGuide(self.latent_dim)
-        if guide.latent_dim != self.latent_dim:
-            raise ConfigError(f"the guide has latent_dim={guide.latent_dim} but the prior {self.latent_dim}")
+        bottom, top = self.latent_dims[0], self.latent_dims[-1]
+        if prior.latent_dim != top:
+            raise ConfigError(f"the prior has latent_dim={prior.latent_dim} but the top latent layer {top}")
+        guide = guide if guide is not None else DiagonalGaussianGuide(bottom)
+        if guide.latent_dim != bottom:
+            raise ConfigError(f"the guide has latent_dim={guide.latent_dim} but the latent layer it infers {bottom}")
         self.net_config = net
         conditions = len(self.class_names)  # a one-hot label beside the image (encoder) and beside z (decoder)
         self.encoder = make_encoder(net, guide.num_params, self.image_shape, conditions)
-        self.decoder = make_decoder(net, self.latent_dim + conditions, likelihood.num_params, self.image_shape)
+        self.decoder = make_decoder(net, bottom + conditions, likelihood.num_params, self.image_shape)
         self.prior = prior
         self.likelihood = likelihood
         self.guide_family = guide
@@ -106,6 +116,13 @@ class VAE(nn.Module):
             name: [(param_with_module_name(name, n), p) for n, p in module.named_parameters() if p.requires_grad]
             for name, module in self._pyro_modules.items()
         }
+
+    def _check_layers(self) -> None:
+        if len(self.latent_dims) != 1:
+            raise ConfigError(
+                f"the {self.structure} structure has one latent layer; {len(self.latent_dims)} layers need "
+                "--structure hierarchical"
+            )
 
     def _check_classes(self) -> None:
         if self.class_names:
@@ -139,7 +156,13 @@ class VAE(nn.Module):
 
     def objective(self, config):
         """The Pyro ELBO to train with, from the run's :class:`~pyro_vae.inference.objectives.ObjectiveConfig`."""
+        self.check_objective(config.kind, type(self.guide_family))
         return config.make()
+
+    @classmethod
+    def check_objective(cls, kind: str, guide: type) -> None:
+        """:class:`ConfigError` when this structure cannot train ``--objective kind`` with guide family ``guide``
+        (checked when a run's config is read, before anything is written)."""
 
     def split(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(images, labels or None)`` of a batch."""
@@ -156,6 +179,21 @@ class VAE(nn.Module):
     def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         r"""The likelihood's parameters of :math:`p(x \mid z)`."""
         return self.decoder(z)
+
+    def generate(self, n: int) -> Tensor:
+        """``n`` draws of the latent vector from the model (here ``z ~ p(z)``), from the global torch RNG."""
+        return self.prior().sample((n,))
+
+    def moments(self, batch: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+        r""":math:`\mathbb E_q[z]` and the marginal standard deviations of :math:`q(z \mid x)` for a batch, each
+        ``(n, latent_dim)``: read off a Gaussian guide's parameters, else the moments of ``samples`` draws."""
+        params = self.guide_params(batch)
+        gaussian = self.guide_family.gaussian(params)
+        if gaussian is not None:
+            loc, scale_tril = gaussian
+            return loc, scale_tril.pow(2).sum(-1).sqrt()  # (L L^T)_jj is the squared norm of row j of L
+        z = self.guide_family(params).sample((samples,))
+        return z.mean(0), z.std(0)
 
     def _register(self, *names: str) -> None:
         """What ``pyro.module(name, part)`` does, for each named part: ``pyro.param`` on each trainable
