@@ -34,7 +34,9 @@ With ``--structure conditional`` every loop trains the conditional VAE (the digi
 in the encoder and beside z in the decoder): the plain loop concatenates the one-hot vectors itself, the Pyro loops
 get the labels packed into the batch, as ``pyro-vae train`` does. With ``--structure semi-supervised`` they train M2
 with the labels of ``--labelled`` images: the Pyro loops with ``TraceEnum_ELBO`` (the label enumerated), the plain
-loop summing the 10 classes by hand (:func:`plain_m2_step`).
+loop summing the 10 classes by hand (:func:`plain_m2_step`). With ``--structure hierarchical --latent-dims 100,50``
+they train the model with those latent layers (``--guide diagonal``: bottom-up; ``ladder``: top-down), the plain
+loop on the hand-written layered ELBO (:func:`plain_layered_step`: per-layer closed-form KLs where they exist).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ from pyro_vae import (
     runtime_policy,
 )
 from pyro_vae.data.vae_data import keep_labels
+from pyro_vae.inference.layered import analytic_layered_elbo
+from pyro_vae.model.guides import DiagonalGaussianGuide, LadderGuide
 from pyro_vae.model.structures import structure_class
 from pyro_vae.training.trainer import epoch_seed
 
@@ -131,6 +135,15 @@ def plain_m2_step(
     return loss
 
 
+def plain_layered_step(vae: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, labels=None) -> torch.Tensor:
+    """A model with several latent layers, trained on its hand-written layered ELBO (plain torch, no Pyro)."""
+    loss = -analytic_layered_elbo(vae, x).elbo.sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 class Loops:
     """One model per loop, all starting from the same weights; ``run(name, epoch)`` trains one epoch."""
 
@@ -143,10 +156,14 @@ class Loops:
         if cls.enumerates:
             classes["classifier_weight"] = self.weight = 0.1 * data.count("train") / args.labelled
             data.labels["train"] = keep_labels(data.labels["train"], args.labelled, 0, 10)
+        dims = tuple(args.latent_dims or (args.latent_dim,))
+        if len(dims) > 1:
+            classes.update(latent_dims=dims, layer_hidden=tuple(args.layer_hidden))
+        family = LadderGuide if args.guide == "ladder" else DiagonalGaussianGuide
         for name in TORCH_LOOPS:
             pyro.set_rng_seed(0)
             self.models[name] = cls(
-                net, StandardNormal(args.latent_dim), Bernoulli(), image_shape=(1, 28, 28), **classes
+                net, StandardNormal(dims[-1]), Bernoulli(), family(dims[0]), image_shape=(1, 28, 28), **classes
             ).to(data.device)
         self.plain_optimizer = torch.optim.Adam(self.models["plain"].parameters(), lr=args.lr)
         stock = self.models["stock-pyro"]
@@ -188,6 +205,7 @@ class Loops:
             else:
                 model = self.models[name]
                 plain = plain_m2_step if model.enumerates else plain_step
+                plain = plain_layered_step if len(model.latent_dims) > 1 else plain
                 extra = (self.weight,) if model.enumerates else ()
                 step = {
                     "plain": lambda x, y: plain(model, self.plain_optimizer, x, y, *extra).item(),
@@ -269,6 +287,11 @@ def isolated_peak_memory(args: argparse.Namespace, name: str) -> dict:
         args.structure,
         "--labelled",
         str(args.labelled),
+        *(["--latent-dims", ",".join(map(str, args.latent_dims))] if args.latent_dims else []),
+        "--layer-hidden",
+        *map(str, args.layer_hidden),
+        "--guide",
+        args.guide,
         "--train-images",
         str(args.train_images),
         "--json",
@@ -328,8 +351,10 @@ def benchmark(args: argparse.Namespace) -> dict:
             "dataset": args.dataset,
             "net": args.net,
             "hidden": args.hidden,
-            "latent_dim": args.latent_dim,
+            "latent_dim": "+".join(map(str, args.latent_dims)) if args.latent_dims else args.latent_dim,
             "structure": args.structure,
+            "latent_dims": args.latent_dims,
+            "guide": args.guide,
             "batch_size": args.batch_size,
             "lr": args.lr,
             "images_per_epoch": n_images,
@@ -420,7 +445,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--net", default="mlp", choices=["mlp", "conv"])
     p.add_argument("--hidden", type=int, nargs="+", default=[400])
     p.add_argument("--latent-dim", type=int, default=20)
-    p.add_argument("--structure", default="vae", choices=["vae", "conditional", "semi-supervised"])
+    p.add_argument("--structure", default="vae", choices=["vae", "conditional", "semi-supervised", "hierarchical"])
+    p.add_argument(
+        "--latent-dims", type=lambda text: [int(n) for n in text.split(",")], default=None, help="hierarchical: 100,50"
+    )
+    p.add_argument("--layer-hidden", type=int, nargs="+", default=[100, 100])
+    p.add_argument("--guide", default="diagonal", choices=["diagonal", "ladder"])
     p.add_argument("--labelled", type=int, default=100, help="semi-supervised: labelled training images")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -458,6 +488,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.loops = list(TORCH_LOOPS + (NUMPYRO_LOOPS if peer else ()))
     if set(args.loops) & set(NUMPYRO_LOOPS) and not (numpyro_available() and args.net == "mlp"):
         p.error('the NumPyro loops need numpyro and jax (pip install "pyro-vae[bench]") and --net mlp')
+    if (args.structure == "hierarchical") != bool(args.latent_dims and len(args.latent_dims) > 1):
+        p.error("--structure hierarchical goes with --latent-dims of two or more layers (e.g. 100,50)")
     if set(args.loops) & set(NUMPYRO_LOOPS) and args.structure != "vae":
         p.error("the NumPyro loops train the plain VAE only (--structure vae)")
     return args
