@@ -244,7 +244,7 @@ def _format_table(info: dict, s: dict) -> str:
     for layer, kl in enumerate(s.get("kl_per_layer", ()), start=1):
         units = s.get("active_units_per_layer")
         active = f"   active units {units[layer - 1]} of {s['latent_dims'][layer - 1]}" if units else ""
-        lines.append(f"    {'KL term of layer z' + str(layer):<35} {kl:10.3f}{active}")
+        lines.append(f"    {'layer z' + str(layer) + ': E_q[log q - log p]':<35} {kl:10.3f}{active}")
     if "iwae" in s:
         lines.append(f"  IWAE bound, K={s['iwae_k']:<22} {pm('iwae')}")
     if "elbo_bits_per_dim" in s:
@@ -263,8 +263,8 @@ def _format_table(info: dict, s: dict) -> str:
         lines.append("  note: this prior/guide pair has no closed-form KL, so the hand-written ELBO uses a Monte Carlo")
         lines.append("        KL on the same draws: the check covers the likelihood, the guide density and sampling")
     if s["kl_method"] == "partly monte-carlo":
-        lines.append("  note: bottom-up inference has no closed-form KL below the top layer, so the hand-written ELBO")
-        lines.append("        uses a Monte Carlo term there on the same draws (docs/structures.md)")
+        lines.append("  note: some layers' terms have no closed form (bottom-up below the top layer, or a top prior")
+        lines.append("        without one): the hand-written ELBO uses Monte Carlo terms there, on the same draws")
     chunk = f"; IWAE in chunks of {info['iwae_chunk']} particles" if info["iwae_chunk"] else ""
     lines.append(
         f"took {info['seconds']:.1f} s; peak memory {info['peak_memory_mib']:.0f} MiB ({info['peak_memory_of']}){chunk}"

@@ -33,11 +33,13 @@ from pyro.params import param_with_module_name
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .guides import DiagonalGaussianGuide
 from .networks import _mlp
 from .vae import VAE, _kl_weight
 
 MAX_LAYERS = 16
 DEFAULT_LAYER_HIDDEN = (100, 100)  # the IWAE paper's networks between its two latent layers
+MAX_PRECISION = 1e30
 
 
 class GaussianLayer(nn.Module):
@@ -64,7 +66,8 @@ def precision_weighted(loc_a: Tensor, scale_a: Tensor, loc_b: Tensor, scale_b: T
     .. math:: \sigma^2 = \big(\sigma_a^{-2} + \sigma_b^{-2}\big)^{-1}, \qquad
               \mu = \sigma^2 \big(\mu_a \sigma_a^{-2} + \mu_b \sigma_b^{-2}\big).
     """
-    precision_a, precision_b = scale_a.pow(-2), scale_b.pow(-2)
+    # (clamped: a scale below ~1e-19 would make its precision inf, and the merged loc 0 * inf)
+    precision_a, precision_b = scale_a.pow(-2).clamp(max=MAX_PRECISION), scale_b.pow(-2).clamp(max=MAX_PRECISION)
     variance = 1.0 / (precision_a + precision_b)
     return variance * (loc_a * precision_a + loc_b * precision_b), variance.sqrt()
 
@@ -81,6 +84,11 @@ class HierarchicalVAE(VAE):
 
     def __init__(self, *args, layer_hidden: Sequence[int] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if not isinstance(self.guide_family, DiagonalGaussianGuide):  # (the layers' q are diagonal Gaussians)
+            raise ConfigError(
+                f"--structure hierarchical with --guide {self.guide_family.name}: that family cannot serve a layer "
+                "(diagonal or ladder can)"
+            )
         dims, act = self.latent_dims, self.net_config.activation
         self.layer_hidden = tuple(layer_hidden or DEFAULT_LAYER_HIDDEN)
         self.top_down = self.guide_family.layers == "top-down"
@@ -141,7 +149,7 @@ class HierarchicalVAE(VAE):
         params = [self.encoder(batch)]
         for up in self.upward:
             params.append(up(params[-1]))
-        return [loc_scale(p) for p in params]
+        return [self.guide_family.loc_scale(params[0])] + [loc_scale(p) for p in params[1:]]
 
     # The interface ----------------------------------------------------------------------------------------------
 
@@ -176,11 +184,15 @@ class HierarchicalVAE(VAE):
         return self.encoder(batch)
 
     def moments(self, batch: Tensor, samples: int) -> tuple[Tensor, Tensor]:
-        r"""Every layer's posterior mean and marginal scale, side by side: the moments of ``samples`` joint draws
-        from the guide (a layer's marginal :math:`q(z_l \mid x)` has no closed form), from the global torch RNG."""
+        r"""Every layer's posterior mean and marginal scale, side by side, from ``samples`` joint draws of the guide (a
+        layer's marginal :math:`q(z_l \mid x)` has no closed form), from the global torch RNG: the mean of each draw's
+        conditional mean, and :math:`\sqrt{\mathbb E[\sigma^2] + \operatorname{Var}[\mu]}` (exact where the layer's
+        q does not depend on the draws: z_1 bottom-up, z_L top-down)."""
         eps = [torch.randn(samples, batch.shape[0], d, dtype=batch.dtype, device=batch.device) for d in self.draw_dims]
-        z = torch.cat([layer.z for layer in self.sample_layers(batch, eps)], -1)
-        return z.mean(0), z.std(0)
+        layers = self.sample_layers(batch, eps)
+        locs = torch.cat([layer.q_loc.expand(samples, *layer.z.shape[1:]) for layer in layers], -1)
+        variances = torch.cat([layer.q_scale.pow(2).expand(samples, *layer.z.shape[1:]) for layer in layers], -1)
+        return locs.mean(0), (variances.mean(0) + locs.var(0, correction=0)).sqrt()
 
     @property
     def draw_dims(self) -> tuple[int, ...]:
@@ -189,7 +201,7 @@ class HierarchicalVAE(VAE):
 
     def sample_layers(self, batch: Tensor, eps: Sequence[Tensor]) -> list[Layer]:
         r"""The guide's draws written in plain torch, from standard-normal noise ``eps`` (one tensor per layer, in
-        :attr:`draw_dims` order, each ``(..., n, d)``): for each layer, ``z_1``'s first, its sample
+        :attr:`draw_dims` order, each ``(particles, n, d)``): for each layer, ``z_1``'s first, its sample
         :math:`z = \mu + \sigma \epsilon`, the guide's :math:`(\mu, \sigma)` and the generative conditional's
         (``None`` for the top layer, whose prior is :attr:`prior`)."""
         dims, noise = self.latent_dims, iter(eps)
@@ -204,7 +216,11 @@ class HierarchicalVAE(VAE):
                 z[i] = q[i][0] + q[i][1] * next(noise)
         else:
             for i in range(self.layers):
-                q[i] = loc_scale(self.encoder(batch) if i == 0 else self.upward[i - 1](z[i - 1]))
+                q[i] = (
+                    self.guide_family.loc_scale(self.encoder(batch))
+                    if i == 0
+                    else loc_scale(self.upward[i - 1](z[i - 1]))
+                )
                 z[i] = q[i][0] + q[i][1] * next(noise)
         p = [loc_scale(self.conditionals[i](z[i + 1])) for i in range(len(dims) - 1)] + [None]
         return [Layer(z[i], *q[i], p[i]) for i in range(self.layers)]

@@ -95,6 +95,10 @@ class VAE(nn.Module):
         if prior.latent_dim != top:
             raise ConfigError(f"the prior has latent_dim={prior.latent_dim} but the top latent layer {top}")
         guide = guide if guide is not None else DiagonalGaussianGuide(bottom)
+        if guide.layers == "top-down" and len(self.latent_dims) == 1:
+            raise ConfigError(
+                f"--guide {guide.name} infers several latent layers top-down: it needs --structure hierarchical"
+            )
         if guide.latent_dim != bottom:
             raise ConfigError(f"the guide has latent_dim={guide.latent_dim} but the latent layer it infers {bottom}")
         self.net_config = net
