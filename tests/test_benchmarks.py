@@ -82,13 +82,18 @@ def test_the_gpu_script_dry_runs_on_a_cpu(tmp_path, data_dir):
     assert "QUICK dry run" in summary and "failed" not in summary.replace("0 failed", "")
 
 
-def test_throughput_benchmark_runs_the_structures_with_labels(tmp_path, data_dir):
-    """The conditional VAE and M2 loops: the plain loop's hand-written losses are the Pyro loops' (alike losses)."""
-    for structure in ("conditional", "semi-supervised"):
+def test_throughput_benchmark_runs_the_other_structures(tmp_path, data_dir):
+    """The conditional VAE, M2 and two-layer loops: the plain loop's hand-written losses are the Pyro loops' (alike
+    losses)."""
+    for structure, extra in (
+        ("conditional", []),
+        ("semi-supervised", ["--labelled", "50"]),
+        ("hierarchical", ["--latent-dims", "4,2", "--layer-hidden", "16", "--guide", "ladder"]),
+    ):
         out = tmp_path / f"{structure}.json"
         cmd = [sys.executable, ROOT / "benchmarks" / "throughput.py", "--data-dir", data_dir, "--structure", structure]
         cmd += ["--train-images", "512", "--batch-size", "64", "--hidden", "32", "--latent-dim", "4", "--rounds", "2"]
-        cmd += ["--warmup-rounds", "0", "--pause", "0", "--no-memory", "--labelled", "50", "--out", out]
+        cmd += ["--warmup-rounds", "0", "--pause", "0", "--no-memory", *extra, "--out", out]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         loops = json.loads(out.read_text())["loops"]
