@@ -218,11 +218,14 @@ def test_bernoulli_rows_are_the_rows_of_the_whole_batch():
         assert torch.equal(part, whole[rows])
 
 
-@pytest.mark.parametrize("guide", ["diagonal", "full-cov", "iaf"])
+@pytest.mark.parametrize("guide", ["diagonal", "full-cov", "iaf", "two layers bottom-up", "two layers ladder"])
 @pytest.mark.parametrize("objective,particles", [("trace", 1), ("trace", 3), ("iwae", 4)])
 def test_shards_give_the_whole_batch_loss_and_gradients(guide, objective, particles):
     """Each shard's Trace_ELBO with the whole batch's noise: the losses and the gradients add up to the whole's."""
-    config = small_config(".", objective=objective, particles=particles).updated({"model.guide.name": guide})
+    layers = {"structure": "hierarchical", "latent_dims": (6, 3)} if guide.startswith("two layers") else {}
+    guide = {"two layers bottom-up": "diagonal", "two layers ladder": "ladder"}.get(guide, guide)
+    config = small_config(".", objective=objective, particles=particles, **layers)
+    config = config.updated({"model.guide.name": guide})
     vae, loss = config.build_model(), config.objective.make()
     if objective == "trace":  # eager: the comparison needs no trace per shard
         loss = Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
