@@ -204,7 +204,7 @@ BAD_TRAIN_OPTIONS = {  # every one a bad run description: exit 2, the same messa
     "warmup start above beta": (["--warmup-epochs", "1", "--warmup-start", "2"], "is above beta"),
     "zero beta": (["--beta", "0"], "objective.beta (--beta) must be > 0"),
     "zero particles": (["--particles", "0"], "(--particles) must be >= 1"),
-    "unknown guide": (["--guide", "planar"], "(--guide) must be one of diagonal, full-cov, iaf"),
+    "unknown guide": (["--guide", "planar"], "(--guide) must be one of diagonal, ladder, full-cov, iaf"),
     "huge seed": (["--seed", str(2**32)], "seed (--seed) must be >= 0 and <= 4294967295"),
     "too many flows": (["--prior", "flow", "--prior-num-flows", "1001"], "must be >= 1 and <= 1000"),
     "unknown option": (["--sigma", "0.1"], "No such option"),  # (click 8.1 and later word the rest differently)

@@ -14,7 +14,11 @@ from pyro_vae.model.components import REGISTRY
 from pyro_vae.model.guides import DiagonalGaussianGuide, FullCovGaussianGuide, IAFGuide
 from pyro_vae.model.priors import FlowPrior, LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
 
-GUIDES = {name: cls for name, cls in REGISTRY["guide"].items() if cls.__module__.startswith("pyro_vae")}
+GUIDES = {  # the one-layer families (the ladder infers several layers: tests/test_hierarchical.py)
+    name: cls
+    for name, cls in REGISTRY["guide"].items()
+    if cls.__module__.startswith("pyro_vae") and cls.layers != "top-down"
+}
 
 D = 4
 PRIORS = {

@@ -196,10 +196,11 @@ class ModelConfig:
             raise ConfigError("model.classifier_weight (--classifier-weight) applies to --structure semi-supervised")
         _check_layers(model)
         if prior.uses_guide_density and not guide.one_pass_log_density:
+            one_pass = _names("guide", lambda c: c.one_pass_log_density and c.layers != "top-down")
             raise ConfigError(
                 f"--prior {self.prior.name} with --guide {self.guide.name}: the prior evaluates q(z|x) at points of "
                 f"its own at every step, which this guide can only do by inverting its flow; choose a guide with "
-                f"a one-pass density ({', '.join(_names('guide', lambda c: c.one_pass_log_density))})"
+                f"a one-pass density ({', '.join(one_pass)})"
             )
         return model
 
