@@ -247,6 +247,15 @@ def _format_table(info: dict, s: dict) -> str:
         lines.append(f"    {'layer z' + str(layer) + ': E_q[log q - log p]':<35} {kl:10.3f}{active}")
     if "iwae" in s:
         lines.append(f"  IWAE bound, K={s['iwae_k']:<22} {pm('iwae')}")
+    if "ais" in s:
+        lines.append(
+            f"  AIS, {s['ais_steps']} steps x {s['ais_chains']} chains{'':<9} {pm('ais')}   "
+            f"(HMC acceptance {s['ais_acceptance']:.2f})"
+        )
+        if "ais_minus_iwae" in s:
+            gain, se = s["ais_minus_iwae"], s["ais_minus_iwae_stderr"]
+            verdict = "AIS >= IWAE, as it should" if gain > -2 * se else "AIS below IWAE: give it more steps"
+            lines.append(f"  AIS - IWAE (paired)                  {gain:+10.3f} ± {se:.3f}   {verdict}")
     if "elbo_bits_per_dim" in s:
         iwae_bpd = f", IWAE {s['iwae_bits_per_dim']:.4f}" if "iwae_bits_per_dim" in s else ""
         lines.append(f"  bits/dim (discrete likelihood)       ELBO {s['elbo_bits_per_dim']:.4f}{iwae_bpd}")
@@ -324,6 +333,15 @@ def _json_safe(value):
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--by-class", is_flag=True, help="also break the bounds down by class label")
+@click.option(
+    "--ais",
+    "ais_steps",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="also estimate log p(x) by annealed importance sampling with N HMC steps (0: not; Wu et al. use 1000+)",
+)
+@click.option("--ais-chains", type=POSITIVE, default=4, show_default=True, help="AIS chains per image")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
 def elbo(**opts) -> None:

@@ -55,6 +55,10 @@ def _load(checkpoint: str | Path, device: str, trust_modules: Iterable[str]) -> 
     return load_weights(config.untrained_model(), ckpt).to(dev), config, ckpt
 
 
+MAX_AIS_STEPS = 1_000_000
+MAX_AIS_CHAINS = 10_000
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -69,11 +73,16 @@ def evaluate_checkpoint(
     progress: bool | None = False,
     trust_modules: Iterable[str] = (),
     log: Callable[[str], None] | None = None,
+    ais_steps: int = 0,
+    ais_chains: int = 4,
 ) -> tuple[Evaluation, dict]:
-    """Bounds of a checkpoint's model on one split; returns the evaluation and descriptive fields
-    (what was evaluated, the IWAE chunk size, the seconds taken and the peak memory)."""
+    """Bounds of a checkpoint's model on one split (``ais_steps`` > 0: with the AIS estimate); returns the
+    evaluation and descriptive fields (what was evaluated, the IWAE chunk size, the seconds taken and the peak
+    memory)."""
     if num_particles < 1 or iw_samples < 0 or batch_size < 1 or (limit is not None and limit < 1):
         raise ConfigError("--num-particles, --batch-size and --limit must be positive, --iw-samples >= 0")
+    if not (0 <= ais_steps <= MAX_AIS_STEPS and 1 <= ais_chains <= MAX_AIS_CHAINS):
+        raise ConfigError(f"--ais must be 0 to {MAX_AIS_STEPS} steps and --ais-chains 1 to {MAX_AIS_CHAINS}")
     group = current()
     with group.together():
         vae, config, ckpt = _load(checkpoint, device, trust_modules)
@@ -81,6 +90,9 @@ def evaluate_checkpoint(
         x, labels, data_config, class_names = _checkpoint_data(config, split, data_dir, device_, limit)
         vae.likelihood.check_data(x)
         vae.check_labels(labels, len(x))
+        if ais_steps:  # (a structure AIS cannot move says so now, before any bound is computed)
+            one = vae.bound_batch(x[:1], None if labels is None else labels[:1])
+            vae.log_densities(one)(vae.generate(1)[None])
     reset_peak_memory(device_)
     start = time.perf_counter()
     result = evaluate(
@@ -94,6 +106,8 @@ def evaluate_checkpoint(
         progress=progress,
         log=log,
         group=group,
+        ais_steps=ais_steps,
+        ais_chains=ais_chains,
     )
     seconds = time.perf_counter() - start
     peak_mib, peak_of = peak_memory_mib(device_)

@@ -33,6 +33,7 @@ from ..errors import AgreementError
 from ..model.vae import VAE
 from ..runtime.distributed import SINGLE, Group
 from ..runtime.policy import heap_reuse
+from .ais import DEFAULT_CHAINS, ais_log_likelihood
 from .analytic import AnalyticELBO, analytic_elbo
 from .enumerated import (
     analytic_enumerated_elbo,
@@ -52,6 +53,7 @@ _ELEMENTS_PER_CHUNK = 1 << 22  # decoder outputs held at once in the IWAE pass (
 # output per _CUDA_BYTES_PER_OUTPUT of its memory. Never the free memory: the chunks decide the draws, and a seed
 # must give the same bound on the same GPU whatever else holds memory.
 _CUDA_ELEMENTS_PER_CHUNK = 1 << 26
+AIS_PASSES_PER_STEP = 5  # (the leapfrog steps of an HMC transition: for the progress bar's share of the work)
 _CUDA_BYTES_PER_OUTPUT = 256
 
 
@@ -197,6 +199,10 @@ class Evaluation:
     layer_kl: Tensor | None = None  # (layers, n): each latent layer's KL term (hand-written), several layers only
     labels: Tensor | None = None  # (n,) class labels, for by_class()
     predictions: Tensor | None = None  # (n,) a classifying structure's (M2's) most probable class per image
+    ais: Tensor | None = None  # (n,) the AIS estimate of log p(x) (pyro_vae.inference.ais), when asked for
+    ais_acceptance: Tensor | None = None  # (n,) its HMC acceptance rate
+    ais_steps: int = 0
+    ais_chains: int = 0
 
     @property
     def agreement_z(self) -> float:
@@ -238,6 +244,13 @@ class Evaluation:
             out["elbo_bits_per_dim"] = self.bits_per_dim(elbo)
             if self.iwae is not None:
                 out["iwae_bits_per_dim"] = self.bits_per_dim(out["iwae"])
+        if self.ais is not None:
+            out["ais"], out["ais_stderr"] = _mean_stderr(self.ais)
+            out.update(ais_steps=self.ais_steps, ais_chains=self.ais_chains)
+            out["ais_acceptance"] = _mean_stderr(self.ais_acceptance)[0]
+            if self.iwae is not None:  # AIS >= IWAE-K on average, when AIS has enough steps: a check, reported
+                gain, gain_stderr = _mean_stderr(self.ais - self.iwae)
+                out.update(ais_minus_iwae=gain, ais_minus_iwae_stderr=gain_stderr)
         if self.predictions is not None and self.labels is not None:
             out["accuracy"], out["accuracy_stderr"] = _mean_stderr((self.predictions == self.labels).double())
         if self.posterior_mean is not None and self.posterior_mean.shape[0] > 1:
@@ -334,6 +347,8 @@ def evaluate(
     progress: bool | None = False,
     log: Callable[[str], None] | None = None,
     group: Group = SINGLE,
+    ais_steps: int = 0,
+    ais_chains: int = DEFAULT_CHAINS,
 ) -> Evaluation:
     r"""Evaluate ``vae`` on images ``x`` (on the model's device; for a structure with labels, its batch
     :meth:`~pyro_vae.model.vae.VAE.observations`, so the bounds are on :math:`\log p(x \mid y)`).
@@ -342,7 +357,9 @@ def evaluate(
     IWAE pass replay the same seed, so they see the same ``z``: common random numbers make the
     paired differences precise, and :math:`\mathrm{IWAE}_1` equals the one-particle ELBO exactly.
     ``iw_samples=0`` skips the importance-weighted bound; ``latent_means=False`` skips the posterior
-    means (and so the active units). ``progress``: a progress bar in images
+    means (and so the active units). ``ais_steps`` > 0 adds the AIS estimate of :math:`\log p(x)` with
+    ``ais_chains`` chains per image (:func:`~pyro_vae.inference.ais.ais_log_likelihood`). ``progress``: a progress
+    bar in images
     (``None``: only on a terminal), advanced after every IWAE chunk. ``log`` is told, once, how long
     the evaluation will take when that is more than a minute (see :class:`_TimeLeft`).
 
@@ -363,7 +380,7 @@ def evaluate(
         mininterval=0.5,
         bar_format="{l_bar}{bar}| {n:.0f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]",
     )
-    passes = 2 * num_particles + iw_samples
+    passes = 2 * num_particles + iw_samples + ais_chains * ais_steps * AIS_PASSES_PER_STEP  # (0 steps: none)
     clock = _TimeLeft(
         bar,
         log if group.is_main else None,
@@ -387,6 +404,7 @@ def evaluate(
                         iw_samples,
                         latent_means,
                         advance,
+                        (ais_steps, ais_chains),
                     )
                 )
     finally:
@@ -411,6 +429,10 @@ def evaluate(
         latent_dims=vae.latent_dims,
         layer_kl=torch.cat([b["layer_kl"] for b in batches], dim=1) if batches and "layer_kl" in batches[0] else None,
         labels=None if labels is None else labels.cpu(),
+        ais=column("ais"),
+        ais_acceptance=column("ais_acceptance"),
+        ais_steps=ais_steps,
+        ais_chains=ais_chains if ais_steps else 0,
         predictions=classifier_predictions(vae, vae.split(x)[0]).cpu()
         if vae.enumerates and labels is not None
         else None,
@@ -425,6 +447,7 @@ def _evaluate_batch(
     iw_samples: int,
     latent_means: bool,
     advance: Callable[[int], None],
+    ais: tuple[int, int] = (0, 0),
 ) -> dict:
     """One batch's per-image bounds (CPU tensors), every pass from ``batch_seed``."""
     torch.manual_seed(batch_seed)
@@ -437,6 +460,12 @@ def _evaluate_batch(
     if iw_samples > 0:
         torch.manual_seed(batch_seed)
         out["iwae"] = iwae_bound(vae, xb, iw_samples, on_chunk=advance).cpu()
+    steps, chains = ais
+    if steps:
+        torch.manual_seed(batch_seed + 700_000)
+        found = ais_log_likelihood(vae, xb, steps, chains)
+        out.update(ais=found.log_likelihood.float().cpu(), ais_acceptance=found.acceptance.float().cpu())
+        advance(chains * steps * AIS_PASSES_PER_STEP)
     if latent_means:
         torch.manual_seed(batch_seed + 500_000)  # Monte Carlo moments (IAF guides) draw their own
         out["posterior_mean"] = posterior_moments(vae, xb)[0].cpu()

@@ -183,6 +183,11 @@ class HierarchicalVAE(VAE):
         r"""The encoder's output: :math:`q(z_1 \mid x)`'s parameters (bottom-up), ``z_1``'s estimate (top-down)."""
         return self.encoder(batch)
 
+    def draw_latents(self, batch: Tensor, draws: int) -> Tensor:
+        """``draws`` joint draws per image from the guide, all layers side by side, ``(draws, n, latent_dim)``."""
+        eps = [torch.randn(draws, batch.shape[0], d, dtype=batch.dtype, device=batch.device) for d in self.draw_dims]
+        return torch.cat([layer.z for layer in self.sample_layers(batch, eps)], -1)
+
     def moments(self, batch: Tensor, samples: int) -> tuple[Tensor, Tensor]:
         r"""Every layer's posterior mean and marginal scale, side by side, from ``samples`` joint draws of the guide (a
         layer's marginal :math:`q(z_l \mid x)` has no closed form), from the global torch RNG: the mean of each draw's
@@ -193,6 +198,30 @@ class HierarchicalVAE(VAE):
         locs = torch.cat([layer.q_loc.expand(samples, *layer.z.shape[1:]) for layer in layers], -1)
         variances = torch.cat([layer.q_scale.pow(2).expand(samples, *layer.z.shape[1:]) for layer in layers], -1)
         return locs.mean(0), (variances.mean(0) + locs.var(0, correction=0)).sqrt()
+
+    def log_densities(self, batch: Tensor):
+        r"""For a batch, :math:`z_{1:L} \mapsto (\log p(x, z_{1:L}), \log q(z_{1:L} \mid x))` at given layers (side by
+        side, ``z_1`` first, ``(..., n, latent_dim)``), each ``(..., n)``; the bottom-up pass is run once."""
+        top_down = self.top_down
+        start = self.estimates(batch) if top_down else self.guide_family(self.encoder(batch))
+
+        def densities(z: Tensor) -> tuple[Tensor, Tensor]:
+            layers = list(z.split(list(self.latent_dims), dim=-1))
+            log_joint = self.prior.log_density(layers[-1]) + self.likelihood.log_prob(self.decoder(layers[0]), batch)
+            parents = [loc_scale(self.conditionals[i](layers[i + 1])) for i in range(self.layers - 1)]
+            for i, parent in enumerate(parents):
+                log_joint = log_joint + _normal(*parent).log_prob(layers[i])
+            if top_down:
+                log_q = _normal(*start[-1]).log_prob(layers[-1])
+                for i, parent in enumerate(parents):
+                    log_q = log_q + _normal(*precision_weighted(*start[i], *parent)).log_prob(layers[i])
+            else:
+                log_q = start.log_prob(layers[0])
+                for i in range(self.layers - 1):
+                    log_q = log_q + _normal(*loc_scale(self.upward[i](layers[i]))).log_prob(layers[i + 1])
+            return log_joint, log_q
+
+        return densities
 
     @property
     def draw_dims(self) -> tuple[int, ...]:

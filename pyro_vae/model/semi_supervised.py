@@ -105,6 +105,11 @@ class SemiSupervisedVAE(ConditionalVAE):
             strict_enumeration_warning=False,
         )
 
+    def log_densities(self, batch: Tensor):
+        raise ConfigError(
+            f"--structure {self.structure} has a discrete latent (the label): AIS moves continuous latents only"
+        )
+
     def y_prior(self, like: Tensor) -> dist.Categorical:
         return dist.Categorical(logits=like.new_zeros(len(self.class_names)))
 

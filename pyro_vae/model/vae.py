@@ -24,6 +24,8 @@ cross-check, checkpoints and plots use and nothing else:
 * ``guide_params(batch)``: the guide family's parameters of :math:`q(z \mid \ldots)` (the encoder's output);
 * ``decode(z, labels)``: the likelihood's parameters of :math:`p(x \mid z, \ldots)`; ``generate(n)``: ``n`` latent
   vectors drawn from the model; ``moments(batch, samples)``: the mean and marginal scales of the guide's ``z``;
+  ``log_densities(batch)``: :math:`z \mapsto (\log p(x, z), \log q(z \mid x))` at given latent vectors,
+  ``draw_latents(batch, draws)``: latent vectors drawn from the guide;
 * ``bound_batch(x, labels)``: the batch whose bounds are reported; ``objective(config)``: the Pyro ELBO it trains
   (``check_objective`` refuses one it cannot);
 * ``latent_dims``: the sizes of its latent layers, the one next to the data first (one layer here); ``latent_dim`` is
@@ -35,7 +37,7 @@ cross-check, checkpoints and plots use and nothing else:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import ClassVar
 
@@ -187,6 +189,30 @@ class VAE(nn.Module):
     def generate(self, n: int) -> Tensor:
         """``n`` draws of the latent vector from the model (here ``z ~ p(z)``), from the global torch RNG."""
         return self.prior().sample((n,))
+
+    def draw_latents(self, batch: Tensor, draws: int) -> Tensor:
+        """``draws`` latent vectors per image from the guide, ``(draws, n, latent_dim)``, from the global torch RNG."""
+        return self.posterior(batch).sample((draws,))
+
+    def log_densities(self, batch: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        r"""For a batch, the function :math:`z \mapsto (\log p(x, z), \log q(z \mid x))` at latent vectors ``z``
+        (``(..., n, latent_dim)``, the images broadcast against the leading dimensions), each ``(..., n)`` and
+        differentiable in ``z``, with the encoder run once: what annealed importance sampling moves between
+        (:mod:`pyro_vae.inference.ais`). :class:`ConfigError` for a guide without a one-pass density (its
+        :math:`\log q` at a given ``z`` needs inverting a flow)."""
+        if not self.guide_family.one_pass_log_density:
+            raise ConfigError(
+                f"--guide {self.guide_family.name} has no one-pass density: log q(z | x) at the points AIS visits "
+                "would need inverting its flow"
+            )
+        images, labels = self.split(batch)
+        q = self.posterior(batch)
+
+        def densities(z: Tensor) -> tuple[Tensor, Tensor]:
+            log_joint = self.prior.log_density(z) + self.likelihood.log_prob(self.decode(z, labels), images)
+            return log_joint, q.log_prob(z)
+
+        return densities
 
     def moments(self, batch: Tensor, samples: int) -> tuple[Tensor, Tensor]:
         r""":math:`\mathbb E_q[z]` and the marginal standard deviations of :math:`q(z \mid x)` for a batch, each
