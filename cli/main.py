@@ -255,6 +255,7 @@ def _format_table(info: dict, s: dict) -> str:
         if "ais_minus_iwae" in s:
             gain, se = s["ais_minus_iwae"], s["ais_minus_iwae_stderr"]
             verdict = "AIS >= IWAE, as it should" if gain > -2 * se else "AIS below IWAE: give it more steps"
+            verdict = verdict if se == se else ""  # (one image: no standard error, no verdict)
             lines.append(f"  AIS - IWAE (paired)                  {gain:+10.3f} ± {se:.3f}   {verdict}")
     if "elbo_bits_per_dim" in s:
         iwae_bpd = f", IWAE {s['iwae_bits_per_dim']:.4f}" if "iwae_bits_per_dim" in s else ""

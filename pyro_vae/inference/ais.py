@@ -17,6 +17,10 @@ of every image at once. Each image has its own step size, adapted after every tr
 acceptance was above ``target_acceptance``, else ×0.98), as Wu et al.'s code does. The densities are the structure's
 (:meth:`~pyro_vae.model.vae.VAE.log_densities`); the schedule of :math:`\beta` is sigmoidal (:func:`sigmoid_schedule`),
 which spends more steps near both ends.
+
+The adaptation reads the acceptance of the same chains that carry the weights, so, strictly, the transitions
+depend on the chains' past and :math:`\mathbb E[w] = p(x)` holds only up to that dependence (as in Wu et al.'s
+code); it fades as the chains grow in number. Trajectories that leave the finite numbers are rejected.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from ..model.vae import VAE
 Densities = Callable[[Tensor], tuple[Tensor, Tensor]]  # z -> (log p(x, z), log q(z | x)): VAE.log_densities
 DEFAULT_CHAINS = 4
 DEFAULT_LEAPFROG = 5
-DEFAULT_STEP_SIZE = 0.05
+DEFAULT_STEP_SIZE = 0.05  # the most an image's first step may be (else its guide's narrowest scale)
+SCALE_DRAWS = 16  # draws for the guide's scales where they have no closed form
 TARGET_ACCEPTANCE = 0.65
 
 
@@ -109,15 +114,16 @@ def ais_log_likelihood(
     ``batch`` (the structure's batch: images, and labels where it has them). ``start``: initial states
     ``(chains, n, latent_dim)`` drawn from :math:`q` (else drawn here, from the global torch RNG)."""
     betas = sigmoid_schedule(steps).tolist()
-    n = batch.shape[0]
-    if start is None:
-        with torch.no_grad():
+    densities = vae.log_densities(batch)  # (first: a structure AIS cannot move says so)
+    with torch.no_grad():
+        if start is None:
             start = vae.draw_latents(batch, chains)
-    densities = vae.log_densities(batch)
+        # each image's first step size: at most its guide's narrowest scale (a sharp q would reject every move)
+        scales = vae.moments(batch, SCALE_DRAWS)[1].min(-1).values
     point = _point(densities, start)
-    eps = torch.full((n, 1), float(step_size), dtype=point.z.dtype, device=point.z.device)
+    eps = scales.clamp(max=float(step_size)).to(point.z.dtype)[:, None]
     log_w = torch.zeros(point.z.shape[:-1], dtype=torch.float64, device=point.z.device)
-    accepted = torch.zeros(n, dtype=torch.float64, device=point.z.device)
+    accepted = torch.zeros(batch.shape[0], dtype=torch.float64, device=point.z.device)
     for t in range(1, steps + 1):
         log_w += (betas[t] - betas[t - 1]) * (point.log_joint - point.log_q).double()
         point, accept = _hmc(densities, point, eps, betas[t], leapfrog)
@@ -132,12 +138,16 @@ def _hmc(densities: Densities, point: _Point, eps: Tensor, beta: float, leapfrog
     ``eps`` (per image), then the Metropolis test; returns the new states and which chains accepted."""
     momentum = torch.randn_like(point.z)
     p = momentum - 0.5 * eps * point.grad(beta)
-    new = point
+    new, diverged = point, torch.zeros(point.z.shape[:-1], dtype=torch.bool, device=point.z.device)
     for i in range(leapfrog):
-        new = _point(densities, new.z + eps * p)
+        z = new.z + eps * p
+        lost = ~torch.isfinite(z).all(-1)  # a trajectory that blew up: rejected, never evaluated
+        diverged = diverged | lost
+        new = _point(densities, torch.where(lost[..., None], point.z, z))
         if i < leapfrog - 1:
             p = p - eps * new.grad(beta)
     p = p - 0.5 * eps * new.grad(beta)
     log_accept = point.energy(beta) + 0.5 * momentum.pow(2).sum(-1) - new.energy(beta) - 0.5 * p.pow(2).sum(-1)
-    accept = torch.log(torch.rand_like(log_accept)) < torch.nan_to_num(log_accept, nan=-math.inf)
+    log_accept = torch.nan_to_num(log_accept, nan=-math.inf).masked_fill(diverged, -math.inf)
+    accept = torch.log(torch.rand_like(log_accept)) < log_accept
     return new.where(accept, point), accept

@@ -53,8 +53,8 @@ _ELEMENTS_PER_CHUNK = 1 << 22  # decoder outputs held at once in the IWAE pass (
 # output per _CUDA_BYTES_PER_OUTPUT of its memory. Never the free memory: the chunks decide the draws, and a seed
 # must give the same bound on the same GPU whatever else holds memory.
 _CUDA_ELEMENTS_PER_CHUNK = 1 << 26
-AIS_PASSES_PER_STEP = 5  # (the leapfrog steps of an HMC transition: for the progress bar's share of the work)
 _CUDA_BYTES_PER_OUTPUT = 256
+AIS_PASSES_PER_STEP = 5  # (the leapfrog steps of an HMC transition: for the progress bar's share of the work)
 
 
 def log_weights(vae: VAE, x: Tensor, num_particles: int = 1) -> Tensor:
@@ -463,8 +463,10 @@ def _evaluate_batch(
     steps, chains = ais
     if steps:
         torch.manual_seed(batch_seed + 700_000)
-        found = ais_log_likelihood(vae, xb, steps, chains)
-        out.update(ais=found.log_likelihood.float().cpu(), ais_acceptance=found.acceptance.float().cpu())
+        per = max(1, _ELEMENTS_PER_CHUNK // (chains * _width(vae, xb)))  # images at once: memory bounded as for IWAE
+        found = [ais_log_likelihood(vae, xb[i : i + per], steps, chains) for i in range(0, xb.shape[0], per)]
+        out["ais"] = torch.cat([f.log_likelihood for f in found]).float().cpu()
+        out["ais_acceptance"] = torch.cat([f.acceptance for f in found]).float().cpu()
         advance(chains * steps * AIS_PASSES_PER_STEP)
     if latent_means:
         torch.manual_seed(batch_seed + 500_000)  # Monte Carlo moments (IAF guides) draw their own
