@@ -67,8 +67,8 @@ class AISResult:
 
 @dataclass
 class _Point:
-    """Chains' states with :math:`\\log p(x, z)`, :math:`\\log q(z \\mid x)` and their gradients in ``z``: enough for
-    the energy :math:`U_\beta = -[(1-\beta) \\log q + \beta \\log p]` and its gradient at any :math:`\beta`."""
+    r"""Chains' states with :math:`\log p(x, z)`, :math:`\log q(z \mid x)` and their gradients in ``z``: enough for
+    the energy :math:`U_\beta = -[(1-\beta) \log q + \beta \log p]` and its gradient at any :math:`\beta`."""
 
     z: Tensor
     log_joint: Tensor
@@ -134,7 +134,7 @@ def ais_log_likelihood(
 
 
 def _hmc(densities: Densities, point: _Point, eps: Tensor, beta: float, leapfrog: int) -> tuple[_Point, Tensor]:
-    """One HMC transition of every chain, leaving :math:`f_\beta` invariant: ``leapfrog`` leapfrog steps of size
+    r"""One HMC transition of every chain, leaving :math:`f_\beta` invariant: ``leapfrog`` leapfrog steps of size
     ``eps`` (per image), then the Metropolis test; returns the new states and which chains accepted."""
     momentum = torch.randn_like(point.z)
     p = momentum - 0.5 * eps * point.grad(beta)

@@ -233,15 +233,15 @@ class HierarchicalVAE(VAE):
         :attr:`draw_dims` order, each ``(particles, n, d)``): for each layer, ``z_1``'s first, its sample
         :math:`z = \mu + \sigma \epsilon`, the guide's :math:`(\mu, \sigma)` and the generative conditional's
         (``None`` for the top layer, whose prior is :attr:`prior`)."""
-        dims, noise = self.latent_dims, iter(eps)
-        q = [None] * self.layers
-        z = [None] * self.layers
-        if self.top_down:
+        noise = iter(eps)
+        q, z, p = [None] * self.layers, [None] * self.layers, [None] * self.layers
+        if self.top_down:  # (each generative conditional is both the merge's partner and the layer's p)
             estimates = self.estimates(batch)
             q[-1] = estimates[-1]
             z[-1] = q[-1][0] + q[-1][1] * next(noise)
             for i in reversed(range(self.layers - 1)):
-                q[i] = precision_weighted(*estimates[i], *loc_scale(self.conditionals[i](z[i + 1])))
+                p[i] = loc_scale(self.conditionals[i](z[i + 1]))
+                q[i] = precision_weighted(*estimates[i], *p[i])
                 z[i] = q[i][0] + q[i][1] * next(noise)
         else:
             for i in range(self.layers):
@@ -251,7 +251,7 @@ class HierarchicalVAE(VAE):
                     else loc_scale(self.upward[i - 1](z[i - 1]))
                 )
                 z[i] = q[i][0] + q[i][1] * next(noise)
-        p = [loc_scale(self.conditionals[i](z[i + 1])) for i in range(len(dims) - 1)] + [None]
+            p[:-1] = [loc_scale(self.conditionals[i](z[i + 1])) for i in range(self.layers - 1)]
         return [Layer(z[i], *q[i], p[i]) for i in range(self.layers)]
 
 

@@ -306,8 +306,8 @@ class LogisticMixture(Likelihood):
 
     The decoder gives ``4K`` numbers per pixel value: for channel ``c`` of a location, component ``k``'s logit
     share (the mixture logit is the sum over the channels), location :math:`\mathrm{sigmoid}(\cdot)`, scale
-    :math:`s_{min} + \mathrm{softplus}(\cdot)` and coefficient :math:`	anh(\cdot)` (channel 0's is
-    :math:`lpha`, 1's :math:`eta`, 2's :math:`\gamma`).
+    :math:`s_{min} + \mathrm{softplus}(\cdot)` and coefficient :math:`\tanh(\cdot)` (channel 0's is
+    :math:`\alpha`, 1's :math:`\beta`, 2's :math:`\gamma`).
     """
 
     name = "logistic-mixture"
