@@ -343,6 +343,13 @@ def _json_safe(value):
     help="also estimate log p(x) by annealed importance sampling with N HMC steps (0: not; Wu et al. use 1000+)",
 )
 @click.option("--ais-chains", type=POSITIVE, default=4, show_default=True, help="AIS chains per image")
+@click.option(
+    "--bdmc",
+    is_flag=True,
+    help="bidirectional Monte Carlo instead of a split: simulate --limit images (default 100) from the model and "
+    "sandwich log p(x) between forward AIS and reverse AIS from the exact posterior sample (needs --ais STEPS): "
+    "the measured error of AIS with that many steps",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
 @click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
 def elbo(**opts) -> None:
@@ -350,6 +357,8 @@ def elbo(**opts) -> None:
     from pyro_vae import pipeline
 
     as_json, by_class = opts.pop("as_json"), opts.pop("by_class")
+    if opts.pop("bdmc"):
+        return _bdmc(opts, as_json, by_class)
     group = distributed.join(opts["device"])
     result, info = pipeline.evaluate_checkpoint(opts.pop("checkpoint"), **opts, log=_log_on_rank_0(group))
     if by_class and not info["labelled"]:
@@ -361,6 +370,50 @@ def elbo(**opts) -> None:
     result.check_agreement()
 
 
+def _bdmc(opts: dict, as_json: bool, by_class: bool) -> None:
+    """``elbo --bdmc``: the usual bounds and the BDMC sandwich on images simulated from the model."""
+    from pyro_vae import pipeline
+    from pyro_vae.inference.bdmc import sandwich_summary
+
+    if not opts["ais_steps"]:
+        raise click.UsageError("--bdmc needs --ais STEPS (the annealing steps of both directions)")
+    if by_class or opts["data_dir"] or opts["num_particles"] != 1:
+        raise click.UsageError("--bdmc simulates its images: --data-dir, --by-class and --num-particles do not apply")
+    result, sandwich, info = pipeline.bdmc_checkpoint(
+        opts["checkpoint"],
+        n=opts["limit"] or 100,
+        ais_steps=opts["ais_steps"],
+        ais_chains=opts["ais_chains"],
+        iw_samples=opts["iw_samples"],
+        seed=opts["seed"],
+        batch_size=opts["batch_size"],
+        device=opts["device"],
+        progress=opts["progress"],
+        trust_modules=opts["trust_modules"],
+    )
+    summary = {**result.summary(), **{"bdmc_" + k: v for k, v in sandwich_summary(sandwich).items()}}
+    if as_json:
+        click.echo(json.dumps(_json_safe({**info, **summary}), allow_nan=False))
+    else:
+        click.echo(_format_table(info, summary) + "\n" + _format_bdmc({**info, **summary}))
+    result.check_agreement()
+
+
+def _format_bdmc(s: dict) -> str:
+    pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
+    return "\n".join(
+        [
+            f"bidirectional Monte Carlo, {s['ais_steps']} steps x {s['ais_chains']} chains each way "
+            "(log p(x) lies between, in expectation):",
+            f"  forward AIS from q(z|x) (lower)       {pm('bdmc_lower')}   (HMC acceptance "
+            f"{s['bdmc_forward_acceptance']:.2f})",
+            f"  reverse AIS from the exact z (upper)  {pm('bdmc_upper')}   (HMC acceptance "
+            f"{s['bdmc_reverse_acceptance']:.2f})",
+            f"  sandwich width, upper - lower         {pm('bdmc_width')}   (widest image {s['bdmc_width_max']:.3f})",
+        ]
+    )
+
+
 def _format_evaluation(info: dict, summary: dict, rows: dict | None, as_json: bool) -> str:
     if as_json:
         fields = {**info, **summary}
@@ -370,6 +423,79 @@ def _format_evaluation(info: dict, summary: dict, rows: dict | None, as_json: bo
             }
         return json.dumps(_json_safe(fields), allow_nan=False)
     return _format_table(info, summary) + ("" if rows is None else "\n" + _format_by_class(info, summary, rows))
+
+
+@cli.command()
+@trust_module_option
+@checkpoint_option
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option(
+    "--limit",
+    type=POSITIVE,
+    default=1000,
+    show_default=True,
+    help="the first N images of the split (each gets its own SVI fit and AIS)",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="the run's kind of data in another place (torchvision root, image folder or array file)",
+)
+@click.option("--ais", "ais_steps", type=POSITIVE, default=1000, show_default=True, help="AIS steps for log p(x)")
+@click.option("--ais-chains", type=POSITIVE, default=4, show_default=True, help="AIS chains per image")
+@click.option(
+    "--full-cov",
+    is_flag=True,
+    help="also fit a full-covariance q* per image (a diagonal guide's richer family, as Cremer et al. fit a flow)",
+)
+@click.option(
+    "--particles", type=POSITIVE, default=10, show_default=True, help="draws per image in each SVI step of q*"
+)
+@click.option(
+    "--eval-particles", type=POSITIVE, default=100, show_default=True, help="draws per image for L[q] and L[q*]"
+)
+@click.option(
+    "--max-steps", type=POSITIVE, default=3000, show_default=True, help="SVI steps at most (it stops on convergence)"
+)
+@click.option("--batch-size", type=POSITIVE, default=500, show_default=True, help="images fitted at once")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
+@click.option("--progress/--no-progress", default=None, help="show a progress bar [default: on a terminal]")
+def gaps(**opts) -> None:
+    """Split log p(x) - ELBO into the approximation gap (the guide family's limit) and the amortization gap (the
+    encoder's): AIS, an SVI-fitted q* per image, the amortised q (Cremer et al. 2018)."""
+    from pyro_vae import pipeline
+
+    as_json = opts.pop("as_json")
+    result, info = pipeline.gaps_checkpoint(opts.pop("checkpoint"), **opts)
+    s = result.summary()
+    if as_json:
+        click.echo(json.dumps(_json_safe({**info, **s}), allow_nan=False))
+        return
+    pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
+    lines = [
+        info["data"],
+        f"split={info['split']}  n={s['n']}  checkpoint epoch {info['epoch']}  seed={opts['seed']}  "
+        f"device={info['device']}  guide {info['guide']}",
+        "nats per image; ± is the standard error over images",
+        f"  log p(x), AIS {s['ais_steps']} steps x {s['ais_chains']} chains{'':<3} {pm('log_likelihood')}",
+        f"  L[q*], {info['family']} q* fitted per image{'':<4} {pm('elbo_local')}",
+        f"  L[q], the amortised guide (encoder)   {pm('elbo_amortized')}",
+        f"  approximation gap, log p(x) - L[q*]   {pm('approximation_gap')}",
+        f"  amortization gap, L[q*] - L[q]        {pm('amortization_gap')}",
+        f"  inference gap, log p(x) - L[q]        {pm('inference_gap')}",
+    ]
+    if "elbo_full_cov" in s:
+        lines += [
+            f"  L[q*], full-covariance q*             {pm('elbo_full_cov')}",
+            f"  approximation gap of full-cov q*      {pm('approximation_gap_full_cov')}",
+        ]
+    steps = ", ".join(map(str, s["svi_steps"] + s.get("svi_steps_full_cov", [])))
+    converged = "converged" if s["converged"] else f"NOT converged within --max-steps {info['max_steps']}"
+    lines.append(f"SVI steps per group of images: {steps} ({converged}); took {info['seconds']:.1f} s")
+    click.echo("\n".join(lines))
 
 
 @cli.command()

@@ -21,8 +21,19 @@ from .config import RunConfig
 from .data import VAEData
 from .data.sources import class_name
 from .errors import CheckpointError, ConfigError
+from .inference.ais import AISResult
+from .inference.bdmc import BDMCResult, bidirectional_ais, simulate
 from .inference.bounds import Evaluation, evaluate, iwae_chunk
 from .inference.enumerated import classifier_predictions
+from .inference.gaps import (
+    EVAL_PARTICLES,
+    FIT_PARTICLES,
+    MAX_STEPS,
+    InferenceGaps,
+    check_gap_family,
+    concatenate,
+    inference_gaps,
+)
 from .inference.latents import posterior_moments
 from .model.vae import VAE
 from .runtime.atomic import atomic_path
@@ -57,6 +68,7 @@ def _load(checkpoint: str | Path, device: str, trust_modules: Iterable[str]) -> 
 
 MAX_AIS_STEPS = 1_000_000
 MAX_AIS_CHAINS = 10_000
+MAX_SIMULATED = 100_000
 
 
 def evaluate_checkpoint(
@@ -148,6 +160,145 @@ def _checkpoint_data(config: RunConfig, split: str, data_dir, device: torch.devi
     if x.shape[0] == 0:
         raise ConfigError(f"this run has no {split} images (its training set them: pyro-vae train --{split}-size N)")
     return x, labels, config.data, data.class_names
+
+
+def bdmc_checkpoint(
+    checkpoint: str | Path,
+    *,
+    n: int = 100,
+    ais_steps: int = 1000,
+    ais_chains: int = 4,
+    iw_samples: int = 100,
+    seed: int = 0,
+    batch_size: int = 100,
+    device: str = "auto",
+    progress: bool | None = False,
+    trust_modules: Iterable[str] = (),
+) -> tuple[Evaluation, BDMCResult, dict]:
+    """Bidirectional Monte Carlo on ``n`` images simulated from a checkpoint's model (:mod:`pyro_vae.inference.bdmc`):
+    the usual bounds of those images, and forward and reverse AIS in groups of ``batch_size`` images; returns the
+    evaluation, the sandwich and descriptive fields."""
+    if not (1 <= ais_steps <= MAX_AIS_STEPS and 1 <= ais_chains <= MAX_AIS_CHAINS and 1 <= n <= MAX_SIMULATED):
+        raise ConfigError(
+            f"--bdmc needs --ais 1 to {MAX_AIS_STEPS} steps, --ais-chains 1 to {MAX_AIS_CHAINS} and --limit 1 to "
+            f"{MAX_SIMULATED} simulated images"
+        )
+    vae, config, ckpt = _load(checkpoint, device, trust_modules)
+    vae.eval()
+    device_ = next(vae.parameters()).device
+    from .plots import class_cycle
+
+    labels = class_cycle(vae, n)
+    blank = torch.zeros(1, math.prod(vae.image_shape), device=device_)  # (a structure AIS cannot move says so now)
+    vae.log_densities(vae.observations(blank, None if labels is None else labels[:1]))
+    torch.manual_seed(seed)
+    batch, exact = simulate(vae, n, labels)
+    reset_peak_memory(device_)
+    start = time.perf_counter()
+    result = evaluate(vae, batch, iw_samples=iw_samples, batch_size=batch_size, seed=seed, labels=labels)
+    parts = []
+    for i, part in _groups(n, batch_size, progress, "BDMC"):
+        torch.manual_seed(seed * 1_000_003 + i + 900_000)
+        parts.append(bidirectional_ais(vae, batch[part], exact[part], ais_steps, ais_chains))
+    sandwich = BDMCResult(forward=_cat_ais([p.forward for p in parts]), reverse=_cat_ais([p.reverse for p in parts]))
+    peak_mib, peak_of = peak_memory_mib(device_)
+    info = {
+        "checkpoint": str(checkpoint),
+        "epoch": ckpt["epoch"],
+        "data": f"{n} images simulated from the model (z ~ p(z), x ~ p(x|z); seed {seed})",
+        "split": "simulated",
+        "structure": vae.structure,
+        "likelihood": describe_component(config.model.likelihood),
+        "prior": describe_component(config.model.prior),
+        "guide": describe_component(config.model.guide),
+        "device": str(device_),
+        "iwae_chunk": iwae_chunk(min(batch_size, n), batch.shape[-1], iw_samples, device_) if iw_samples else None,
+        "seconds": time.perf_counter() - start,
+        "peak_memory_mib": peak_mib,
+        "peak_memory_of": peak_of,
+        "ais_steps": ais_steps,
+        "ais_chains": ais_chains,
+    }
+    return result, sandwich, info
+
+
+def _cat_ais(parts: list[AISResult]) -> AISResult:
+    return AISResult(
+        *(torch.cat([getattr(p, f) for p in parts], -1) for f in ("log_weights", "acceptance", "step_size"))
+    )
+
+
+def _groups(n: int, size: int, progress: bool | None, what: str) -> Iterator[tuple[int, slice]]:
+    """``(index, images)`` of the groups of ``size`` among ``n`` images, with a progress bar in groups (``progress``
+    ``None``: only on a terminal)."""
+    from tqdm.auto import tqdm
+
+    starts = tqdm(range(0, n, size), desc=what, unit="group", disable=None if progress is None else not progress)
+    return ((i, slice(first, first + size)) for i, first in enumerate(starts))
+
+
+def gaps_checkpoint(
+    checkpoint: str | Path,
+    *,
+    split: str = "test",
+    limit: int | None = 1000,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 500,
+    ais_steps: int = 1000,
+    ais_chains: int = 4,
+    full_cov: bool = False,
+    particles: int = FIT_PARTICLES,
+    eval_particles: int = EVAL_PARTICLES,
+    max_steps: int = MAX_STEPS,
+    device: str = "auto",
+    progress: bool | None = False,
+    trust_modules: Iterable[str] = (),
+) -> tuple[InferenceGaps, dict]:
+    """The inference gaps of a checkpoint's guide on the first ``limit`` images of ``split``
+    (:mod:`pyro_vae.inference.gaps`), ``batch_size`` images fitted at once, each group seeded from ``seed`` and its
+    index; returns them and descriptive fields."""
+    if not (1 <= ais_steps <= MAX_AIS_STEPS and 1 <= ais_chains <= MAX_AIS_CHAINS):
+        raise ConfigError(f"--ais must be 1 to {MAX_AIS_STEPS} steps and --ais-chains 1 to {MAX_AIS_CHAINS}")
+    if not (1 <= particles <= 10_000 and 1 <= eval_particles <= 100_000 and 1 <= max_steps <= 1_000_000):
+        raise ConfigError("--particles must be 1 to 10000, --eval-particles 1 to 100000, --max-steps 1 to 1000000")
+    vae, config, ckpt = _load(checkpoint, device, trust_modules)
+    family = check_gap_family(vae)
+    device_ = next(vae.parameters()).device
+    x, labels, data_config, _ = _checkpoint_data(config, split, data_dir, device_, limit)
+    vae.likelihood.check_data(x)
+    vae.check_labels(labels, len(x))
+    batch = vae.bound_batch(x, labels)
+    start = time.perf_counter()
+    parts = []
+    for i, part in _groups(len(x), batch_size, progress, "gaps"):
+        torch.manual_seed(seed * 1_000_003 + i)
+        parts.append(
+            inference_gaps(
+                vae,
+                batch[part],
+                ais_steps=ais_steps,
+                ais_chains=ais_chains,
+                full_cov=full_cov,
+                particles=particles,
+                eval_particles=eval_particles,
+                max_steps=max_steps,
+            )
+        )
+    info = {
+        "checkpoint": str(checkpoint),
+        "epoch": ckpt["epoch"],
+        "data": data_config.describe(),
+        "split": split,
+        "family": family,
+        "guide": describe_component(config.model.guide),
+        "device": str(device_),
+        "fit_particles": particles,
+        "eval_particles": eval_particles,
+        "max_steps": max_steps,
+        "seconds": time.perf_counter() - start,
+    }
+    return concatenate(parts), info
 
 
 def sample_checkpoint(

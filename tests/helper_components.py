@@ -2,7 +2,7 @@
 
 import torch
 
-from pyro_vae import Bernoulli, StandardNormal
+from pyro_vae import Bernoulli, Gaussian, StandardNormal
 from pyro_vae.model.guides import IAFGuide
 
 
@@ -41,3 +41,15 @@ class PoisonableBernoulli(Bernoulli):
         elif self.poison == "loss":
             params = params + float("nan")
         return super().forward(params)
+
+
+class IdentityMeanGaussian(Gaussian):
+    """Gaussian pixels whose mean is the decoder's output itself (no sigmoid): with a linear decoder
+    (``NetConfig(hidden=())``) the model is linear-Gaussian, so log p(x) and the posterior have closed forms."""
+
+    def forward(self, params):
+        loc = params[..., 0, :]
+        return torch.distributions.Independent(torch.distributions.Normal(loc, self.sigma().expand_as(loc)), 1)
+
+    def log_prob(self, params, x):
+        return self.pixel_log_density(x, params[..., 0, :], self.sigma()).sum(-1)

@@ -113,24 +113,45 @@ def ais_log_likelihood(
     r"""AIS from :math:`q(z \mid x)` to :math:`p(z \mid x)` in ``steps`` transitions, ``chains`` chains per image of
     ``batch`` (the structure's batch: images, and labels where it has them). ``start``: initial states
     ``(chains, n, latent_dim)`` drawn from :math:`q` (else drawn here, from the global torch RNG)."""
-    betas = sigmoid_schedule(steps).tolist()
     densities = vae.log_densities(batch)  # (first: a structure AIS cannot move says so)
     with torch.no_grad():
         if start is None:
             start = vae.draw_latents(batch, chains)
-        # each image's first step size: at most its guide's narrowest scale (a sharp q would reject every move)
-        scales = vae.moments(batch, SCALE_DRAWS)[1].min(-1).values
+    betas = sigmoid_schedule(steps)
+    return anneal(densities, start, betas, first_step_sizes(vae, batch, step_size), leapfrog, target_acceptance)
+
+
+def first_step_sizes(vae: VAE, batch: Tensor, most: float = DEFAULT_STEP_SIZE) -> Tensor:
+    """Each image's first HMC step size, ``(n,)``: its guide's narrowest scale, at most ``most`` (a sharp q would
+    reject every larger move)."""
+    with torch.no_grad():
+        return vae.moments(batch, SCALE_DRAWS)[1].min(-1).values.clamp(max=float(most))
+
+
+def anneal(
+    densities: Densities,
+    start: Tensor,
+    betas: Tensor,
+    step_size: Tensor,
+    leapfrog: int = DEFAULT_LEAPFROG,
+    target_acceptance: float = TARGET_ACCEPTANCE,
+) -> AISResult:
+    r"""Move the chains ``start`` ``(C, n, d)``, drawn from :math:`f_{\beta_0}`, through the bridges of ``betas``
+    (any sequence from 0 to 1 or from 1 to 0): the log weights
+    :math:`\sum_t (\beta_t - \beta_{t-1}) [\log p(x, z_{t-1}) - \log q(z_{t-1} \mid x)]` estimate
+    :math:`\log Z_{\beta_T} / Z_{\beta_0}`; ``step_size``: each image's first step size ``(n,)``."""
+    betas = betas.tolist()
     point = _point(densities, start)
-    eps = scales.clamp(max=float(step_size)).to(point.z.dtype)[:, None]
+    eps = step_size.to(point.z.dtype)[:, None]
     log_w = torch.zeros(point.z.shape[:-1], dtype=torch.float64, device=point.z.device)
-    accepted = torch.zeros(batch.shape[0], dtype=torch.float64, device=point.z.device)
-    for t in range(1, steps + 1):
+    accepted = torch.zeros(start.shape[1], dtype=torch.float64, device=point.z.device)
+    for t in range(1, len(betas)):
         log_w += (betas[t] - betas[t - 1]) * (point.log_joint - point.log_q).double()
         point, accept = _hmc(densities, point, eps, betas[t], leapfrog)
         rate = accept.double().mean(0)  # (n,)
         accepted += rate
         eps = eps * torch.where(rate > target_acceptance, 1.02, 0.98).to(eps.dtype)[:, None]
-    return AISResult(log_weights=log_w, acceptance=accepted / steps, step_size=eps[:, 0])
+    return AISResult(log_weights=log_w, acceptance=accepted / (len(betas) - 1), step_size=eps[:, 0])
 
 
 def _hmc(densities: Densities, point: _Point, eps: Tensor, beta: float, leapfrog: int) -> tuple[_Point, Tensor]:
