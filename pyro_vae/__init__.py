@@ -39,6 +39,8 @@ _EXPORTS = {
     "inference.analytic": ["analytic_elbo", "analytic_loss"],
     "inference.layered": ["analytic_layered_elbo"],
     "inference.ais": ["ais_log_likelihood", "AISResult"],
+    "inference.bdmc": ["bidirectional_ais", "simulate", "BDMCResult"],
+    "inference.gaps": ["inference_gaps", "fit_local_guides", "InferenceGaps"],
     "inference.bounds": ["evaluate", "Evaluation", "iwae_bound", "log_weights"],
     "inference.latents": ["posterior_moments", "active_units"],
     "training.runs": ["start_run", "resume_run"],
@@ -50,6 +52,8 @@ _EXPORTS = {
         "sample_checkpoint",
         "encode_checkpoint",
         "write_samples",
+        "bdmc_checkpoint",
+        "gaps_checkpoint",
     ],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

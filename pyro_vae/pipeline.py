@@ -69,6 +69,7 @@ def _load(checkpoint: str | Path, device: str, trust_modules: Iterable[str]) -> 
 MAX_AIS_STEPS = 1_000_000
 MAX_AIS_CHAINS = 10_000
 MAX_SIMULATED = 100_000
+SIMULATION_SEED = 800_000  # (evaluate's batches take seed * 1_000_003 + i, its AIS + 700_000, BDMC's + 900_000)
 
 
 def evaluate_checkpoint(
@@ -191,7 +192,9 @@ def bdmc_checkpoint(
     labels = class_cycle(vae, n)
     blank = torch.zeros(1, math.prod(vae.image_shape), device=device_)  # (a structure AIS cannot move says so now)
     vae.log_densities(vae.observations(blank, None if labels is None else labels[:1]))
-    torch.manual_seed(seed)
+    # Not ``seed`` itself: the evaluation's first batch is seeded with it, and its guide draws would be the very
+    # normal draws that made the images (for a standard-normal prior, eps = z*): the draws must not know the data.
+    torch.manual_seed(seed * 1_000_003 + SIMULATION_SEED)
     batch, exact = simulate(vae, n, labels)
     reset_peak_memory(device_)
     start = time.perf_counter()

@@ -32,6 +32,20 @@ def _linear_gaussian(guide=None) -> VAE:
     return vae
 
 
+def posterior_encoder_model() -> VAE:
+    """The linear-Gaussian model with a linear encoder that outputs the exact posterior (mean and log-variances)."""
+    vae = _linear_gaussian()
+    precision = torch.eye(2) + W.T @ W / SIGMA**2
+    covariance = torch.linalg.inv(precision)
+    gain = covariance @ W.T / SIGMA**2  # E[z | x] = gain (x - b)
+    b = vae.decoder.net[0].bias.detach()
+    vae.encoder.net = torch.nn.Sequential(torch.nn.Linear(6, 4))
+    with torch.no_grad():
+        vae.encoder.net[0].weight.copy_(torch.cat([gain, torch.zeros(2, 6)]))
+        vae.encoder.net[0].bias.copy_(torch.cat([-gain @ b, torch.diagonal(covariance).log()]))
+    return vae.eval()
+
+
 @pytest.fixture(scope="module")
 def exact():
     vae = _linear_gaussian()

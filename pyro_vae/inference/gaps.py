@@ -14,9 +14,10 @@ the approximation gap is the family's limit, the amortization gap the encoder's.
 AIS (:mod:`pyro_vae.inference.ais`). :math:`q^\ast` is fitted per image by ordinary Pyro SVI: a guide with its own
 parameters for every image (a location and a diagonal scale, or a location and a Cholesky factor for the
 full-covariance family), started at the encoder's output, the model's parameters held fixed, Adam on
-``TraceMeanField_ELBO`` (closed-form KL where the prior has one) until the mean ELBO over a window of steps gains less
-than ``tolerance`` nats on the window before. Every image's parameters are its own and Adam's update is per
-coordinate, so fitting a batch of images at once is fitting each alone.
+``TraceMeanField_ELBO`` (closed-form KL where the prior has one). Adam's step size goes down in stages
+(``LR_STAGES``); a stage ends when the mean ELBO over the images, computed on fixed draws so that Monte Carlo noise is
+not mistaken for progress, gains less than ``tolerance`` nats over a window of steps. Every image's parameters are
+its own and Adam's update is per coordinate, so fitting a batch of images at once is fitting each alone.
 
 The gap decomposition needs :math:`q^\ast` in the amortised guide's family: one latent layer with a diagonal or
 full-covariance Gaussian guide. A richer :math:`q^\ast` (full covariance for a diagonal guide, as Cremer et al. fit a
