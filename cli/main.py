@@ -269,6 +269,17 @@ def _format_table(info: dict, s: dict) -> str:
             f"  active units (Var_x E_q[z_u] > {s['active_unit_threshold']:g})  "
             f"{s['active_units']:5d} of {s['latent_dim']}"
         )
+    if "mutual_information" in s:
+        n_mi = s["mutual_information_images"]
+        lines.append(
+            f"  {'I(x;z), over the evaluated images':<37} {s['mutual_information']:10.3f} ± "
+            f"{s['mutual_information_stderr']:.3f}   (at most log N = {math.log(n_mi):.2f}, N = {n_mi})"
+        )
+        lines.append(f"  {'marginal KL(q(z) || p(z)) = KL - I':<37} {s['marginal_kl']:10.3f}")
+    if "kl_per_dim" in s:
+        kls = s["kl_per_dim"]
+        lines.append(f"  KL per latent unit, units 0..{len(kls) - 1} (they sum to {sum(kls):.3f})")
+        lines += ["    " + " ".join(f"{kl:6.2f}" for kl in kls[i : i + 10]) for i in range(0, len(kls), 10)]
     if s["kl_method"] == "monte-carlo":
         lines.append("  note: this prior/guide pair has no closed-form KL, so the hand-written ELBO uses a Monte Carlo")
         lines.append("        KL on the same draws: the check covers the likelihood, the guide density and sampling")

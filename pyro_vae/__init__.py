@@ -43,6 +43,7 @@ _EXPORTS = {
     "inference.gaps": ["inference_gaps", "fit_local_guides", "InferenceGaps"],
     "inference.bounds": ["evaluate", "Evaluation", "iwae_bound", "log_weights"],
     "inference.latents": ["posterior_moments", "active_units"],
+    "inference.collapse": ["mutual_information", "kl_per_dim", "gaussian_posteriors", "collapse_diagnostics"],
     "training.runs": ["start_run", "resume_run"],
     "runtime.policy": ["RuntimePolicy", "runtime_policy"],
     "pipeline": [

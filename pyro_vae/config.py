@@ -10,7 +10,8 @@ from Python, is written beside the run as ``OUT/config.toml`` and stored as-is i
                                                                         (pyro_vae.model.config.ModelConfig)
     [objective]  kind, particles, beta, warmup_epochs, warmup_start, jit, compile (pyro_vae.inference.objectives)
     [optimizer]  lr, adam_eps, batch_size                               (pyro_vae.training.schedule)
-    [schedule]   epochs, lr_schedule, checkpoint_every, plot_every      (pyro_vae.training.schedule)
+    [schedule]   epochs, lr_schedule, checkpoint_every, plot_every, collapse_warning
+                                                                        (pyro_vae.training.schedule)
 
 Every setting is declared once, on the dataclass field or component parameter that owns it
 (:mod:`pyro_vae.options`); :func:`settings` lists them all, and the command line is generated from that

@@ -307,7 +307,10 @@ def test_sharded_elbo_prints_the_single_process_numbers(pair, data_dir):
     assert len(lines) == 1  # printed once, by rank 0
     two = json.loads(lines[0])
     assert two["processes"] == 2
-    for key in ("elbo", "elbo_analytic", "iwae", "recon", "kl", "agreement_z", "active_units", "n"):
+    for key in ("elbo", "elbo_analytic", "iwae", "recon", "kl", "agreement_z", "active_units", "n", "kl_per_dim"):
+        assert two[key] == pytest.approx(one[key], abs=1e-4), key
+    # I(x;z) over every image, after the gather (per share it would be another number)
+    for key in ("mutual_information", "marginal_kl", "mutual_information_images"):
         assert two[key] == pytest.approx(one[key], abs=1e-4), key
 
 

@@ -41,7 +41,14 @@ INT_OPTIONS = {  # option: values that must be refused (beyond the generic ones 
     "plot": {"--num-points": ["15"], "--seed": []},
 }
 GENERIC_BAD_INTS = ["-1", "abc", "2.5", "nan", ""]
-FLOAT_OPTIONS = {"--lr": ["0"], "--likelihood-sigma": ["0"], "--adam-eps": ["0"], "--beta": ["0"], "--warmup-start": []}
+FLOAT_OPTIONS = {
+    "--lr": ["0"],
+    "--likelihood-sigma": ["0"],
+    "--adam-eps": ["0"],
+    "--beta": ["0"],
+    "--warmup-start": [],
+    "--collapse-warning": ["1.5"],
+}
 GENERIC_BAD_FLOATS = ["-1", "nan", "inf", "-inf", "abc", ""]
 CHOICES = {
     "train": [

@@ -19,7 +19,8 @@ import pyro_vae
 from pyro_vae import Callback
 from pyro_vae.training.callbacks import SCALARS, MLflowLogger, TensorBoard
 
-PLAIN_SCALARS = {tag for tag in SCALARS if tag != "val/accuracy"}  # (a classifying structure, M2, adds that one)
+# (a classifying structure, M2, adds val/accuracy; each of the 8 latent coordinates has its KL)
+PLAIN_SCALARS = {tag for tag in SCALARS if tag != "val/accuracy"} | {f"collapse/kl_dim_{u:02d}" for u in range(8)}
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -110,6 +111,11 @@ def test_tensorboard_event_file_holds_the_scalars_and_pictures(watched):
     assert [e.step for e in loss] == [1, 2, 3]
     assert [e.value for e in loss] == pytest.approx([m["train_loss"] for m in run.metrics])
     assert [e.value for e in events.Scalars("val/elbo")] == pytest.approx([m["val_elbo"] for m in run.metrics])
+    information = [m["val_mutual_information"] for m in run.metrics]
+    assert [e.value for e in events.Scalars("collapse/mutual_information")] == pytest.approx(information)
+    assert [e.value for e in events.Scalars("collapse/kl_dim_07")] == pytest.approx(
+        [m["val_kl_per_dim"][7] for m in run.metrics]
+    )
     assert len(events.Images("samples")) == 3 and events.Images("samples")[0].width > 100
 
 

@@ -35,6 +35,15 @@ from ..runtime.distributed import SINGLE, Group
 from ..runtime.policy import heap_reuse
 from .ais import DEFAULT_CHAINS, ais_log_likelihood
 from .analytic import AnalyticELBO, analytic_elbo
+from .collapse import (
+    GaussianPosteriors,
+    MutualInformation,
+    factorised_gaussian_prior,
+    gaussian_posteriors,
+    kl_per_dim,
+    mutual_information,
+    mutual_information_seed,
+)
 from .enumerated import (
     analytic_enumerated_elbo,
     classifier_predictions,
@@ -203,6 +212,8 @@ class Evaluation:
     ais_acceptance: Tensor | None = None  # (n,) its HMC acceptance rate
     ais_steps: int = 0
     ais_chains: int = 0
+    kl_per_dim: Tensor | None = None  # (n, latent_dim): KL(q(z_u|x) || p(z_u)) of each coordinate, where defined
+    mutual_information: MutualInformation | None = None  # I(x; z) by image, where defined (inference.collapse)
 
     @property
     def agreement_z(self) -> float:
@@ -266,6 +277,22 @@ class Evaluation:
                 out["active_units_per_layer"] = active_units_per_layer(self.posterior_mean, self.latent_dims)
         if self.layer_kl is not None:
             out["kl_per_layer"] = [_mean_stderr(row)[0] for row in self.layer_kl]
+        out.update(self._kl_surgery())
+        return out
+
+    def _kl_surgery(self) -> dict:
+        r"""The KL term taken apart (:mod:`~pyro_vae.inference.collapse`), where defined: each coordinate's mean
+        KL; :math:`I(x; z)`, ± its standard error over images, and on how many images; the marginal KL, the KL
+        term's mean over those images minus :math:`I`."""
+        out = {}
+        if self.kl_per_dim is not None:
+            out["kl_per_dim"] = self.kl_per_dim.double().mean(0).tolist()
+        found = self.mutual_information
+        if found is not None:
+            information, stderr = _mean_stderr(found.terms)
+            out.update(mutual_information=information, mutual_information_stderr=stderr)
+            out["mutual_information_images"] = found.rows.numel()
+            out["marginal_kl"] = _mean_stderr(self.kl[found.rows])[0] - information
         return out
 
     def by_class(self) -> dict[int, dict]:
@@ -357,15 +384,17 @@ def evaluate(
     IWAE pass replay the same seed, so they see the same ``z``: common random numbers make the
     paired differences precise, and :math:`\mathrm{IWAE}_1` equals the one-particle ELBO exactly.
     ``iw_samples=0`` skips the importance-weighted bound; ``latent_means=False`` skips the posterior
-    means (and so the active units). ``ais_steps`` > 0 adds the AIS estimate of :math:`\log p(x)` with
-    ``ais_chains`` chains per image (:func:`~pyro_vae.inference.ais.ais_log_likelihood`). ``progress``: a progress
-    bar in images
-    (``None``: only on a terminal), advanced after every IWAE chunk. ``log`` is told, once, how long
-    the evaluation will take when that is more than a minute (see :class:`_TimeLeft`).
+    means (and so the active units) and the KL term taken apart (:mod:`~pyro_vae.inference.collapse`: each
+    coordinate's KL, :math:`I(x; z)` and the marginal KL, where defined; :math:`I` draws from a generator of its
+    own, so every other number is the same with and without it). ``ais_steps`` > 0 adds the AIS estimate of
+    :math:`\log p(x)` with ``ais_chains`` chains per image (:func:`~pyro_vae.inference.ais.ais_log_likelihood`).
+    ``progress``: a progress bar in images (``None``: only on a terminal), advanced after every IWAE chunk. ``log``
+    is told, once, how long the evaluation will take when that is more than a minute (see :class:`_TimeLeft`).
 
     In a job of several processes (``group``) batch :math:`i` is evaluated by rank :math:`i \bmod` world and the
     per-image values are gathered on every rank: since a batch's draws depend only on the seed and its index,
-    the result is the one a single process computes, only sooner.
+    the result is the one a single process computes, only sooner. :math:`I(x; z)` is computed after the gather, from
+    every image's posterior.
     """
     was_training = vae.training
     vae.eval()
@@ -433,6 +462,8 @@ def evaluate(
         ais_acceptance=column("ais_acceptance"),
         ais_steps=ais_steps,
         ais_chains=ais_chains if ais_steps else 0,
+        kl_per_dim=column("kl_per_dim"),
+        mutual_information=_mutual_information(batches, seed),
         predictions=classifier_predictions(vae, vae.split(x)[0]).cpu()
         if vae.enumerates and labels is not None
         else None,
@@ -471,4 +502,27 @@ def _evaluate_batch(
     if latent_means:
         torch.manual_seed(batch_seed + 500_000)  # Monte Carlo moments (IAF guides) draw their own
         out["posterior_mean"] = posterior_moments(vae, xb)[0].cpu()
+        out.update(_posterior_columns(vae, xb))
     return out
+
+
+def _posterior_columns(vae: VAE, xb: Tensor) -> dict[str, Tensor]:
+    """A batch's Gaussian posteriors (for :math:`I(x; z)`) and each coordinate's KL, where defined (CPU tensors; no
+    random draws)."""
+    posteriors = gaussian_posteriors(vae, xb)
+    if posteriors is None:
+        return {}
+    out = {key: value.cpu() for key, value in posteriors.columns().items()}
+    prior = factorised_gaussian_prior(vae.prior)
+    if prior is not None:
+        out["kl_per_dim"] = kl_per_dim(posteriors, *prior).cpu()
+    return out
+
+
+def _mutual_information(batches: list[dict], seed: int) -> MutualInformation | None:
+    """:math:`I(x; z)` over every image of the gathered batches, where their posteriors are Gaussian (and there are
+    two images at least)."""
+    if not batches or "q_loc" not in batches[0] or sum(len(b["q_loc"]) for b in batches) < 2:
+        return None
+    columns = {key: torch.cat([b[key] for b in batches]) for key in batches[0] if key.startswith("q_")}
+    return mutual_information(GaussianPosteriors.from_columns(columns), seed=mutual_information_seed(seed))

@@ -1,5 +1,5 @@
-"""What happens around the training loop, as callbacks: validation, the log line, checkpoints (latest and
-best), ``metrics.jsonl``, picture snapshots, TensorBoard and MLflow, and whatever a user adds.
+"""What happens around the training loop, as callbacks: validation, the log line, a warning of posterior collapse,
+checkpoints (latest and best), ``metrics.jsonl``, picture snapshots, TensorBoard and MLflow, and whatever a user adds.
 
 A :class:`Callback` has three hooks, called by :class:`~pyro_vae.training.trainer.Trainer` in list order:
 
@@ -29,6 +29,7 @@ import torch
 from ..config import RunConfig
 from ..data.vae_data import VAEData
 from ..errors import ConfigError
+from ..inference.latents import ACTIVE_UNIT_THRESHOLD
 from ..model.vae import VAE
 from .run_folder import RunFolder, deprecated_names
 
@@ -79,6 +80,36 @@ class LogLine(Callback):
             f"epoch {record['epoch']}/{trainer.config.schedule.epochs}  train loss {record['train_loss']:.2f}  "
             f"val ELBO {val}{accuracy}{beta}  {record['images_per_s']:.0f} img/s"
         )
+
+
+class CollapseWarning(Callback):
+    """One line, once, when after the KL warm-up (``objective.warmup_epochs``) an epoch ends with fewer than
+    ``schedule.collapse_warning`` of the latent units active on the validation images (``val_active_units``; a run
+    without a validation split is not watched). Once per trainer: a resumed run that is still collapsed says it
+    again."""
+
+    def __init__(self) -> None:
+        self.said = False
+
+    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
+        share, active = trainer.config.schedule.collapse_warning, record.get("val_active_units")
+        if self.said or active is None or record["epoch"] <= trainer.config.objective.warmup_epochs:
+            return
+        units = trainer.vae.latent_dim
+        if active < share * units:
+            self.said = True
+            trainer.log(collapse_message(record, units))
+
+
+def collapse_message(record: dict, units: int) -> str:
+    """The warning's line for an epoch's record with ``val_active_units`` of ``units`` latent units active."""
+    information = record.get("val_mutual_information")
+    said = f"; I(x;z) {information:.2f} nats" if information is not None else ""
+    return (
+        f"posterior collapse: {record['val_active_units']} of {units} latent units active after epoch "
+        f"{record['epoch']} (Var_x E_q[z_u] > {ACTIVE_UNIT_THRESHOLD:g} on validation images){said}; a longer "
+        "--warmup-epochs or a smaller --beta may help (--collapse-warning 0 silences this)"
+    )
 
 
 class Checkpoints(Callback):
@@ -143,11 +174,23 @@ SCALARS = {
     "train/beta": "beta",
     "train/lr": "lr",
     "train/images_per_s": "images_per_s",
+    "collapse/active_units": "val_active_units",
+    "collapse/mutual_information": "val_mutual_information",
 }
 
 
+def record_scalars(record: dict) -> dict[str, float]:
+    """An epoch's record as tagged scalars: those of :data:`SCALARS` it has, and each latent coordinate's KL as
+    ``collapse/kl_dim_07`` (numbered from 0, as wide as the last number, at least two digits)."""
+    scalars = {tag: record[key] for tag, key in SCALARS.items() if record.get(key) is not None}
+    per_dim = record.get("val_kl_per_dim") or []
+    width = max(2, len(str(len(per_dim) - 1)))
+    scalars.update({f"collapse/kl_dim_{u:0{width}d}": kl for u, kl in enumerate(per_dim)})
+    return scalars
+
+
 class TensorBoard(Callback):
-    """TensorBoard event files in ``log_dir`` (``OUT/tensorboard``): per epoch the scalars of :data:`SCALARS`
+    """TensorBoard event files in ``log_dir`` (``OUT/tensorboard``): per epoch the scalars of :func:`record_scalars`
     and the reconstruction and sample grids. Needs the ``tensorboard`` package (``pip install
     "pyro-vae[tensorboard]"``); watch with ``tensorboard --logdir OUT/tensorboard``."""
 
@@ -164,9 +207,8 @@ class TensorBoard(Callback):
         if self.writer is None:
             self.writer = self._writer_class(str(self.log_dir or RunFolder(trainer.out_dir).tensorboard))
         epoch = record["epoch"]
-        for tag, key in SCALARS.items():
-            if record.get(key) is not None:
-                self.writer.add_scalar(tag, record[key], epoch)
+        for tag, value in record_scalars(record).items():
+            self.writer.add_scalar(tag, value, epoch)
         if self.images:
             recon, samples = snapshot_grids(trainer)
             self.writer.add_image("reconstructions", recon, epoch)
@@ -180,7 +222,7 @@ class TensorBoard(Callback):
 
 class MLflowLogger(Callback):
     """The run in MLflow (``pip install "pyro-vae[mlflow]"``): the config as parameters at the first epoch, the
-    scalars of :data:`SCALARS` per epoch, and the run folder's checkpoints and config as artifacts at the end.
+    scalars of :func:`record_scalars` per epoch, and the run folder's checkpoints and config as artifacts at the end.
     The tracking URI and experiment are MLflow's own (``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``)."""
 
     def __init__(self) -> None:
@@ -195,7 +237,7 @@ class MLflowLogger(Callback):
             self.mlflow.start_run(run_name=trainer.out_dir.name)
             self.mlflow.log_params(flatten(trainer.config.to_dict()))
             self.started = True
-        metrics = {tag.replace("/", "_"): record[key] for tag, key in SCALARS.items() if record.get(key) is not None}
+        metrics = {tag.replace("/", "_"): value for tag, value in record_scalars(record).items()}
         self.mlflow.log_metrics(metrics, step=record["epoch"])
 
     def on_run_end(self, trainer: RunView) -> None:
@@ -218,5 +260,6 @@ def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def default_callbacks() -> list[Callback]:
-    """What every run does each epoch, in this order: log, checkpoint, record, keep the best, draw."""
-    return [LogLine(), Checkpoints(), BestCheckpoint(), PlotSnapshots()]
+    """What every run does each epoch, in this order: log (and warn of collapse), checkpoint, record, keep the best,
+    draw."""
+    return [LogLine(), CollapseWarning(), Checkpoints(), BestCheckpoint(), PlotSnapshots()]

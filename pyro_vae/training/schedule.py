@@ -1,5 +1,5 @@
 r"""The optimiser and the schedule of a run: Adam's settings and batch size; how many epochs, the
-learning-rate schedule, and how often checkpoints and pictures are written.
+learning-rate schedule, how often checkpoints and pictures are written, and when to warn of posterior collapse.
 
 ``lr_schedule="iwae"`` is Burda et al. (2016)'s: stage :math:`i = 0..7` lasts :math:`3^i` epochs at
 learning rate :math:`\mathrm{lr} \cdot 10^{-i/7}` (3280 epochs in all).
@@ -44,6 +44,16 @@ class ScheduleConfig:
         int,
         Option("write reconstruction and sample grids to OUT/plots every N epochs (0: never)", min=0, resumable=True),
     ] = 0
+    collapse_warning: Annotated[
+        float,
+        Option(
+            "warn once when, after the KL warm-up, fewer than this share of the latent units are active on the "
+            "validation images (0: never)",
+            min=0,
+            max=1,
+            resumable=True,
+        ),
+    ] = 0.1
 
     def validate(self) -> None:
         check_fields(self)

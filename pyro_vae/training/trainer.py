@@ -42,6 +42,7 @@ from ..config import RunConfig
 from ..data.vae_data import VAEData
 from ..errors import CheckpointError, ConfigError, DataError, RunInterrupted, TrainingError, first_line
 from ..inference.bounds import evaluate
+from ..inference.collapse import collapse_diagnostics
 from ..inference.fast_svi import FastSVI, Shard, make_adam
 from ..model.config import ModelConfig
 from ..model.vae import VAE
@@ -100,6 +101,9 @@ def _write_together(files: dict[Path, Callable[[Path], None]]) -> None:
     with atomic_paths(files) as tmps:
         for write, tmp in zip(files.values(), tmps):
             write(tmp)
+
+
+COLLAPSE_IMAGES = 1000  # validation images (the first) whose posteriors each epoch's record describes
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -409,22 +413,31 @@ class Trainer:
         return self.validation()["val_elbo"]
 
     def validation(self) -> dict:
-        """``val_elbo``, the validation split's ELBO (``None`` without one), and for a classifying structure (M2)
-        ``val_accuracy``, its classifier's accuracy there."""
+        r"""``val_elbo``, the validation split's ELBO (``None`` without one), and for a classifying structure (M2)
+        ``val_accuracy``, its classifier's accuracy there. Then how much of the latent space the model uses, on the
+        first :data:`COLLAPSE_IMAGES` validation images (bounded work whatever the split's size; every process
+        computes the same): ``val_active_units`` (``val_active_units_per_layer`` for several layers), and where
+        defined ``val_kl_per_dim`` and ``val_mutual_information``
+        (:func:`~pyro_vae.inference.collapse.collapse_diagnostics`)."""
         val = self.data.images.get("val")
         if val is None or val.shape[0] == 0:
             return {"val_elbo": None}
         labels = self.data.labels.get("val")
+        batch = self.vae.bound_batch(val, labels)
         summary = evaluate(
             self.vae,
-            self.vae.bound_batch(val, labels),
+            batch,
             iw_samples=0,
             seed=self.config.seed,
             latent_means=False,
             group=self.group,
             labels=labels if self.vae.enumerates else None,
         ).summary()
-        return {"val_elbo": summary["elbo"], **({"val_accuracy": summary["accuracy"]} if "accuracy" in summary else {})}
+        record = {"val_elbo": summary["elbo"]}
+        if "accuracy" in summary:
+            record["val_accuracy"] = summary["accuracy"]
+        found = collapse_diagnostics(self.vae, batch[:COLLAPSE_IMAGES], seed=self.config.seed)
+        return {**record, **{f"val_{key}": value for key, value in found.items()}}
 
     def write_metrics(self) -> None:
         """``OUT/metrics.jsonl`` from :attr:`metrics`, atomically (rank 0 only)."""
