@@ -16,6 +16,7 @@ _EXPORTS = {
     "model.config": ["ModelConfig", "ComponentConfig"],
     "model.networks": ["NetConfig"],
     "inference.objectives": ["ObjectiveConfig"],
+    "inference.dreg": ["DoublyReparameterizedIWAE"],
     "training.schedule": ["OptimizerConfig", "ScheduleConfig"],
     "options": ["Option"],
     "model.vae": ["VAE"],

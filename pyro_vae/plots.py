@@ -298,9 +298,11 @@ def training_curves(metrics: list[dict], objective: str = "trace"):
 
     fig = _figure(7, 6 if annealed else 4.5)
     ax = fig.add_subplot(2 if annealed else 1, 1, 1)
-    train_label = {"iwae": "train IWAE bound (−loss)", "meanfield": "train ELBO (−loss, closed-form KL)"}.get(
-        objective, "train ELBO (−loss)"
-    )
+    train_label = {
+        "iwae": "train IWAE bound (−loss)",
+        "iwae-dreg": "train IWAE bound (−loss)",
+        "meanfield": "train ELBO (−loss, closed-form KL)",
+    }.get(objective, "train ELBO (−loss)")
     if annealed:
         train_label += ", β-weighted KL"
     ax.plot(epochs, [-m["train_loss"] for m in metrics], "o-", label=train_label)

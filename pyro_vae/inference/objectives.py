@@ -3,7 +3,10 @@ r"""The training objective: which Pyro ELBO, how many particles, and the KL weig
 * ``trace``: ``Trace_ELBO`` (Monte Carlo KL); traced once per batch shape (``JitTrace_ELBO``) when ``jit``;
 * ``meanfield``: ``TraceMeanField_ELBO`` (closed-form KL where torch has one, else Monte Carlo);
 * ``iwae``: ``RenyiELBO(alpha=0)``, the importance-weighted bound with ``particles`` samples per image
-  (Burda et al. 2016), particles vectorised.
+  (Burda et al. 2016), particles vectorised;
+* ``iwae-dreg``: the same bound and loss, its encoder gradient doubly reparameterised (Tucker et al. 2019:
+  :math:`\tilde w_k^2` along the sampling path, no score term; :mod:`pyro_vae.inference.dreg`), which keeps the
+  encoder's gradient informative as ``particles`` grows; for Gaussian guides (not ``iaf``, not M2's label).
 
 With ``compile`` the ``trace`` objective's full batches run as one compiled graph
 (:mod:`pyro_vae.inference.compiled_elbo`).
@@ -23,8 +26,10 @@ from pyro.infer import ELBO, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanFiel
 
 from ..errors import ConfigError
 from ..options import Option, check_fields
+from .dreg import DoublyReparameterizedIWAE
 
-OBJECTIVES = ("trace", "meanfield", "iwae")
+OBJECTIVES = ("trace", "meanfield", "iwae", "iwae-dreg")
+IMPORTANCE_WEIGHTED = ("iwae", "iwae-dreg")  # the IWAE bound: no separate KL term to weight
 
 
 @dataclass
@@ -36,7 +41,8 @@ class ObjectiveConfig:
         Literal[OBJECTIVES],
         Option(
             "trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (closed-form KL where one exists); "
-            "iwae: RenyiELBO(alpha=0), the IWAE bound with --particles samples",
+            "iwae: RenyiELBO(alpha=0), the IWAE bound with --particles samples; iwae-dreg: the same bound with the "
+            "doubly reparameterised encoder gradient (Tucker et al. 2019; Gaussian guides)",
             flag="--objective",
         ),
     ] = "trace"
@@ -69,9 +75,9 @@ class ObjectiveConfig:
             raise ConfigError("objective.warmup_start (--warmup-start) needs objective.warmup_epochs (--warmup-epochs)")
         if self.warmup_start > self.beta:
             raise ConfigError(f"objective.warmup_start (--warmup-start) {self.warmup_start} is above beta {self.beta}")
-        if self.kind == "iwae" and (self.beta != 1 or self.warmup_epochs):
+        if self.kind in IMPORTANCE_WEIGHTED and (self.beta != 1 or self.warmup_epochs):
             raise ConfigError(
-                "the iwae objective is a bound on log p(x) with no separate KL term: "
+                f"the {self.kind} objective is a bound on log p(x) with no separate KL term: "
                 "--beta and --warmup-epochs apply to the trace and meanfield objectives"
             )
 
@@ -84,6 +90,8 @@ class ObjectiveConfig:
 
     def make(self) -> ELBO:
         """The Pyro loss for SVI."""
+        if self.kind == "iwae-dreg":
+            return DoublyReparameterizedIWAE(num_particles=self.particles, max_plate_nesting=1)
         vectorize = self.particles > 1 or self.kind == "iwae"
         kwargs = {"num_particles": self.particles, "vectorize_particles": vectorize, "max_plate_nesting": 1}
         if self.kind == "iwae":

@@ -157,6 +157,7 @@ class HierarchicalVAE(VAE):
     def check_objective(cls, kind: str, guide: type) -> None:
         """``meanfield`` only top-down, where each layer's guide and model sites condition on the same parent
         (bottom-up, ``TraceMeanField_ELBO``'s per-site KLs would pair densities of different parents)."""
+        super().check_objective(kind, guide)
         if kind == "meanfield" and guide.layers != "top-down":
             raise ConfigError(
                 "--objective meanfield with --structure hierarchical needs --guide ladder: bottom-up, each layer's "

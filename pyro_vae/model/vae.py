@@ -169,6 +169,10 @@ class VAE(nn.Module):
     def check_objective(cls, kind: str, guide: type) -> None:
         """:class:`ConfigError` when this structure cannot train ``--objective kind`` with guide family ``guide``
         (checked when a run's config is read, before anything is written)."""
+        if kind == "iwae-dreg":  # (the guide's density with its parameters held fixed, a reparameterised sample)
+            from ..inference.dreg import check_guide_family
+
+            check_guide_family(guide)
 
     def split(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(images, labels or None)`` of a batch."""
