@@ -69,7 +69,8 @@ def _load(checkpoint: str | Path, device: str, trust_modules: Iterable[str]) -> 
 MAX_AIS_STEPS = 1_000_000
 MAX_AIS_CHAINS = 10_000
 MAX_SIMULATED = 100_000
-SIMULATION_SEED = 800_000  # (evaluate's batches take seed * 1_000_003 + i, its AIS + 700_000, BDMC's + 900_000)
+# evaluate's batches take seed * 1_000_003 + i; its AIS + 700_000, I(x;z) + 600_000; BDMC's groups + 900_000
+SIMULATION_SEED = 800_000
 
 
 def evaluate_checkpoint(
@@ -198,7 +199,9 @@ def bdmc_checkpoint(
     batch, exact = simulate(vae, n, labels)
     reset_peak_memory(device_)
     start = time.perf_counter()
-    result = evaluate(vae, batch, iw_samples=iw_samples, batch_size=batch_size, seed=seed, labels=labels)
+    result = evaluate(
+        vae, batch, iw_samples=iw_samples, batch_size=batch_size, seed=seed, labels=labels, progress=progress
+    )
     parts = []
     for i, part in _groups(n, batch_size, progress, "BDMC"):
         torch.manual_seed(seed * 1_000_003 + i + 900_000)
@@ -267,6 +270,8 @@ def gaps_checkpoint(
         raise ConfigError("--particles must be 1 to 10000, --eval-particles 1 to 100000, --max-steps 1 to 1000000")
     vae, config, ckpt = _load(checkpoint, device, trust_modules)
     family = check_gap_family(vae)
+    if full_cov and family == "full-cov":
+        raise ConfigError("--full-cov fits a richer q* for a diagonal guide; this guide is already full-covariance")
     device_ = next(vae.parameters()).device
     x, labels, data_config, _ = _checkpoint_data(config, split, data_dir, device_, limit)
     vae.likelihood.check_data(x)
@@ -296,6 +301,7 @@ def gaps_checkpoint(
         "family": family,
         "guide": describe_component(config.model.guide),
         "device": str(device_),
+        "seed": seed,
         "fit_particles": particles,
         "eval_particles": eval_particles,
         "max_steps": max_steps,

@@ -18,13 +18,13 @@ from pyro_vae.inference.bounds import evaluate
 def simulated():
     vae = _small_model()
     torch.manual_seed(3)
-    batch, exact_z = simulate(vae, 8)
+    batch, exact_z = simulate(vae, 32)
     return vae, batch, exact_z, quadrature_log_likelihood(vae, batch)
 
 
 def test_simulated_images_are_draws_of_the_likelihood(simulated):
     vae, batch, exact_z, _ = simulated
-    assert batch.shape == (8, 64) and exact_z.shape == (8, 2)
+    assert batch.shape == (32, 64) and exact_z.shape == (32, 2)
     assert set(batch.unique().tolist()) <= {0.0, 1.0}  # Bernoulli draws, not means
 
 
@@ -34,11 +34,13 @@ def test_the_sandwich_holds_log_p_x_and_narrows_with_more_steps(simulated):
     few = bidirectional_ais(vae, batch, exact_z, steps=10, chains=16)
     torch.manual_seed(5)
     many = bidirectional_ais(vae, batch, exact_z, steps=200, chains=16)
-    assert (few.lower - log_p).mean() < 0 < (few.upper - log_p).mean()  # short chains: a wide sandwich, but one
-    assert abs((many.lower - log_p).mean()) < TOLERANCE and abs((many.upper - log_p).mean()) < TOLERANCE
-    assert many.width.mean() < few.width.mean() and many.width.mean() < 2 * TOLERANCE
+    # Over image seeds 3, 7, 11 and AIS seeds 5, 6, 7: 10 steps leave the upper side 1.0 to 1.3 nats above log p(x)
+    # (the lower side is noisier: -0.84 to +0.21); 200 steps bring both within 0.06 of it (standard error 0.03).
+    assert (few.upper - log_p).mean() > 0.5 and few.width.mean() > many.width.mean() + 0.5
+    assert abs((many.lower - log_p).mean()) < 2 * TOLERANCE and abs((many.upper - log_p).mean()) < 2 * TOLERANCE
+    assert many.width.mean() < 3 * TOLERANCE
     s = sandwich_summary(many)
-    assert s["n"] == 8 and math.isclose(s["width"], s["upper"] - s["lower"], abs_tol=1e-9)
+    assert s["n"] == 32 and math.isclose(s["width"], s["upper"] - s["lower"], abs_tol=1e-9)
     assert 0.3 < s["reverse_acceptance"] <= 1 and s["width_max"] >= s["width"]
 
 

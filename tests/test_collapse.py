@@ -416,3 +416,20 @@ def test_a_hierarchical_record_counts_units_per_layer(images):
     assert set(record) == {"active_units", "active_units_per_layer"}
     assert sum(record["active_units_per_layer"]) == record["active_units"]
     assert collapse_diagnostics(vae, images[:1], seed=0) == {}  # (one image: no variance to count units by)
+
+
+@pytest.mark.slow
+def test_the_elbo_table_prints_what_the_json_holds(trained, capsys):
+    from test_cli import run_cli
+
+    args = ["elbo", "--checkpoint", trained.out_dir / "ckpt.pt", "--iw-samples", "0", "--limit", "300"]
+    code, table, err = run_cli(args, capsys)
+    assert code == 0, err
+    code, text, _ = run_cli([*args, "--json"], capsys)
+    found = json.loads(text)
+    line = lambda start: next(row for row in table.splitlines() if row.strip().startswith(start))  # noqa: E731
+    assert float(line("I(x;z)").split()[5]) == round(found["mutual_information"], 3)
+    assert float(line("marginal KL").split()[-1]) == round(found["marginal_kl"], 3)
+    units = [line for line in table.splitlines() if line.startswith("    ") and "layer" not in line]
+    printed = [float(v) for line in units for v in line.split()]
+    assert printed == [round(v, 2) for v in found["kl_per_dim"]], (printed, found["kl_per_dim"])

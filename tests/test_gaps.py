@@ -89,23 +89,41 @@ def test_negative_control_an_under_fitted_q_star_misses_the_optimum(exact):
     vae, x = exact["vae"], exact["x"]
     torch.manual_seed(3)
     fit = fit_local_guides(vae, x, "full-cov", max_steps=50)
-    assert not fit.converged
+    assert fit.steps == 50
     assert (exact["log_p"] - _elbo(vae, x, fit)).mean() > 10 * TOLERANCE
 
 
-def test_the_gaps_add_up_and_the_model_is_left_as_it_was(exact):
+def test_the_gaps_add_up(exact):
     vae, x = exact["vae"], exact["x"]
-    before = {k: v.clone() for k, v in vae.state_dict().items()}
     torch.manual_seed(4)
-    gaps = inference_gaps(vae, x, ais_steps=200, ais_chains=16, full_cov=True, eval_particles=2000)
+    gaps = inference_gaps(vae, x, ais_steps=1000, ais_chains=16, full_cov=True, eval_particles=2000)
     s = gaps.summary()
-    assert abs(s["log_likelihood"] - exact["log_p"].mean().item()) < TOLERANCE  # AIS: the exact log p(x)
-    assert s["amortization_gap"] > 1 and s["approximation_gap_full_cov"] < TOLERANCE < s["approximation_gap"]
+    # AIS from an encoder 37 nats off: within 0.035 of the exact log p(x) over seeds 4 and 20 to 23
+    assert abs(s["log_likelihood"] - exact["log_p"].mean().item()) < 2 * TOLERANCE
+    assert s["amortization_gap"] > 1 and abs(s["approximation_gap_full_cov"]) < 2 * TOLERANCE
+    assert s["approximation_gap"] > 10 * TOLERANCE
     assert math.isclose(s["inference_gap"], s["approximation_gap"] + s["amortization_gap"], abs_tol=1e-4)
-    assert all(torch.equal(before[k], v) for k, v in vae.state_dict().items())
-    assert all(p.grad is None and p.requires_grad for p in vae.parameters())
-    import pyro
 
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_the_fit_leaves_the_model_and_the_param_store_as_they_were(fixed, monkeypatch):
+    """The model's ``pyro.param`` statements are kept away from SVI: without that (the negative control) the
+    param store hands SVI the decoder's parameters, which it then trains."""
+    import pyro
+    from pyro.poutine.messenger import Messenger
+    from test_ais import _small_model
+
+    import pyro_vae.inference.gaps as gaps
+
+    if not fixed:
+        monkeypatch.setattr(gaps, "_FixedParameters", type("PassThrough", (Messenger,), {}))
+    vae = _small_model()
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    torch.manual_seed(0)
+    fit_local_guides(vae, torch.bernoulli(torch.rand(4, 64)), "diagonal", max_steps=100)
+    unchanged = all(torch.equal(before[k], v) for k, v in vae.state_dict().items())
+    assert unchanged == fixed and all(p.requires_grad for p in vae.parameters())
+    assert all(p.grad is None for p in vae.parameters()) == fixed
     assert "q_star_loc" not in pyro.get_param_store()
 
 

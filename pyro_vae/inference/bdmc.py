@@ -18,7 +18,6 @@ distribution near the model's. All ``C`` reverse chains start at the one exact s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +33,7 @@ from .ais import (
     first_step_sizes,
     sigmoid_schedule,
 )
+from .summaries import mean_stderr
 
 
 @dataclass
@@ -96,9 +96,7 @@ def sandwich_summary(result: BDMCResult) -> dict:
     """Means and standard errors over images of the lower and upper estimates and the width, and the widest image."""
     out = {"n": result.width.numel()}
     for name in ("lower", "upper", "width"):
-        values = getattr(result, name).double()
-        out[name] = values.mean().item()
-        out[name + "_stderr"] = values.std().item() / math.sqrt(values.numel()) if values.numel() > 1 else math.nan
+        out[name], out[name + "_stderr"] = mean_stderr(getattr(result, name))
     out["width_max"] = result.width.max().item()
     out["forward_acceptance"] = result.forward.acceptance.mean().item()
     out["reverse_acceptance"] = result.reverse.acceptance.mean().item()

@@ -52,6 +52,7 @@ from .enumerated import (
 )
 from .latents import ACTIVE_UNIT_THRESHOLD, active_units, active_units_per_layer, latent_variances, posterior_moments
 from .layered import analytic_layered_elbo
+from .summaries import mean_stderr
 
 AGREEMENT_Z_LIMIT = 4.0
 ROUNDING = 1e-6  # relative float32 error of a sum over ~1000 pixels: differences below it are not disagreement
@@ -182,12 +183,6 @@ def iwae_bound(vae: VAE, x: Tensor, k: int, on_chunk: Callable[[int], None] | No
     return total - math.log(k)
 
 
-def _mean_stderr(values: Tensor) -> tuple[float, float]:
-    values = values.double()
-    stderr = values.std().item() / math.sqrt(values.numel()) if values.numel() > 1 else float("nan")
-    return values.mean().item(), stderr
-
-
 @dataclass
 class Evaluation:
     """Per-image values (CPU tensors of shape ``(n,)``) and their summaries, in nats per image."""
@@ -224,7 +219,7 @@ class Evaluation:
         ``ROUNDING * mean |ELBO|`` so rounding alone never fails the check. NaN for a single image
         (no standard error): agreement cannot be assessed then.
         """
-        mean, stderr = _mean_stderr(self.elbo - self.elbo_analytic)
+        mean, stderr = mean_stderr(self.elbo - self.elbo_analytic)
         if math.isnan(stderr):
             return math.nan
         stderr = max(stderr, ROUNDING * self.elbo.double().abs().mean().item())
@@ -233,8 +228,8 @@ class Evaluation:
         return mean / stderr
 
     def summary(self) -> dict:
-        elbo, elbo_se = _mean_stderr(self.elbo)
-        an, an_se = _mean_stderr(self.elbo_analytic)
+        elbo, elbo_se = mean_stderr(self.elbo)
+        an, an_se = mean_stderr(self.elbo_analytic)
         out = {
             "n": self.elbo.numel(),
             "elbo": elbo,
@@ -242,28 +237,28 @@ class Evaluation:
             "elbo_analytic": an,
             "elbo_analytic_stderr": an_se,
             "agreement_z": self.agreement_z,
-            "recon": _mean_stderr(self.recon)[0],
-            "kl": _mean_stderr(self.kl)[0],
+            "recon": mean_stderr(self.recon)[0],
+            "kl": mean_stderr(self.kl)[0],
             "kl_method": self.kl_method,
             "num_particles": self.num_particles,
             "seed": self.seed,
         }
         if self.iwae is not None:
-            iwae, iwae_se = _mean_stderr(self.iwae)
+            iwae, iwae_se = mean_stderr(self.iwae)
             out.update(iwae=iwae, iwae_stderr=iwae_se, iwae_k=self.iwae_k)
         if self.discrete:
             out["elbo_bits_per_dim"] = self.bits_per_dim(elbo)
             if self.iwae is not None:
                 out["iwae_bits_per_dim"] = self.bits_per_dim(out["iwae"])
         if self.ais is not None:
-            out["ais"], out["ais_stderr"] = _mean_stderr(self.ais)
+            out["ais"], out["ais_stderr"] = mean_stderr(self.ais)
             out.update(ais_steps=self.ais_steps, ais_chains=self.ais_chains)
-            out["ais_acceptance"] = _mean_stderr(self.ais_acceptance)[0]
+            out["ais_acceptance"] = mean_stderr(self.ais_acceptance)[0]
             if self.iwae is not None:  # AIS >= IWAE-K on average, when AIS has enough steps: a check, reported
-                gain, gain_stderr = _mean_stderr(self.ais - self.iwae)
+                gain, gain_stderr = mean_stderr(self.ais - self.iwae)
                 out.update(ais_minus_iwae=gain, ais_minus_iwae_stderr=gain_stderr)
         if self.predictions is not None and self.labels is not None:
-            out["accuracy"], out["accuracy_stderr"] = _mean_stderr((self.predictions == self.labels).double())
+            out["accuracy"], out["accuracy_stderr"] = mean_stderr((self.predictions == self.labels).double())
         if self.posterior_mean is not None and self.posterior_mean.shape[0] > 1:
             variances = latent_variances(self.posterior_mean)
             out.update(
@@ -276,7 +271,7 @@ class Evaluation:
                 out["latent_dims"] = list(self.latent_dims)
                 out["active_units_per_layer"] = active_units_per_layer(self.posterior_mean, self.latent_dims)
         if self.layer_kl is not None:
-            out["kl_per_layer"] = [_mean_stderr(row)[0] for row in self.layer_kl]
+            out["kl_per_layer"] = [mean_stderr(row)[0] for row in self.layer_kl]
         out.update(self._kl_surgery())
         return out
 
@@ -289,10 +284,10 @@ class Evaluation:
             out["kl_per_dim"] = self.kl_per_dim.double().mean(0).tolist()
         found = self.mutual_information
         if found is not None:
-            information, stderr = _mean_stderr(found.terms)
+            information, stderr = mean_stderr(found.terms)
             out.update(mutual_information=information, mutual_information_stderr=stderr)
             out["mutual_information_images"] = found.rows.numel()
-            out["marginal_kl"] = _mean_stderr(self.kl[found.rows])[0] - information
+            out["marginal_kl"] = mean_stderr(self.kl[found.rows])[0] - information
         return out
 
     def by_class(self) -> dict[int, dict]:
@@ -306,9 +301,9 @@ class Evaluation:
             for name in ("elbo", "recon", "kl", "iwae"):
                 values = getattr(self, name)
                 if values is not None:
-                    row[name], row[name + "_stderr"] = _mean_stderr(values[keep])
+                    row[name], row[name + "_stderr"] = mean_stderr(values[keep])
             if self.predictions is not None:
-                row["accuracy"], row["accuracy_stderr"] = _mean_stderr((self.predictions[keep] == label).double())
+                row["accuracy"], row["accuracy_stderr"] = mean_stderr((self.predictions[keep] == label).double())
             out[int(label)] = row
         return out
 

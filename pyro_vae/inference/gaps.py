@@ -17,7 +17,8 @@ full-covariance family), started at the encoder's output, the model's parameters
 ``TraceMeanField_ELBO`` (closed-form KL where the prior has one). Adam's step size goes down in stages
 (``LR_STAGES``); a stage ends when the mean ELBO over the images, computed on fixed draws so that Monte Carlo noise is
 not mistaken for progress, gains less than ``tolerance`` nats over a window of steps. Every image's parameters are
-its own and Adam's update is per coordinate, so fitting a batch of images at once is fitting each alone.
+its own and Adam's update is per coordinate, so the images of a batch do not pull on each other; what they share is
+the number of steps and when the step size drops, which the batch's mean decides.
 
 The gap decomposition needs :math:`q^\ast` in the amortised guide's family: one latent layer with a diagonal or
 full-covariance Gaussian guide. A richer :math:`q^\ast` (full covariance for a diagonal guide, as Cremer et al. fit a
@@ -40,6 +41,8 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..model.vae import VAE
 from .ais import DEFAULT_CHAINS, ais_log_likelihood
+from .bounds import iwae_chunk
+from .summaries import mean_stderr
 
 FAMILIES = ("diagonal", "full-cov")
 FIT_PARTICLES = 10
@@ -187,15 +190,21 @@ class _frozen:
 @torch.no_grad()
 def elbo_of(vae: VAE, batch: Tensor, q: dist.Distribution | None = None, particles: int = EVAL_PARTICLES) -> Tensor:
     r""":math:`\frac1K \sum_k [\log p(x, z_k) - \log q(z_k)]`, :math:`z_k \sim q`, per image ``(n,)``: for the
-    amortised guide (``q`` ``None``) or a fitted one, on the same densities AIS uses (the global torch RNG)."""
+    amortised guide (``q`` ``None``) or a fitted one, on the same densities AIS uses (the global torch RNG). The
+    particles go through the decoder in chunks of :func:`~pyro_vae.inference.bounds.iwae_chunk`'s size, so memory
+    does not grow with ``particles``."""
     densities = vae.log_densities(batch)
-    if q is None:
-        z = vae.draw_latents(batch, particles)
-        log_joint, log_q = densities(z)
-    else:
-        z = q.sample((particles,))
-        log_joint, log_q = densities(z)[0], q.log_prob(z)
-    return (log_joint - log_q).mean(0)
+    total = torch.zeros(batch.shape[0], dtype=torch.float64, device=batch.device)
+    chunk = iwae_chunk(batch.shape[0], math.prod(vae.image_shape), particles, batch.device)
+    for start in range(0, particles, chunk):
+        m = min(chunk, particles - start)
+        if q is None:
+            log_joint, log_q = densities(vae.draw_latents(batch, m))
+        else:
+            z = q.sample((m,))
+            log_joint, log_q = densities(z)[0], q.log_prob(z)
+        total += (log_joint - log_q).double().sum(0)
+    return (total / particles).float()
 
 
 @dataclass
@@ -245,9 +254,7 @@ class InferenceGaps:
             )
             out["svi_steps_full_cov"] = self.steps_richer
         for name, values in rows.items():
-            values = values.double()
-            out[name] = values.mean().item()
-            out[name + "_stderr"] = values.std().item() / math.sqrt(values.numel()) if values.numel() > 1 else math.nan
+            out[name], out[name + "_stderr"] = mean_stderr(values)
         return out
 
 
