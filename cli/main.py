@@ -59,6 +59,14 @@ checkpoint_option = click.option(
 )
 
 
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="the run's kind of data in another place (torchvision root, image folder or array file)",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pyro-vae", message="%(prog)s %(version)s")
 def cli() -> None:
@@ -334,12 +342,7 @@ def _json_safe(value):
     show_default=True,
     help="K of the importance-weighted bound (0 skips it; the IWAE paper uses 5000)",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(),
-    default=None,
-    help="the run's kind of data in another place (torchvision root, image folder or array file)",
-)
+@data_dir_option
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
@@ -388,8 +391,11 @@ def _bdmc(opts: dict, as_json: bool, by_class: bool) -> None:
 
     if not opts["ais_steps"]:
         raise click.UsageError("--bdmc needs --ais STEPS (the annealing steps of both directions)")
-    if by_class or opts["data_dir"] or opts["num_particles"] != 1:
-        raise click.UsageError("--bdmc simulates its images: --data-dir, --by-class and --num-particles do not apply")
+    split_given = click.get_current_context().get_parameter_source("split") == ParameterSource.COMMANDLINE
+    if by_class or opts["data_dir"] or opts["num_particles"] != 1 or split_given:
+        raise click.UsageError(
+            "--bdmc simulates its images: --split, --data-dir, --by-class and --num-particles do not apply"
+        )
     result, sandwich, info = pipeline.bdmc_checkpoint(
         opts["checkpoint"],
         n=opts["limit"] or 100,
@@ -447,12 +453,7 @@ def _format_evaluation(info: dict, summary: dict, rows: dict | None, as_json: bo
     show_default=True,
     help="the first N images of the split (each gets its own SVI fit and AIS)",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(),
-    default=None,
-    help="the run's kind of data in another place (torchvision root, image folder or array file)",
-)
+@data_dir_option
 @click.option("--ais", "ais_steps", type=POSITIVE, default=1000, show_default=True, help="AIS steps for log p(x)")
 @click.option("--ais-chains", type=POSITIVE, default=4, show_default=True, help="AIS chains per image")
 @click.option(
@@ -503,7 +504,9 @@ def gaps(**opts) -> None:
             f"  L[q*], full-covariance q*             {pm('elbo_full_cov')}",
             f"  approximation gap of full-cov q*      {pm('approximation_gap_full_cov')}",
         ]
-    steps = ", ".join(map(str, s["svi_steps"] + s.get("svi_steps_full_cov", [])))
+    steps = ", ".join(map(str, s["svi_steps"])) + (
+        f"; full-covariance q*: {', '.join(map(str, s['svi_steps_full_cov']))}" if "svi_steps_full_cov" in s else ""
+    )
     converged = "converged" if s["converged"] else f"NOT converged within --max-steps {info['max_steps']}"
     lines.append(f"SVI steps per group of images: {steps} ({converged}); took {info['seconds']:.1f} s")
     click.echo("\n".join(lines))
@@ -513,12 +516,7 @@ def gaps(**opts) -> None:
 @trust_module_option
 @checkpoint_option
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the PNGs")
-@click.option(
-    "--data-dir",
-    type=click.Path(),
-    default=None,
-    help="the run's kind of data in another place (torchvision root, image folder or array file)",
-)
+@data_dir_option
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option(
     "--num-points",
@@ -613,12 +611,7 @@ def sample(**opts) -> None:
 @checkpoint_option
 @click.option("--out", required=True, help="latents.npz: means and scales (n, d), labels (n,)")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
-@click.option(
-    "--data-dir",
-    type=click.Path(),
-    default=None,
-    help="the run's kind of data in another place (torchvision root, image folder or array file)",
-)
+@data_dir_option
 @click.option("--limit", type=POSITIVE, default=None, help="only the first N images of the split")
 @click.option("--batch-size", type=POSITIVE, default=500, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="for guides whose moments are sampled (IAF)")
@@ -638,6 +631,50 @@ def encode(**opts) -> None:
     n, d = arrays["means"].shape
     labels = " and labels" if "labels" in arrays else ""
     click.echo(f"wrote means and scales ({n} x {d}){labels} of the {latents['split']} split to {out}")
+
+
+@cli.command()
+@trust_module_option
+@checkpoint_option
+@data_dir_option
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 50_000),
+    default=5000,
+    show_default=True,
+    help="the first N images of the split in the scatter (at most 50,000)",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to listen on; any other than this machine's loopback lets the network see the model and the data",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="port to listen on (0: a free one)"
+)
+@click.option("--device", default="auto", show_default=True)
+def explore(**opts) -> None:
+    """Serve an interactive page of the latent space: the split's posterior means, decodings from a point, along
+    each coordinate and between two points, prior samples. Runs until Ctrl-C (then exits 0)."""
+    from pyro_vae.explorer import Endpoints, load_latent_space, make_server
+    from pyro_vae.explorer.server import is_loopback
+
+    host, port = opts.pop("host"), opts.pop("port")
+    space = load_latent_space(opts.pop("checkpoint"), **opts)
+    server = make_server(Endpoints(space), host, port, log=lambda line: click.echo(line, err=True))
+    try:  # (from here on, Ctrl-C is the way to stop, even before serve_forever is reached)
+        if not is_loopback(host):
+            click.echo(f"warning: listening on {host}: whoever reaches it can use the model and see the data", err=True)
+        click.echo(space.description, err=True)
+        click.echo(f"explore the latent space at {server.url} (Ctrl-C stops)")
+        sys.stdout.flush()
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped (Ctrl-C)", err=True)
+    finally:
+        server.server_close()
 
 
 @cli.command()

@@ -101,7 +101,7 @@ def evaluate_checkpoint(
     with group.together():
         vae, config, ckpt = _load(checkpoint, device, trust_modules)
         device_ = next(vae.parameters()).device
-        x, labels, data_config, class_names = _checkpoint_data(config, split, data_dir, device_, limit)
+        x, labels, data_config, class_names = checkpoint_data(config, split, data_dir, device_, limit)
         vae.likelihood.check_data(x)
         vae.check_labels(labels, len(x))
         if ais_steps:  # (a structure AIS cannot move says so now, before any bound is computed)
@@ -152,7 +152,7 @@ def evaluate_checkpoint(
     return result, info
 
 
-def _checkpoint_data(config: RunConfig, split: str, data_dir, device: torch.device, limit: int | None):
+def checkpoint_data(config: RunConfig, split: str, data_dir, device: torch.device, limit: int | None):
     """The observed images, labels (``None`` when the source has none) and class names of ``split`` for the run's
     data source, image shape and binarization (``data_dir``: the same kind of source in another place)."""
     data = VAEData(config.data, data_dir, device, splits=(split,))
@@ -273,7 +273,7 @@ def gaps_checkpoint(
     if full_cov and family == "full-cov":
         raise ConfigError("--full-cov fits a richer q* for a diagonal guide; this guide is already full-covariance")
     device_ = next(vae.parameters()).device
-    x, labels, data_config, _ = _checkpoint_data(config, split, data_dir, device_, limit)
+    x, labels, data_config, _ = checkpoint_data(config, split, data_dir, device_, limit)
     vae.likelihood.check_data(x)
     vae.check_labels(labels, len(x))
     batch = vae.bound_batch(x, labels)
@@ -418,7 +418,7 @@ def encode_checkpoint(
     """Posterior means and marginal scales ``(n, d)`` and labels ``(n,)`` (when the data has them) of a split, on
     the CPU, with the dataset, binarization and split they came from."""
     vae, config, _ = _load(checkpoint, device, trust_modules)
-    x, labels, data_config, _ = _checkpoint_data(config, split, data_dir, next(vae.parameters()).device, limit)
+    x, labels, data_config, _ = checkpoint_data(config, split, data_dir, next(vae.parameters()).device, limit)
     vae.check_labels(labels, len(x))
     torch.manual_seed(seed)  # only guides without closed-form moments (IAF) draw samples
     means, scales = posterior_moments(vae.eval(), vae.observations(x, labels), batch_size=batch_size)
@@ -464,7 +464,7 @@ def plot_checkpoint(
         raise ConfigError(f"--num-points must be at least 16 (the interpolations use 16 images), got {num_points}")
     vae, config, ckpt = _load(checkpoint, device, trust_modules)
     vae.eval()
-    x, labels, data_config, class_names = _checkpoint_data(
+    x, labels, data_config, class_names = checkpoint_data(
         config, split, data_dir, next(vae.parameters()).device, num_points
     )
     if x.shape[0] < 16:

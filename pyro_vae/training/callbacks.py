@@ -189,12 +189,40 @@ def record_scalars(record: dict) -> dict[str, float]:
     return scalars
 
 
+EMBEDDING_IMAGES = 1000  # images in TensorBoard's projector at the end of a run (its sprite stays a few MB)
+
+
+def embedding_points(trainer: RunView, limit: int) -> tuple[torch.Tensor, torch.Tensor, list[str] | None, str]:
+    """The first ``limit`` validation images (else training images, as :func:`snapshot_grids` picks), as pictures
+    ``(n, C, H, W)`` on the CPU, their posterior means ``(n, d)`` (all layers side by side), their labels' names
+    (``None`` without labels) and the split's name; training's random state is untouched."""
+    from ..data.sources import class_name
+    from ..inference.latents import posterior_moments
+
+    data, vae = trainer.data, trainer.vae
+    val = data.images.get("val")
+    split = "val" if val is not None and len(val) else "train"
+    x = val[:limit] if split == "val" else data.train_sample(limit)
+    labels = data.labels.get(split)
+    labels = None if labels is None else labels[: len(x)]
+    devices = [data.device] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(trainer.config.seed)  # (only sampled moments draw: IAF, several layers)
+        means = posterior_moments(vae, vae.observations(x, labels))[0]
+    names = None if labels is None else [class_name(data.class_names, int(label)) for label in labels.tolist()]
+    return x.reshape(-1, *vae.image_shape).clamp(0, 1).cpu(), means.float().cpu(), names, split
+
+
 class TensorBoard(Callback):
     """TensorBoard event files in ``log_dir`` (``OUT/tensorboard``): per epoch the scalars of :func:`record_scalars`
-    and the reconstruction and sample grids. Needs the ``tensorboard`` package (``pip install
-    "pyro-vae[tensorboard]"``); watch with ``tensorboard --logdir OUT/tensorboard``."""
+    and the reconstruction and sample grids; at the end of the run, the posterior means of the first
+    ``embedding_images`` validation images (:func:`embedding_points`) with the images and their labels, for the
+    embedding projector (0: none). Needs the ``tensorboard`` package (``pip install "pyro-vae[tensorboard]"``); watch
+    with ``tensorboard --logdir OUT/tensorboard``."""
 
-    def __init__(self, log_dir: str | Path | None = None, images: bool = True) -> None:
+    def __init__(
+        self, log_dir: str | Path | None = None, images: bool = True, embedding_images: int = EMBEDDING_IMAGES
+    ) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -202,22 +230,41 @@ class TensorBoard(Callback):
                 '--tensorboard needs the tensorboard package: pip install "pyro-vae[tensorboard]"'
             ) from None
         self._writer_class, self.log_dir, self.images, self.writer = SummaryWriter, log_dir, images, None
+        self.embedding_images = embedding_images
 
-    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
+    def _open(self, trainer: RunView):
         if self.writer is None:
             self.writer = self._writer_class(str(self.log_dir or RunFolder(trainer.out_dir).tensorboard))
+        return self.writer
+
+    def on_epoch_end(self, trainer: RunView, record: dict) -> None:
+        writer = self._open(trainer)
         epoch = record["epoch"]
         for tag, value in record_scalars(record).items():
-            self.writer.add_scalar(tag, value, epoch)
+            writer.add_scalar(tag, value, epoch)
         if self.images:
             recon, samples = snapshot_grids(trainer)
-            self.writer.add_image("reconstructions", recon, epoch)
-            self.writer.add_image("samples", samples, epoch)
-        self.writer.flush()
+            writer.add_image("reconstructions", recon, epoch)
+            writer.add_image("samples", samples, epoch)
+        writer.flush()
 
     def on_run_end(self, trainer: RunView) -> None:
+        if self.embedding_images > 0:
+            self._add_embedding(trainer)
         if self.writer is not None:
             self.writer.close()
+
+    def _add_embedding(self, trainer: RunView) -> None:
+        """The projector's files under ``OUT/tensorboard/EPOCH/SPLIT_posterior_means/`` (once per epoch: a resumed run
+        that trained no further leaves them as they are)."""
+        writer = self._open(trainer)
+        epoch = trainer.metrics[-1]["epoch"] if trainer.metrics else 0
+        pictures, means, names, split = embedding_points(trainer, self.embedding_images)
+        tag = f"{split}_posterior_means"
+        if (Path(writer.get_logdir()) / f"{epoch:05d}" / tag).exists():
+            return
+        writer.add_embedding(means, metadata=names, label_img=pictures, global_step=epoch, tag=tag)
+        writer.flush()
 
 
 class MLflowLogger(Callback):
