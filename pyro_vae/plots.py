@@ -170,11 +170,14 @@ def layer_grid(vae: VAE, tops: int = 8, draws: int = 8) -> Tensor:
 
 def pca_2d(points: Tensor) -> tuple[Tensor, Tensor]:
     """The projection of ``points`` ``(n, d)`` onto their first two principal components, and the
-    fraction of variance each explains."""
+    fraction of variance each explains (a component the points do not have, one point's second say, is 0)."""
     centred = points.double() - points.double().mean(0)
     _, s, v = torch.linalg.svd(centred, full_matrices=False)
-    explained = s.pow(2) / s.pow(2).sum()
-    return (centred @ v[:2].T).float(), explained[:2].float()
+    total = s.pow(2).sum()
+    explained = s.pow(2) / total if total > 0 else torch.zeros_like(s)
+    xy, explained = centred @ v[:2].T, explained[:2]
+    missing = 2 - xy.shape[1]
+    return torch.nn.functional.pad(xy, (0, missing)).float(), torch.nn.functional.pad(explained, (0, missing)).float()
 
 
 def _figure(width: float, height: float):

@@ -208,11 +208,14 @@ def test_concurrent_requests_each_get_their_own_answer(address, space):
     expected = {i: plots.decode(space.vae, space.means[i][None])[0] for i in range(4)}
     failures = []
 
+    done = []
+
     def client(i):
         for _ in range(3):
             try:
                 assert_png_is(post(address, "decode", {"z": space.means[i].tolist()}), expected[i])
-            except AssertionError as exc:  # pragma: no cover - reported below
+                done.append(i)
+            except Exception as exc:  # pragma: no cover - reported below (a reset connection too)
                 failures.append(exc)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
@@ -220,7 +223,7 @@ def test_concurrent_requests_each_get_their_own_answer(address, space):
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert failures == []
+    assert failures == [] and not any(t.is_alive() for t in threads) and len(done) == 12
 
 
 # -- bad requests ----------------------------------------------------------------------------------------------------
@@ -254,6 +257,7 @@ BAD_REQUESTS = [
     ("POST", "/api/decode", b'{"z": {"a": 1}}', 400, "expected 8 numbers"),
     ("POST", "/api/decode", b'{"z": [1' + b"0" * 400 + b", 0, 0, 0, 0, 0, 0, 0]}", 400, "z[0]: 1000"),
     ("POST", "/api/encode", b'{"index": true}', 400, "not a whole number"),
+    ("POST", "/api/decode", b"[" * 200_000, 400, "not JSON"),  # (deeper than the JSON parser recurses)
     ("POST", "/api/encode?index=1", b'{"index": 1}', 400, "not both"),
     ("POST", "/", b"{}", 405, "is a page"),
     ("PUT", "/api/decode", b"{}", 405, "GET or POST"),
@@ -279,6 +283,24 @@ def raw_request(address, data: bytes) -> bytes:
     return b"".join(chunks)
 
 
+def test_other_sites_pages_are_refused_and_the_servers_own_is_not(address):
+    """A page on another site can send requests to a loopback port (its browser says where it comes from): the
+    explorer answers only its own page. The negative control: the same request from the page's own origin."""
+    host = f"{address[0]}:{address[1]}"
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        status, _, body = ask(address, "GET", "/api/image?index=0", None, headers)
+        assert status == 403 and b"other sites" in body, (headers, body)
+    own = {"Sec-Fetch-Site": "same-origin", "Origin": f"http://{host}"}
+    status, _, body = ask(address, "POST", "/api/encode", {"index": 0}, {**own, "Content-Type": "application/json"})
+    assert status == 200, body
+
+
+def test_the_scatter_of_one_point_has_two_axes(trained, data_dir):
+    single = load_latent_space(trained.checkpoint_path, data_dir=data_dir, limit=1, device="cpu")
+    x, y, axes = single.points("pca")
+    assert x.shape == y.shape == (1,) and "nan" not in " ".join(axes)
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status", "message"),
     [
@@ -286,6 +308,8 @@ def raw_request(address, data: bytes) -> bytes:
         (b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999\r\n\r\n", b"413", b"at most"),
         (b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"411", b"Length"),
         (b"GET /api/info HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n", b"403", b"loopback"),
+        (b"GET /api/info HTTP/1.1\r\nHost: [\r\nConnection: close\r\n\r\n", b"400", b"unreadable Host"),
+        (b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0_2\r\n\r\n{}", b"400", b"not a number"),
     ],
 )
 def test_malformed_requests_get_one_line_too(address, request_bytes, status, message):

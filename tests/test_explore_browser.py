@@ -138,7 +138,10 @@ def test_the_page_shows_the_space_and_decodes_live(browser, space, tmp_path):
 
         point_action(browser, canvas, b).perform()  # hovering shows the image
         wait_for(browser, "const h = document.getElementById('hover'); return !h.hidden && h.dataset.index")
-        assert browser.find_element("id", "hover-text").text.startswith(f"#{b}")
+        hover = browser.find_element("id", "hover")
+        assert hover.get_attribute("data-index") == str(b) and browser.find_element("id", "hover-text").text.startswith(
+            f"#{b},"
+        )
 
         point_action(browser, canvas, a).click().perform()  # clicking selects it
         wait_for(browser, "return document.getElementById('selected-image').dataset.index === String(arguments[0])", a)

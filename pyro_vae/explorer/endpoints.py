@@ -39,6 +39,7 @@ from ..data.sources import class_name
 from .latent_space import LatentSpace, finite_span, layer_bounds
 from .png import png_strip
 
+MAX_LEGEND = 1000  # label values in the legend at most
 MAX_STRIP = 32  # decodings in one strip (traverse, interpolate, sample)
 DEFAULT_STEPS = {"traverse": 11, "interpolate": 10}
 DEFAULT_SAMPLES = 16
@@ -213,9 +214,10 @@ class Endpoints:
         )
 
     def _legend(self) -> list[str]:
-        """The name of each label value 0..max among the split's labels (empty without labels)."""
+        """The name of each label value 0..max among the split's labels (empty without labels, or when the labels run
+        past ``MAX_LEGEND``: ids rather than classes, which the hover shows as they are)."""
         labels = self.space.labels
-        if labels is None or labels.numel() == 0:
+        if labels is None or labels.numel() == 0 or int(labels.max()) >= MAX_LEGEND or int(labels.min()) < 0:
             return []
         return [class_name(self.space.class_names, i) for i in range(int(labels.max()) + 1)]
 

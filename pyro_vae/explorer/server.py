@@ -41,7 +41,7 @@ STATIC = {  # request path -> (file in static/, content type): the only files th
 API = "/api/"
 MAX_BODY = 1 << 20
 MAX_FIELDS = 64
-IDLE_TIMEOUT_S = 120  # a kept-alive connection with no request for this long is closed
+IDLE_TIMEOUT_S = 30  # a connection that sends nothing for this long (idle, or a request trickling in) is closed
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 PAGE_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
@@ -146,16 +146,16 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self) -> dict:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower() or "Content-Length" not in self.headers:
             raise RequestError("a POST needs a Content-Length", 411)
-        try:
-            length = int(self.headers["Content-Length"])
-        except ValueError:
-            raise RequestError("Content-Length is not a number") from None
-        if not 0 <= length <= MAX_BODY:
+        text = self.headers["Content-Length"].strip()
+        if not text.isascii() or not text.isdigit():  # (int() would take "1_0", "+5" or "-1")
+            raise RequestError("Content-Length is not a number")
+        length = int(text)
+        if length > MAX_BODY:
             raise RequestError(f"the body is {length} bytes; at most {MAX_BODY} are read", 413)
         raw = self.rfile.read(length)
         try:
             body = json.loads(raw or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (nesting deeper than the parser goes)
             raise RequestError(f"the body is not JSON: {first_line(exc, 80)}") from None
         if not isinstance(body, dict):
             raise RequestError("the body must be a JSON object of the parameters")
@@ -186,10 +186,21 @@ class Handler(BaseHTTPRequestHandler):
         return Reply(200, kind, content)
 
     def _check_host(self) -> None:
+        """Refuse a foreign ``Host`` (DNS rebinding) when bound to loopback, and any request another site's page
+        makes (the browser says so in ``Sec-Fetch-Site`` or ``Origin``): the model and the data are this user's."""
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None and site not in ("same-origin", "none"):
+            raise RequestError(f"requests from other sites are refused (Sec-Fetch-Site: {site[:20]})", 403)
         host = self.headers.get("Host")
+        origin = self.headers.get("Origin")
+        if origin is not None and host is not None and origin not in (f"http://{host}", f"https://{host}"):
+            raise RequestError(f"requests from other sites are refused (Origin {origin[:60]!r})", 403)
         if self.server.hosts is None or host is None:
             return
-        name = urlsplit("//" + host).hostname if host else ""
+        try:
+            name = urlsplit("//" + host).hostname if host else ""
+        except ValueError:  # (an unreadable Host: "[")
+            raise RequestError(f"unreadable Host header {host[:60]!r}") from None
         if name not in self.server.hosts:
             raise RequestError(f"this server answers only to its loopback address, not Host {host[:60]!r}", 403)
 
@@ -199,6 +210,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(reply.body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")  # (no other site may embed the images)
         if reply.content_type.startswith("text/html"):
             self.send_header("Content-Security-Policy", PAGE_POLICY)
             self.send_header("Referrer-Policy", "no-referrer")
