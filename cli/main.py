@@ -9,6 +9,7 @@ analytic ELBOs disagree, 130 on Ctrl-C and 143 on SIGTERM (training saves a chec
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -231,8 +232,13 @@ def _threads(value: str) -> int | None:
     return threads
 
 
+def _mean_and_stderr(s: dict, key: str) -> str:
+    """``s[key] ± s[key_stderr]``, as every table here prints a mean over images."""
+    return f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"
+
+
 def _format_table(info: dict, s: dict) -> str:
-    pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
+    pm = functools.partial(_mean_and_stderr, s)
     k = f"K={s['iwae_k']}  " if "iwae" in s else ""
     recon_term, kl_term = info.get("terms", ("E_q[log p(x|z)]", "KL(q(z|x) || p(z))"))
     pyro_elbo = f"ELBO, Pyro {info.get('pyro_elbo', 'Trace_ELBO')} ({s['num_particles']} particle(s))"
@@ -417,7 +423,7 @@ def _bdmc(opts: dict, as_json: bool, by_class: bool) -> None:
 
 
 def _format_bdmc(s: dict) -> str:
-    pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
+    pm = functools.partial(_mean_and_stderr, s)
     return "\n".join(
         [
             f"bidirectional Monte Carlo, {s['ais_steps']} steps x {s['ais_chains']} chains each way "
@@ -486,7 +492,7 @@ def gaps(**opts) -> None:
     if as_json:
         click.echo(json.dumps(_json_safe({**info, **s}), allow_nan=False))
         return
-    pm = lambda key: f"{s[key]:10.3f} ± {s[key + '_stderr']:.3f}"  # noqa: E731
+    pm = functools.partial(_mean_and_stderr, s)
     lines = [
         info["data"],
         f"split={info['split']}  n={s['n']}  checkpoint epoch {info['epoch']}  seed={opts['seed']}  "

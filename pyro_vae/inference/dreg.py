@@ -135,13 +135,8 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * factor.reshape(factor.shape + (1,) * (grad.dim() - factor.dim())), None
 
 
-class _Gate(torch.autograd.Function):
-    """Identity forward; backward passes the gradient while ``switch.open``, else none."""
-
-    @staticmethod
-    def forward(ctx, value: Tensor, switch: _Switch) -> Tensor:
-        ctx.switch = switch
-        return value.view_as(value)
+class _Gate(_ScaleGradient):
+    """Identity forward (:class:`_ScaleGradient`'s); backward passes the gradient while ``switch.open``, else none."""
 
     @staticmethod
     def backward(ctx, grad: Tensor):
